@@ -1,0 +1,1 @@
+"""The `wavstream` command line: one dispatcher, one module per command."""

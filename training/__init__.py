@@ -1,0 +1,1 @@
+"""wavstream.training: models, data, objectives and training loops (needs torch)."""
