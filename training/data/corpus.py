@@ -1,0 +1,413 @@
+"""Build the synthetic speech corpus.
+
+Layout of a corpus folder::
+
+    build.json              settings of the build (checked on resume)
+    train/train-000000.wav  16 kHz mono PCM-16, with train-000000.txt beside it
+    dev/...  test/...
+    train.tsv dev.tsv test.tsv          manifests: path, num_samples, text
+    train_utts.tsv ...                  path, engine, voice, variant, params (JSON)
+    train_1h.tsv                        a ~1 h subset of train (``--subset-hours``)
+    metadata.json                       seed, voices per split, counts, hours, settings
+
+How the build works:
+
+1. **Plan** (deterministic from the seed). Sentences (``text.load_sentences``)
+   are shuffled; test takes the first ones, dev the next, train the rest, so
+   dev/test sentences never occur in train. Voices of every available engine
+   are split by *speaker key* (see ``engines.Voice``): per engine, ~10% of the
+   speaker keys go to dev and ~10% to test (at least one each) when it has
+   >= 4 keys; an engine with 2..3 keys gives one key to dev+test and the rest
+   to train; a single-voice engine (Piper) is held out entirely (dev+test),
+   which makes it an unseen engine. A speaker key shared by two engines
+   (flite ``slt`` and festival's ``cmu_us_slt_arctic_hts``) keeps one split.
+   Each utterance then gets an engine (by weight), a voice of that split, the
+   engine's random parameters, silence padding (0.1..0.3 s at each end) and a
+   peak level (0.3..0.95).
+2. **Synthesis** of the utterances whose ``.wav`` and ``.txt`` are not
+   already there, in a process pool (``jobs``) with a tqdm bar. Every file is
+   written under a temporary name and renamed with ``os.replace``, the
+   transcript first and the audio last, so an interrupted build leaves no
+   half-written file under a valid name and simply continues when rerun.
+3. **Manifests and metadata** from what is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import engines as E
+from . import manifest as M
+from . import text as T
+
+SPLITS = ("train", "dev", "test")
+SAMPLE_RATE = 16000
+# speech rate used to turn --hours into a number of utterances (calibrated
+# on this corpus: characters of normalised text per second of speech,
+# padding excluded)
+CHARS_PER_SECOND = 14.0
+
+
+@dataclass
+class BuildConfig:
+    out: str
+    train: int | None = None
+    dev: int = 300
+    test: int = 300
+    hours: float | None = None
+    seed: int = 0
+    jobs: int = 1
+    engines: list[str] | None = None
+    weights: dict[str, float] = field(default_factory=dict)
+    holdout_frac: float = 0.1
+    pad: tuple[float, float] = (0.1, 0.3)
+    peak: tuple[float, float] = (0.3, 0.95)
+    subset_hours: list[float] = field(default_factory=lambda: [1.0])
+    progress: bool = True
+
+    def plan_settings(self) -> dict[str, Any]:
+        """The settings that determine the plan (must match on resume)."""
+        return {"seed": self.seed, "train": self.train, "dev": self.dev, "test": self.test,
+                "hours": self.hours, "engines": self.engines, "weights": self.weights,
+                "holdout_frac": self.holdout_frac, "pad": list(self.pad), "peak": list(self.peak)}
+
+
+@dataclass
+class Utt:
+    split: str
+    index: int
+    text: str
+    voice: E.Voice
+    params: dict[str, Any]
+    post: dict[str, float]
+
+    @property
+    def rel(self) -> str:
+        return f"{self.split}/{self.split}-{self.index:06d}.wav"
+
+
+# --------------------------------------------------------------------------
+# plan
+
+
+def split_voices(engine_list: list[E.Engine], seed: int, holdout_frac: float = 0.1
+                 ) -> dict[str, dict[str, list[E.Voice]]]:
+    """{split: {engine: [voices]}}, speakers in dev/test never in train."""
+    assigned: dict[str, str] = {}  # speaker key -> "train" | "dev" | "test" | "devtest"
+    for k, eng in enumerate(engine_list):
+        voices = eng.voices()
+        keys = sorted({v.speaker for v in voices})
+        rng = np.random.default_rng([seed, 7919, zlib.crc32(eng.name.encode()), len(keys)])
+        keys = [keys[i] for i in rng.permutation(len(keys))]
+        free = [s for s in keys if s not in assigned]
+        held = {s for s in keys if assigned.get(s, "train") != "train"}
+        n = len(keys)
+        if n >= 4:
+            n_hold = max(1, int(round(n * holdout_frac)))
+            want = {"test": n_hold, "dev": n_hold}
+            for s in keys:
+                if assigned.get(s) in want:
+                    want[assigned[s]] -= 1
+            for split in ("test", "dev"):
+                while want[split] > 0 and len(free) > 1:
+                    assigned[free.pop(0)] = split
+                    want[split] -= 1
+        elif n >= 2:
+            if not held and len(free) > 1:
+                assigned[free.pop(0)] = "devtest"
+        elif n == 1 and free:
+            assigned[free.pop(0)] = "devtest"
+        for s in free:
+            assigned[s] = "train"
+    out: dict[str, dict[str, list[E.Voice]]] = {s: {} for s in SPLITS}
+    for eng in engine_list:
+        for v in eng.voices():
+            a = assigned[v.speaker]
+            for split in SPLITS:
+                if a == split or (a == "devtest" and split in ("dev", "test")):
+                    out[split].setdefault(eng.name, []).append(v)
+    return out
+
+
+def _engine_weights(engine_list: list[E.Engine], weights: dict[str, float]) -> dict[str, float]:
+    return {e.name: float(weights.get(e.name, e.weight)) for e in engine_list}
+
+
+def _post(rng: np.random.Generator, cfg: BuildConfig) -> dict[str, float]:
+    return {"pad_start": round(float(rng.uniform(*cfg.pad)), 3),
+            "pad_end": round(float(rng.uniform(*cfg.pad)), 3),
+            "peak": round(float(rng.uniform(*cfg.peak)), 3)}
+
+
+def _estimate_seconds(text: str, params: dict[str, Any], post: dict[str, float]) -> float:
+    return len(text) / CHARS_PER_SECOND / params.get("warp", 1.0) + post["pad_start"] + post["pad_end"]
+
+
+def make_plan(cfg: BuildConfig, engine_list: list[E.Engine], sentences: list[str]
+              ) -> tuple[dict[str, list[Utt]], dict[str, dict[str, list[E.Voice]]]]:
+    voices = split_voices(engine_list, cfg.seed, cfg.holdout_frac)
+    weights = _engine_weights(engine_list, cfg.weights)
+    order = np.random.default_rng([cfg.seed, 1]).permutation(len(sentences))
+    shuffled = [sentences[i] for i in order]
+    n_test, n_dev = cfg.test, cfg.dev
+    if n_test + n_dev >= len(shuffled):
+        raise ValueError(f"only {len(shuffled)} sentences for {n_dev} dev + {n_test} test utterances")
+    pools = {"test": shuffled[:n_test], "dev": shuffled[n_test:n_test + n_dev],
+             "train": shuffled[n_test + n_dev:]}
+    plan: dict[str, list[Utt]] = {}
+    for si, split in enumerate(SPLITS):
+        engs = [e for e in engine_list if voices[split].get(e.name) and weights[e.name] > 0]
+        if not engs:
+            raise RuntimeError(f"no voices for split {split}")
+        w = np.array([weights[e.name] for e in engs])
+        w = w / w.sum()
+        rng = np.random.default_rng([cfg.seed, 100 + si])
+        pool = pools[split]
+        utts: list[Utt] = []
+        total = 0.0
+        i = 0
+        while True:
+            if split == "train" and cfg.train is None:
+                if total >= (cfg.hours or 1.0) * 3600.0:
+                    break
+            elif i >= {"train": cfg.train, "dev": n_dev, "test": n_test}[split]:
+                break
+            eng = engs[int(rng.choice(len(engs), p=w))]
+            vlist = voices[split][eng.name]
+            voice = vlist[int(rng.integers(len(vlist)))]
+            params = eng.sample_params(rng)
+            post = _post(rng, cfg)
+            text = pool[i % len(pool)]  # train reuses sentences only past the pool
+            utts.append(Utt(split, i, text, voice, params, post))
+            total += _estimate_seconds(text, params, post)
+            i += 1
+        plan[split] = utts
+    return plan, voices
+
+
+# --------------------------------------------------------------------------
+# synthesis
+
+_ENGINE_CACHE: dict[str, E.Engine] = {}
+
+
+def render(utt_voice: E.Voice, text: str, params: dict[str, Any], post: dict[str, float]) -> np.ndarray:
+    """Synthesise, trim the engine's own silence, pad, and scale the peak."""
+    eng = _ENGINE_CACHE.get(utt_voice.engine)
+    if eng is None:
+        eng = _ENGINE_CACHE[utt_voice.engine] = E.get_engine(utt_voice.engine)
+    audio = eng.synth(text, utt_voice, params)
+    peak = float(np.max(np.abs(audio)))
+    if peak <= 1e-6:
+        raise RuntimeError(f"{utt_voice.id}: silent output for {text!r}")
+    loud = np.flatnonzero(np.abs(audio) > 0.02 * peak)
+    margin = int(0.02 * SAMPLE_RATE)
+    audio = audio[max(0, loud[0] - margin): loud[-1] + margin + 1]
+    audio = audio * (post["peak"] / peak)
+    out = np.concatenate([np.zeros(int(post["pad_start"] * SAMPLE_RATE), np.float32), audio,
+                          np.zeros(int(post["pad_end"] * SAMPLE_RATE), np.float32)])
+    # PCM-16 rounding cannot push it past full scale: peak <= 0.95 < 1
+    return out.astype(np.float32)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _atomic_write_wav(path: Path, audio: np.ndarray) -> None:
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sf.write(str(tmp), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+
+
+def is_done(root: Path, utt: Utt) -> bool:
+    wav = root / utt.rel
+    txt = wav.with_suffix(".txt")
+    if not (wav.exists() and txt.exists()):
+        return False
+    try:
+        return txt.read_text(encoding="utf-8").strip() == utt.text
+    except OSError:
+        return False
+
+
+def _work(job: tuple[str, str, str, dict, dict, dict]) -> tuple[str, int, str]:
+    root, rel, text, voice, params, post = job
+    try:
+        audio = render(E.Voice(**voice), text, params, post)
+        wav = Path(root) / rel
+        _atomic_write_text(wav.with_suffix(".txt"), text + "\n")
+        _atomic_write_wav(wav, audio)
+        return rel, int(audio.shape[0]), ""
+    except Exception as exc:  # reported, retried on the next run
+        return rel, 0, f"{type(exc).__name__}: {exc}"
+
+
+def _worker_init() -> None:
+    # one thread per worker process: the pool is the parallelism
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+
+
+# --------------------------------------------------------------------------
+# build
+
+
+def _log(msg: str) -> None:
+    print(f"[corpus] {msg}", file=sys.stderr, flush=True)
+
+
+def build(cfg: BuildConfig) -> dict[str, Any]:
+    """Build (or resume) a corpus; returns the metadata dict."""
+    t0 = time.time()
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+
+    engine_list, missing = E.available_engines(cfg.engines)
+    for m in missing:
+        _log(f"engine not available, skipped: {m}")
+    if cfg.engines and missing:
+        raise RuntimeError("requested engines are missing: " + "; ".join(missing)
+                           + " (run training/data/install_engines.sh)")
+    if not engine_list:
+        raise RuntimeError("no text-to-speech engine is available: " + "; ".join(missing)
+                           + " (run training/data/install_engines.sh)")
+    _log("engines: " + ", ".join(f"{e.name} ({len(e.voices())} voices)" for e in engine_list))
+
+    sentences = T.load_sentences()
+    settings = cfg.plan_settings()
+    settings["engines_used"] = [e.name for e in engine_list]
+    settings["sentences_digest"] = T.sentences_digest(sentences)
+    bj = root / "build.json"
+    if bj.exists():
+        old = json.loads(bj.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise RuntimeError(f"{root} holds a corpus built with other settings ({', '.join(diff)}); "
+                               "use another --out or delete it")
+    else:
+        _atomic_write_text(bj, json.dumps(settings, indent=1) + "\n")
+
+    plan, voices = make_plan(cfg, engine_list, sentences)
+    for split in SPLITS:
+        (root / split).mkdir(exist_ok=True)
+    # stale temp files of an interrupted build are never valid: remove them
+    for split in SPLITS:
+        for tmp in (root / split).glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    todo = [u for split in SPLITS for u in plan[split] if not is_done(root, u)]
+    n_all = sum(len(v) for v in plan.values())
+    _log(f"{n_all} utterances planned, {n_all - len(todo)} already done, {len(todo)} to synthesise "
+         f"with {cfg.jobs} job(s)")
+    jobs = [(str(root), u.rel, u.text, u.voice.to_dict(), u.params, u.post) for u in todo]
+    # interleave engines so the bar's rate is steady; order does not matter
+    errors: list[tuple[str, str]] = []
+    generated = 0
+    if jobs:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), unit="utt", disable=not cfg.progress, dynamic_ncols=True,
+                   desc="synthesising")
+        if cfg.jobs > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(cfg.jobs, initializer=_worker_init) as pool:
+                for rel, n, err in pool.imap_unordered(_work, jobs, chunksize=4):
+                    bar.update(1)
+                    if err:
+                        errors.append((rel, err))
+                    else:
+                        generated += 1
+        else:
+            for job in jobs:
+                rel, n, err = _work(job)
+                bar.update(1)
+                if err:
+                    errors.append((rel, err))
+                else:
+                    generated += 1
+        bar.close()
+    for rel, err in errors[:10]:
+        _log(f"FAILED {rel}: {err}")
+    if errors:
+        _log(f"{len(errors)} utterances failed (rerun the same command to retry them)")
+
+    meta = write_manifests(root, cfg, plan, voices, engine_list, sentences)
+    meta["build"] = {"wall_seconds": round(time.time() - t0, 1), "generated_this_run": generated,
+                     "failed_this_run": len(errors), "jobs": cfg.jobs}
+    _atomic_write_text(root / "metadata.json", json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def write_manifests(root: Path, cfg: BuildConfig, plan: dict[str, list[Utt]],
+                    voices: dict[str, dict[str, list[E.Voice]]], engine_list: list[E.Engine],
+                    sentences: list[str]) -> dict[str, Any]:
+    import soundfile as sf
+
+    meta: dict[str, Any] = {
+        "format": "wavstream-corpus-1",
+        "sample_rate": SAMPLE_RATE,
+        "seed": cfg.seed,
+        "settings": cfg.plan_settings(),
+        "engines_available": [e.name for e in engine_list],
+        "engine_weights": _engine_weights(engine_list, cfg.weights),
+        "sentences_total": len(sentences),
+        "sentences_digest": T.sentences_digest(sentences),
+        "splits": {},
+    }
+    for split in SPLITS:
+        entries, rows, used_voices, per_engine = [], [], set(), {}
+        missing = 0
+        for u in plan[split]:
+            if not is_done(root, u):
+                missing += 1
+                continue
+            wav = root / u.rel
+            n = int(sf.info(str(wav)).frames)
+            entries.append(M.Entry(str(wav), n, u.text))
+            rows.append(f"{u.rel}\t{u.voice.engine}\t{u.voice.voice}\t{u.voice.variant}\t"
+                        f"{json.dumps({**u.params, **u.post}, sort_keys=True)}\n")
+            used_voices.add(u.voice)
+            pe = per_engine.setdefault(u.voice.engine, {"utterances": 0, "hours": 0.0})
+            pe["utterances"] += 1
+            pe["hours"] += n / SAMPLE_RATE / 3600
+        M.write_tsv(entries, root / f"{split}.tsv")
+        tmp = root / f".{split}_utts.tsv.tmp"
+        tmp.write_text("path\tengine\tvoice\tvariant\tparams\n" + "".join(rows), encoding="utf-8")
+        os.replace(tmp, root / f"{split}_utts.tsv")
+        for pe in per_engine.values():
+            pe["hours"] = round(pe["hours"], 4)
+        meta["splits"][split] = {
+            "utterances": len(entries),
+            "missing": missing,
+            "hours": round(M.total_hours(entries), 4),
+            "sentences": len({e.text for e in entries}),
+            "voices_used": len(used_voices),
+            "voices_available": {k: len(v) for k, v in voices[split].items()},
+            "speakers": sorted({v.speaker for vs in voices[split].values() for v in vs}),
+            "per_engine": per_engine,
+            "voice_ids": sorted({v.id for vs in voices[split].values() for v in vs}),
+        }
+        if split == "train":
+            meta["subsets"] = {}
+            for h in cfg.subset_hours:
+                if M.total_hours(entries) >= h:
+                    name = f"train_{h:g}h.tsv"
+                    sub = M.subset_hours(entries, h, seed=cfg.seed)
+                    M.write_tsv(sub, root / name)
+                    meta["subsets"][name] = {"utterances": len(sub), "hours": round(M.total_hours(sub), 4)}
+    return meta
