@@ -1,0 +1,64 @@
+"""Engines: run one streaming step of a bundle's graph (see base.py for the contract).
+
+``create_engine(bundle, backend="onnxruntime" | "tensorrt", **opts)`` picks one.
+TensorRT is imported only when asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+from ..bundle import Bundle, load_bundle
+from .base import (
+    ChunkSizeError,
+    Engine,
+    EngineUnavailableError,
+    StateShapeError,
+    StepResult,
+    stack_states,
+    unstack_states,
+)
+from .ort import OrtEngine
+
+__all__ = [
+    "Engine",
+    "StepResult",
+    "OrtEngine",
+    "TensorRTEngine",
+    "ChunkSizeError",
+    "StateShapeError",
+    "EngineUnavailableError",
+    "stack_states",
+    "unstack_states",
+    "create_engine",
+    "BACKENDS",
+]
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def __getattr__(name: str) -> Any:
+    # TensorRTEngine's module imports nothing heavy, but keep it off the
+    # import path of CPU-only apps anyway.
+    if name == "TensorRTEngine":
+        from .tensorrt import TensorRTEngine
+
+        return TensorRTEngine
+    raise AttributeError(name)
+
+
+def create_engine(bundle: Union[Bundle, str], backend: str = "onnxruntime", **opts: Any) -> Engine:
+    """Build an engine for ``bundle``.
+
+    backend "onnxruntime" takes ``quantized``, ``device`` ("auto"/"cpu"/"cuda"),
+    ``intra_op_threads``, ``inter_op_threads``; "tensorrt" takes ``device_id``.
+    """
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    if backend in ("onnxruntime", "ort", "onnx"):
+        return OrtEngine(bundle, **opts)
+    if backend in ("tensorrt", "trt"):
+        from .tensorrt import TensorRTEngine
+
+        return TensorRTEngine(bundle, **opts)
+    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")

@@ -1,0 +1,148 @@
+"""The engine interface: one streaming step of a bundle's graph.
+
+An engine runs ``step(samples, states) -> StepResult`` for a batch of B
+independent streams. ``samples`` is (B, chunk_samples) float32 at 16 kHz;
+``states`` is the list of state tensors in ``config.states`` order, each
+(B, ...). Rows are independent, so a server stacks the states of several
+sessions along axis 0 (``stack_states``) and splits them after the call
+(``unstack_states``).
+
+``Engine.step`` validates its inputs and raises ``ChunkSizeError`` /
+``StateShapeError`` (both ``ValueError``) with expected vs found numbers: a
+mis-sized chunk is never truncated or padded silently.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ..bundle import Bundle, BundleConfig
+
+__all__ = [
+    "Engine",
+    "StepResult",
+    "ChunkSizeError",
+    "StateShapeError",
+    "EngineUnavailableError",
+    "stack_states",
+    "unstack_states",
+]
+
+
+class ChunkSizeError(ValueError):
+    """samples passed to step() are not (B, chunk_samples)."""
+
+
+class StateShapeError(ValueError):
+    """states passed to step() don't match the bundle's state specs."""
+
+
+class EngineUnavailableError(RuntimeError):
+    """The requested backend or device is not available on this machine."""
+
+
+@dataclass
+class StepResult:
+    features: np.ndarray  # (B, chunk_frames, feature_dim) float32
+    logits: Optional[np.ndarray]  # (B, chunk_frames, vocab) float32, None without a vocabulary
+    codes: Optional[np.ndarray]  # (B, chunk_frames, groups) int64, vq-wav2vec only
+    states: list[np.ndarray]  # new states, same order/shapes as the inputs
+
+
+class Engine(ABC):
+    """Base class: validation, state init; subclasses implement ``_run``."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.config: BundleConfig = bundle.config
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.config.chunk_samples
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.config.chunk_frames
+
+    def init_state(self, batch: int = 1) -> list[np.ndarray]:
+        """Fresh states for ``batch`` streams (all zeros, per docs/bundle.md)."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        return [spec.zeros(batch) for spec in self.config.states]
+
+    def validate(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> np.ndarray:
+        """Check shapes/dtypes; returns samples as contiguous float32.
+
+        Raises ChunkSizeError or StateShapeError (ValueErrors) on mismatch.
+        """
+        samples = np.asarray(samples)
+        if samples.ndim != 2:
+            raise ChunkSizeError(
+                f"samples must be (batch, {self.chunk_samples}), found shape {samples.shape} (ndim {samples.ndim})"
+            )
+        B, n = samples.shape
+        if n != self.chunk_samples:
+            raise ChunkSizeError(
+                f"expected chunks of {self.chunk_samples} samples ({self.chunk_frames} frames x {self.config.stride}), "
+                f"found {n}; zero-pad the last chunk of a stream"
+            )
+        if B < 1:
+            raise ChunkSizeError("batch of 0 streams")
+        if not np.issubdtype(samples.dtype, np.floating):
+            raise ChunkSizeError(f"samples must be float (float32 in [-1, 1]), found dtype {samples.dtype}")
+        specs = self.config.states
+        if len(states) != len(specs):
+            raise StateShapeError(
+                f"expected {len(specs)} state tensors {[s.name for s in specs]}, found {len(states)}"
+            )
+        for spec, st in zip(specs, states):
+            want = spec.batch_shape(B)
+            shape = tuple(getattr(st, "shape", ()))
+            if shape != want:
+                raise StateShapeError(f"state {spec.name!r}: expected shape {want} for batch {B}, found {shape}")
+            dt = getattr(st, "dtype", None)
+            if dt is not None and np.dtype(dt) != np.dtype(spec.np_dtype):
+                raise StateShapeError(f"state {spec.name!r}: expected dtype {spec.dtype}, found {dt}")
+        return np.ascontiguousarray(samples, dtype=np.float32)
+
+    def step(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult:
+        """Process one chunk for a batch of streams. Inputs are not modified."""
+        samples = self.validate(samples, states)
+        return self._run(samples, states)
+
+    @abstractmethod
+    def _run(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult: ...
+
+    def close(self) -> None:
+        """Release backend resources (optional)."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def stack_states(per_stream: Sequence[Sequence[np.ndarray]]) -> list[np.ndarray]:
+    """[[s0, s1, ...] of stream 0, ...] (each (b_i, ...)) -> [S0, S1, ...] (sum b_i, ...)."""
+    if not per_stream:
+        raise ValueError("stack_states needs at least one stream")
+    n = len(per_stream[0])
+    if any(len(s) != n for s in per_stream):
+        raise StateShapeError(f"streams have different numbers of state tensors: {[len(s) for s in per_stream]}")
+    return [np.concatenate([np.asarray(s[i]) for s in per_stream], axis=0) for i in range(n)]
+
+
+def unstack_states(states: Sequence[np.ndarray], batch: Optional[int] = None) -> list[list[np.ndarray]]:
+    """Inverse of stack_states for batch-1 streams: [S_i (B, ...)] -> B lists of (1, ...) arrays."""
+    B = int(states[0].shape[0]) if batch is None else batch
+    for i, s in enumerate(states):
+        if s.shape[0] != B:
+            raise StateShapeError(f"state {i} has batch {s.shape[0]}, expected {B}")
+    # Slices are views into the engine's output arrays; rows are independent
+    # and the engine never writes into outputs it returned, so no copy needed.
+    return [[s[b : b + 1] for s in states] for b in range(B)]

@@ -1,0 +1,71 @@
+"""Events emitted by the recogniser.
+
+Three kinds, all plain frozen dataclasses so they compare, print and
+serialise easily:
+
+- ``Partial(text)``: the current, still-changing hypothesis of the utterance
+  in progress. Emitted only when the text changes.
+- ``Final(text, start, end)``: a finished utterance (an endpoint fired, or the
+  input ended). ``start``/``end`` are seconds from the start of the stream.
+- ``Features(frames, start_frame, codes)``: the model's frame features of one
+  decoded chunk, ``frames`` (T, D) float32; ``start_frame`` is the index of the
+  first of these frames in the stream; ``codes`` (T, G) int64 for bundles that
+  export discrete codes (vq-wav2vec), else None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import numpy as np
+
+__all__ = ["Partial", "Final", "Features", "Event"]
+
+
+@dataclass(frozen=True)
+class Partial:
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"type": "partial", "text": self.text}
+
+
+@dataclass(frozen=True)
+class Final:
+    text: str
+    start: float  # seconds from stream start
+    end: float  # seconds from stream start
+
+    def to_dict(self) -> dict:
+        return {"type": "final", "text": self.text, "start": round(self.start, 3), "end": round(self.end, 3)}
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    frames: np.ndarray  # (T, D) float32
+    start_frame: int  # index of frames[0] in the stream
+    codes: Optional[np.ndarray] = field(default=None)  # (T, G) int64 or None
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        # Arrays make the generated __eq__ ambiguous; compare by value.
+        if not isinstance(other, Features):
+            return NotImplemented
+        if self.start_frame != other.start_frame or not np.array_equal(self.frames, other.frames):
+            return False
+        if (self.codes is None) != (other.codes is None):
+            return False
+        return self.codes is None or np.array_equal(self.codes, other.codes)
+
+    def to_dict(self) -> dict:
+        d = {"type": "features", "start_frame": self.start_frame, "frames": self.frames.tolist()}
+        if self.codes is not None:
+            d["codes"] = self.codes.tolist()
+        return d
+
+
+Event = Union[Partial, Final, Features]

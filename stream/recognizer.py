@@ -1,0 +1,446 @@
+"""The public recognition API: ``Recognizer`` and ``Stream``.
+
+Shaped like sherpa-onnx's OnlineRecognizer so one core serves both a single
+app stream and a batching server:
+
+    rec = Recognizer.from_bundle("path/to/bundle")      # or Recognizer.default()
+    s = rec.create_stream()
+    s.accept_waveform(samples, sample_rate)            # any rate, any block size
+    while rec.is_ready(s):
+        for event in rec.decode_stream(s):             # Features / Partial / Final
+            ...
+    s.input_finished()                                 # end of audio: flush the tail
+    while rec.is_ready(s):
+        events = rec.decode_stream(s)
+
+A server keeps one Stream per session and calls
+``rec.decode_streams(ready_streams)``: ONE batched engine call over all of
+them (their states stacked along the batch axis), events returned per stream.
+
+For simple apps there is an internal default stream:
+
+    for event in rec.feed(samples, sample_rate): ...
+    for event in rec.finish(): ...                     # flush; next feed starts a new stream
+
+and a callback style: ``rec.on_partial(fn)``, ``rec.on_final(fn)``,
+``rec.on_features(fn)`` or ``rec.add_listener(obj)`` (any object with some of
+``on_partial/on_final/on_features`` methods). Callbacks run on the thread
+that calls decode/feed, for events of every stream, after the events are
+computed.
+
+What a Stream holds: the resampler (input rate -> 16 kHz), a sample queue
+(lossless: the lossy RingBuffer belongs at the audio-callback boundary, see
+sources.py), the engine state (batch 1), the CTC decoder, the endpointer and
+the frame counters. Timestamps are seconds of 16 kHz audio accepted by this
+stream.
+
+Endpoints cut the text only; the model's audio state carries on, so context
+across utterances is kept. Finals with empty text are not emitted.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Deque, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from .bundle import Bundle, BundleConfig, BundleNotFoundError, load_bundle
+from .ctc import LmConfig, StreamingCtcDecoder, Vocabulary
+from .endpoint import EndpointConfig, Endpointer
+from .engines.base import Engine, stack_states, unstack_states
+from .events import Event, Features, Final, Partial
+from .resample import StreamResampler, check_sample_rate, to_mono_float32
+
+__all__ = ["Recognizer", "Stream", "DecodingConfig", "DEFAULT_MODEL_DIR", "resolve_model"]
+
+# Where the package's embedded default bundle lives.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+def resolve_model(model: Union[str, Path, None]) -> Path:
+    """A ``--model`` value ('default', None or a folder path) -> bundle folder path.
+
+    Raises BundleNotFoundError when 'default' is asked for but no embedded
+    bundle is installed.
+    """
+    if model is None or str(model) == "default":
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise BundleNotFoundError(
+                f"no embedded default model is installed (expected a bundle at {DEFAULT_MODEL_DIR}); "
+                "pass a bundle folder instead (Recognizer.from_bundle(PATH), --model PATH)"
+            )
+        return DEFAULT_MODEL_DIR
+    return Path(model).expanduser()
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    method: str = "greedy"  # "greedy" (fastest) | "beam" (CTC prefix beam search)
+    beam_size: int = 8  # beams kept per frame (beam only)
+    lm: Optional[LmConfig] = None  # KenLM via pyctcdecode, applied to each final
+
+
+class Stream:
+    """One audio stream's state. Create with ``Recognizer.create_stream()``."""
+
+    def __init__(self, rec: "Recognizer") -> None:
+        self._rec = rec
+        cfg = rec.config
+        self._chunk = cfg.chunk_samples
+        self._resampler: Optional[StreamResampler] = None
+        self._queue: Deque[np.ndarray] = collections.deque()
+        self._queued = 0  # samples in _queue
+        self.states: Sequence[np.ndarray] = rec.engine.init_state(1)
+        self.decoder: Optional[StreamingCtcDecoder] = rec._make_decoder()
+        self.endpointer = Endpointer(rec.endpoint_config, cfg.frame_shift_s)
+        self.samples_accepted = 0  # 16 kHz samples queued so far (after resampling)
+        self.frames_done = 0  # output frames produced so far (stream frame index)
+        self.utterance_start_frame = 0
+        self.segment = 0  # index of the current utterance
+        self.finished = False  # input_finished() called
+        self.done = False  # everything decoded and finalised
+        self._last_partial = ""
+
+    # ---------------------------------------------------------------- input
+    def accept_waveform(self, samples: Any, sample_rate: int) -> None:
+        """Queue audio: (n,) or (n, channels), float in [-1, 1] or int PCM, at ``sample_rate`` Hz.
+
+        Any block size works (1 sample to minutes). The first call fixes the
+        stream's input rate; later calls must use the same rate.
+        Raises:
+            ValueError: bad rate or array shape, or a rate change mid-stream.
+            RuntimeError: called after input_finished().
+        """
+        if np.ndim(samples) == 0 and np.ndim(sample_rate) >= 1:
+            raise TypeError("accept_waveform(samples, sample_rate): arguments look swapped (sherpa-onnx order is the reverse)")
+        if self.finished:
+            raise RuntimeError("accept_waveform() after input_finished(); create a new stream")
+        rate = check_sample_rate(sample_rate)
+        if self._resampler is None:
+            self._resampler = StreamResampler(rate, self._rec.config.sample_rate)
+        elif rate != self._resampler.in_rate:
+            raise ValueError(f"stream started at {self._resampler.in_rate} Hz, this block says {rate} Hz; use one rate per stream")
+        x = to_mono_float32(samples)
+        if x.shape[0] == 0:
+            return
+        self._push(self._resampler.process(x))
+
+    def _push(self, x: np.ndarray) -> None:
+        if x.shape[0]:
+            # Copy: the caller may reuse its buffer (sounddevice does).
+            self._queue.append(np.array(x, dtype=np.float32, copy=True))
+            self._queued += x.shape[0]
+            self.samples_accepted += x.shape[0]
+
+    def input_finished(self) -> None:
+        """No more audio: the tail (resampler delay + last partial chunk) will be decoded.
+
+        The last partial chunk is zero-padded to a whole chunk, and only its
+        ceil(real_samples / stride) real frames are kept (docs/bundle.md).
+        """
+        if self.finished:
+            return
+        if self._resampler is not None:
+            self._push(self._resampler.flush())
+        self.finished = True
+
+    # ---------------------------------------------------------------- state
+    @property
+    def queued_samples(self) -> int:
+        return self._queued
+
+    @property
+    def text(self) -> str:
+        """Partial text of the current utterance ('' without a decoder)."""
+        return self.decoder.text if self.decoder is not None else ""
+
+    def _is_ready(self) -> bool:
+        return not self.done and (self._queued >= self._chunk or self.finished)
+
+    def _take_chunk(self) -> tuple[np.ndarray, int]:
+        """One (chunk_samples,) chunk, zero-padded at the end; and its real sample count."""
+        n = min(self._chunk, self._queued)
+        out = np.zeros(self._chunk, dtype=np.float32)
+        pos = 0
+        while pos < n:
+            head = self._queue[0]
+            k = min(n - pos, head.shape[0])
+            out[pos : pos + k] = head[:k]
+            if k == head.shape[0]:
+                self._queue.popleft()
+            else:
+                self._queue[0] = head[k:]
+            pos += k
+        self._queued -= n
+        return out, n
+
+
+class Recognizer:
+    """Streaming recogniser over an Engine. See the module docstring for usage.
+
+    Args:
+        engine: any Engine (OrtEngine, TensorRTEngine, ...).
+        decoding: DecodingConfig (greedy by default).
+        endpoint: EndpointConfig (sherpa-onnx's three rules by default).
+        emit_features: emit a Features event per decoded chunk.
+        decode_text: run CTC decoding (ignored when the bundle has no logits).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        decoding: Optional[DecodingConfig] = None,
+        endpoint: Optional[EndpointConfig] = None,
+        emit_features: bool = True,
+        decode_text: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.bundle: Bundle = engine.bundle
+        self.config: BundleConfig = engine.config
+        self.decoding = decoding or DecodingConfig()
+        self.endpoint_config = endpoint or EndpointConfig()
+        self.emit_features = emit_features
+        self.decode_text = decode_text and self.config.has_logits
+        self.vocab: Optional[Vocabulary] = (
+            Vocabulary(self.bundle.tokens or self.config.vocab, self.config.blank_id, self.config.word_delimiter)
+            if self.config.has_logits
+            else None
+        )
+        # A TensorRT engine bounds the batch by its optimisation profile.
+        self.max_batch_size: Optional[int] = getattr(engine, "max_batch", None)
+        self._listeners: list[tuple[type, Callable[[Any], None]]] = []
+        self._default: Optional[Stream] = None
+        if self.decode_text and self.decoding.lm is not None:
+            self._make_decoder()  # fail now (missing pyctcdecode), not at first audio
+
+    # ---------------------------------------------------------- construction
+    @classmethod
+    def from_bundle(
+        cls,
+        path: Union[str, Path, Bundle],
+        *,
+        backend: str = "onnxruntime",
+        decoding: Optional[DecodingConfig] = None,
+        endpoint: Optional[EndpointConfig] = None,
+        emit_features: bool = True,
+        decode_text: bool = True,
+        **engine_opts: Any,
+    ) -> "Recognizer":
+        """Load a bundle folder and build its engine.
+
+        engine_opts for backend="onnxruntime": quantized (bool, use
+        model.int8.onnx), device ("auto"/"cpu"/"cuda"), intra_op_threads,
+        inter_op_threads; for backend="tensorrt": device_id.
+        Raises BundleError (BundleNotFoundError) naming what is wrong.
+        """
+        from .engines import create_engine
+
+        bundle = path if isinstance(path, Bundle) else load_bundle(path)
+        engine = create_engine(bundle, backend, **engine_opts)
+        return cls(engine, decoding=decoding, endpoint=endpoint, emit_features=emit_features, decode_text=decode_text)
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> "Recognizer":
+        """The package's embedded model (stream/default_model/). Same kwargs as from_bundle.
+
+        Raises BundleNotFoundError if no embedded model is installed.
+        """
+        return cls.from_bundle(resolve_model("default"), **kwargs)
+
+    def _make_decoder(self) -> Optional[StreamingCtcDecoder]:
+        if not self.decode_text or self.vocab is None:
+            return None
+        d = self.decoding
+        return StreamingCtcDecoder(self.vocab, d.method, d.beam_size, d.lm)
+
+    # ------------------------------------------------------------- streams
+    def create_stream(self) -> Stream:
+        return Stream(self)
+
+    def is_ready(self, stream: Stream) -> bool:
+        """True when the stream has a whole chunk queued, or has ended and still needs decoding."""
+        return stream._is_ready()
+
+    def get_result(self, stream: Stream) -> str:
+        """Current partial text of the stream's utterance."""
+        return stream.text
+
+    def decode_stream(self, stream: Stream) -> list[Event]:
+        """Decode one chunk of ``stream`` (if ready); returns its events."""
+        return self.decode_streams([stream])[0]
+
+    def decode_streams(self, streams: Sequence[Stream]) -> list[list[Event]]:
+        """One chunk for every ready stream in ONE batched engine call.
+
+        Streams that are not ready get no events. Returns a list of event
+        lists, one per input stream, in order.
+        """
+        results: list[list[Event]] = [[] for _ in streams]
+        todo = [i for i, s in enumerate(streams) if s._is_ready()]
+        # An ended stream with nothing left queued needs no engine call, only finalising.
+        step_idx = [i for i in todo if streams[i]._queued > 0]
+        for i in todo:
+            if streams[i]._queued == 0:
+                results[i] = self._finish_stream(streams[i])
+        limit = self.max_batch_size or len(step_idx) or 1
+        for g in range(0, len(step_idx), limit):
+            group = step_idx[g : g + limit]
+            chunks, reals = zip(*(streams[i]._take_chunk() for i in group))
+            samples = np.stack(chunks)  # (B, chunk_samples)
+            if len(group) == 1:
+                states = streams[group[0]].states
+            else:
+                states = stack_states([streams[i].states for i in group])
+            res = self.engine.step(samples, states)
+            per_stream = [res.states] if len(group) == 1 else unstack_states(res.states, len(group))
+            for b, i in enumerate(group):
+                s = streams[i]
+                s.states = per_stream[b]
+                r = self.config.real_frames(reals[b])
+                results[i] = self._post_step(
+                    s,
+                    res.features[b, :r],
+                    None if res.logits is None else res.logits[b, :r],
+                    None if res.codes is None else res.codes[b, :r],
+                )
+                if s.finished and s._queued == 0:
+                    results[i].extend(self._finish_stream(s))
+        for evs in results:
+            self._dispatch(evs)
+        return results
+
+    # --------------------------------------------------- per-chunk decoding
+    def _post_step(self, s: Stream, feats: np.ndarray, logits: Optional[np.ndarray], codes: Optional[np.ndarray]) -> list[Event]:
+        events: list[Event] = []
+        T = int(feats.shape[0])
+        if self.emit_features:
+            events.append(Features(np.array(feats, copy=True), s.frames_done, None if codes is None else np.array(codes, copy=True)))
+        if s.decoder is not None and logits is not None and T:
+            is_sil = np.argmax(logits, axis=-1) == self.config.blank_id  # (T,)
+            pos = 0
+            while pos < T:
+                n = s.endpointer.accept(is_sil[pos:])
+                if n is None:
+                    s.decoder.accept(logits[pos:])
+                    pos = T
+                else:
+                    s.decoder.accept(logits[pos : pos + n])
+                    pos += n
+                    events.extend(self._end_utterance(s, s.frames_done + pos))
+            text = s.decoder.text
+            if text != s._last_partial:
+                events.append(Partial(text))
+                s._last_partial = text
+        s.frames_done += T
+        return events
+
+    def _end_utterance(self, s: Stream, end_frame: int) -> list[Event]:
+        """Close the current utterance at stream frame ``end_frame``; Final if it has text."""
+        assert s.decoder is not None
+        ep = s.endpointer
+        text = s.decoder.finalize()
+        shift = self.config.frame_shift_s
+        events: list[Event] = []
+        if text:
+            # Times bound the speech (non-blank frames), not the trailing silence.
+            first = s.utterance_start_frame + (ep.first_speech_frame or 0)
+            last = s.utterance_start_frame + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
+            events.append(Final(text, first * shift, (last + 1) * shift))
+            s.segment += 1
+        ep.reset()
+        s.utterance_start_frame = end_frame
+        s._last_partial = ""
+        return events
+
+    def _finish_stream(self, s: Stream) -> list[Event]:
+        s.done = True
+        if s.decoder is None:
+            return []
+        return self._end_utterance(s, s.frames_done)
+
+    # ----------------------------------------------------------- callbacks
+    def on_partial(self, fn: Callable[[Partial], None]) -> Callable[[Partial], None]:
+        """Register ``fn(Partial)``; usable as a decorator."""
+        self._listeners.append((Partial, fn))
+        return fn
+
+    def on_final(self, fn: Callable[[Final], None]) -> Callable[[Final], None]:
+        """Register ``fn(Final)``; usable as a decorator."""
+        self._listeners.append((Final, fn))
+        return fn
+
+    def on_features(self, fn: Callable[[Features], None]) -> Callable[[Features], None]:
+        """Register ``fn(Features)``; usable as a decorator."""
+        self._listeners.append((Features, fn))
+        return fn
+
+    def add_listener(self, listener: Any) -> None:
+        """Register an object's ``on_partial`` / ``on_final`` / ``on_features`` methods (those it has)."""
+        for kind, name in ((Partial, "on_partial"), (Final, "on_final"), (Features, "on_features")):
+            fn = getattr(listener, name, None)
+            if callable(fn):
+                self._listeners.append((kind, fn))
+
+    def remove_listeners(self) -> None:
+        self._listeners.clear()
+
+    def _dispatch(self, events: Sequence[Event]) -> None:
+        if not self._listeners:
+            return
+        for ev in events:
+            for kind, fn in self._listeners:
+                if isinstance(ev, kind):
+                    fn(ev)
+
+    # ------------------------------------------------ default-stream helpers
+    @property
+    def stream(self) -> Stream:
+        """The internal default stream used by feed()/finish()."""
+        if self._default is None:
+            self._default = self.create_stream()
+        return self._default
+
+    def feed(self, samples: Any, sample_rate: int) -> Iterator[Event]:
+        """Accept audio on the default stream and decode every ready chunk.
+
+        Work happens now (callbacks fire even if the result isn't iterated);
+        the returned iterator yields the events produced.
+        """
+        s = self.stream
+        s.accept_waveform(samples, sample_rate)
+        events: list[Event] = []
+        while s._is_ready():
+            events.extend(self.decode_stream(s))
+        return iter(events)
+
+    def finish(self) -> Iterator[Event]:
+        """End the default stream: decode the tail, emit the last Final; the next feed() starts afresh."""
+        s = self.stream
+        s.input_finished()
+        events: list[Event] = []
+        while s._is_ready():
+            events.extend(self.decode_stream(s))
+        self._default = None
+        return iter(events)
+
+    def transcribe(self, samples: Any, sample_rate: int) -> str:
+        """Whole-array convenience: the Finals' texts joined by spaces (uses a fresh stream)."""
+        s = self.create_stream()
+        s.accept_waveform(samples, sample_rate)
+        s.input_finished()
+        texts: list[str] = []
+        while s._is_ready():
+            texts.extend(e.text for e in self.decode_stream(s) if isinstance(e, Final))
+        return " ".join(texts)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"Recognizer({self.bundle.path}, family={c.family}, chunk={c.chunk_samples / c.sample_rate * 1000:.0f} ms, "
+            f"engine={type(self.engine).__name__}, decoding={self.decoding.method})"
+        )
