@@ -1,0 +1,110 @@
+"""`wavstream transcribe FILE`: stream an audio file through the recogniser.
+
+Prints partial text updating in place (on a terminal) and each final on its
+own line; with --json, one JSON object per line:
+{"type": "partial", "text": ...} / {"type": "final", "text", "start", "end"}.
+FILE "-" reads raw s16le mono PCM from stdin at --rate Hz.
+Only argparse/stdlib are imported at module level (fast --help, no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model/engine options shared by transcribe, features (and mic)."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default="default", help="bundle folder, or 'default' for the embedded model")
+    g.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="inference engine")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime device")
+    g.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx")
+    g.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: runtime's choice)")
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.backend == "tensorrt":
+        return {"backend": "tensorrt"}
+    return {"backend": "onnxruntime", "device": args.device, "quantized": args.int8, "intra_op_threads": args.threads}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.add_argument("file", help="audio file (WAV/FLAC/OGG/...), or '-' for raw s16le PCM on stdin")
+    add_model_arguments(parser)
+    io = parser.add_argument_group("input/output")
+    io.add_argument("--realtime", action="store_true", help="pace the file at real-time speed (like a live source)")
+    io.add_argument("--chunk", "--chunk-ms", dest="chunk_ms", type=float, default=100.0,
+                    help="audio block size pushed per call, in ms (the model's own chunk is fixed by the bundle)")
+    io.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on stdin")
+    io.add_argument("--json", action="store_true", help="one JSON object per line (partials and finals, with times)")
+    dec = parser.add_argument_group("decoding")
+    dec.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
+    dec.add_argument("--beam-size", type=int, default=8, help="prefix beam search width")
+    dec.add_argument("--kenlm", default=None, help="KenLM model (.arpa/.bin) for the final text (needs pyctcdecode)")
+    ep = parser.add_argument_group("endpointing")
+    ep.add_argument("--no-endpoint", dest="endpoint", action="store_false", help="one utterance for the whole input")
+    ep.add_argument("--rule1-silence", type=float, default=2.4, help="s of silence ending an utterance with nothing decoded")
+    ep.add_argument("--rule2-silence", type=float, default=1.2, help="s of silence ending an utterance after speech")
+    ep.add_argument("--max-utterance", type=float, default=20.0, help="s; longer utterances are cut")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .bundle import BundleError
+    from .ctc import LmConfig
+    from .endpoint import EndpointConfig
+    from .engines import EngineUnavailableError
+    from .events import Final, Partial
+    from .recognizer import DecodingConfig, Recognizer, resolve_model
+    from .sources import SourceError, open_source
+
+    try:
+        source = open_source(args.file, realtime=args.realtime, block_s=args.chunk_ms / 1000.0, stdin_rate=args.rate)
+        rec = Recognizer.from_bundle(
+            resolve_model(args.model),
+            decoding=DecodingConfig(args.decoder, args.beam_size, LmConfig(args.kenlm) if args.kenlm else None),
+            endpoint=EndpointConfig.with_times(args.rule1_silence, args.rule2_silence, args.max_utterance, enabled=args.endpoint),
+            emit_features=False,
+            **engine_options(args),
+        )
+    except (BundleError, SourceError, EngineUnavailableError, ImportError, ValueError) as exc:
+        print(f"wavstream transcribe: {exc}", file=sys.stderr)
+        return 2
+    if not rec.config.has_logits:
+        print(f"wavstream transcribe: bundle {rec.bundle.path} has no CTC head (no vocab); use 'wavstream features'", file=sys.stderr)
+        return 2
+
+    out = sys.stdout
+    tty = out.isatty() and not args.json
+    width = 0
+
+    def show(ev: object) -> None:
+        nonlocal width
+        if args.json:
+            if isinstance(ev, (Partial, Final)):
+                out.write(json.dumps(ev.to_dict()) + "\n")
+                out.flush()
+        elif isinstance(ev, Partial):
+            if tty:  # rewrite the line in place
+                out.write("\r\033[K" + ev.text)
+                out.flush()
+                width = len(ev.text)
+        elif isinstance(ev, Final):
+            out.write(("\r\033[K" if tty and width else "") + ev.text + "\n")
+            out.flush()
+            width = 0
+
+    try:
+        for block in source:
+            for ev in rec.feed(block, source.sample_rate):
+                show(ev)
+        for ev in rec.finish():
+            show(ev)
+    except KeyboardInterrupt:
+        for ev in rec.finish():
+            show(ev)
+        return 130
+    return 0
