@@ -151,13 +151,19 @@ class _PrefixBeam:
                         e = get(prefix)
                         e[1] = _lae(e[1], pnb + p)
                         # ...with a blank between: a new token.
-                        e2 = get(prefix + (c,))
-                        e2[1] = _lae(e2[1], pb + p)
+                        if pb > _NEG_INF:
+                            e2 = get(prefix + (c,))
+                            e2[1] = _lae(e2[1], pb + p)
                     else:
                         e = get(prefix + (c,))
                         e[1] = _lae(e[1], ptot + p)
-            ranked = sorted(new.items(), key=lambda kv: _lae(kv[1][0], kv[1][1]), reverse=True)
-            self.beams = {p: (v[0], v[1]) for p, v in ranked[: self.beam_size]}
+            ranked = sorted(
+                (kv for kv in new.items() if _lae(kv[1][0], kv[1][1]) > _NEG_INF),
+                key=lambda kv: _lae(kv[1][0], kv[1][1]),
+                reverse=True,
+            )
+            if ranked:  # all -inf only with -inf logits; keep the old beam then
+                self.beams = {p: (v[0], v[1]) for p, v in ranked[: self.beam_size]}
 
     def best(self) -> tuple[int, ...]:
         return max(self.beams.items(), key=lambda kv: _lae(*kv[1]))[0]
