@@ -35,16 +35,15 @@ def check_sample_rate(rate: float, what: str = "sample rate") -> int:
 def to_mono_float32(samples: Any) -> np.ndarray:
     """(n,) or (n, channels), float or int PCM -> (n,) float32 in [-1, 1]."""
     x = np.asarray(samples)
-    if x.ndim == 2:
-        x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
-    elif x.ndim != 1:
+    if x.ndim not in (1, 2):
         raise ValueError(f"audio must be (samples,) or (samples, channels), found shape {x.shape}")
     if np.issubdtype(x.dtype, np.integer):
         # int16 PCM -> [-1, 1); other widths scaled by their range.
-        scale = float(np.iinfo(x.dtype).max) + 1.0
-        return (x.astype(np.float32) / scale).astype(np.float32)
-    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32) / np.float32(float(np.iinfo(x.dtype).max) + 1.0)
+    elif not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"audio must be float or integer PCM, found dtype {x.dtype}")
+    if x.ndim == 2:
+        x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
