@@ -54,7 +54,7 @@ SAMPLE_RATE = 16000
 # speech rate used to turn --hours into a number of utterances (calibrated
 # on this corpus: characters of normalised text per second of speech,
 # padding excluded)
-CHARS_PER_SECOND = 14.0
+CHARS_PER_SECOND = 17.5
 
 
 @dataclass

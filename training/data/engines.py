@@ -258,7 +258,7 @@ class Festival(Engine):
 
     name = "festival"
     speed = 9.0
-    weight = 0.06
+    weight = 0.08
     VOICES = {  # voice -> (directory, speaker key)
         "kal_diphone": ("english/kal_diphone", "kal"),
         "ked_diphone": ("english/ked_diphone", "ked"),

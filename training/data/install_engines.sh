@@ -2,7 +2,7 @@
 # Install the offline text-to-speech engines and text sources used by
 # `wavstream corpus build` (Debian 12 / bookworm). Idempotent; run as root.
 #
-#   main:      espeak-ng flite festival festvox-kdlpc16k festvox-us-slt-hts
+#   main:      espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 #              fortunes fortunes-min wordnet-base wamerican
 #   contrib:   mbrola
 #   non-free:  mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 libttspico-utils
@@ -32,7 +32,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 
-MAIN_PKGS="espeak-ng flite festival festvox-kdlpc16k festvox-us-slt-hts fortunes fortunes-min wordnet-base wamerican"
+MAIN_PKGS="espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts fortunes fortunes-min wordnet-base wamerican"
 NONFREE_PKGS="mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 libttspico-utils"
 
 missing() {
