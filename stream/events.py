@@ -59,7 +59,7 @@ class Features:
             return False
         if (self.codes is None) != (other.codes is None):
             return False
-        return self.codes is None or np.array_equal(self.codes, other.codes)
+        return self.codes is None or np.array_equal(self.codes, other.codes)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict:
         d = {"type": "features", "start_frame": self.start_frame, "frames": self.frames.tolist()}

@@ -41,8 +41,7 @@ across utterances is kept. Finals with empty text are not emitted.
 from __future__ import annotations
 
 import collections
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Iterator, Optional, Sequence, Union
 

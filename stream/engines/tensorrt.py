@@ -23,7 +23,7 @@ the error paths are tested, the device paths are not.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -138,7 +138,8 @@ class TensorRTEngine(Engine):
             )
         e = self._engine
         names = [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
-        ins, outs = [], []
+        ins: list[IOSpec] = []
+        outs: list[IOSpec] = []
         self._np_dtype: dict[str, Any] = {}
         for n in names:
             dt = np.dtype(trt.nptype(e.get_tensor_dtype(n)))
@@ -164,7 +165,7 @@ class TensorRTEngine(Engine):
             n: self._alloc(B * int(np.prod(s)) * self._np_dtype[n].itemsize) for n, s in self._out_shapes.items()
         }
         # Two state slots (ping/pong); each has one device buffer per state.
-        self._state_nbytes = [int(np.prod(s.shape[1:])) * np.dtype(s.np_dtype).itemsize for s in cfg.states]
+        self._state_nbytes = [int(np.prod(s.batch_shape(1))) * np.dtype(s.np_dtype).itemsize for s in cfg.states]
         self._d_states = [[self._alloc(B * nb) for nb in self._state_nbytes] for _ in range(2)]
         self._slot_generation = [0, 0]
         self._slot_batch = [0, 0]
@@ -191,7 +192,7 @@ class TensorRTEngine(Engine):
         if not handle.valid:
             raise StateShapeError("stale TensorRT DeviceStates: its buffers were overwritten by a later step")
         spec = self.config.states[i]
-        out = np.empty(spec.batch_shape(handle.batch), dtype=spec.np_dtype)
+        out: np.ndarray = np.empty(spec.batch_shape(handle.batch), dtype=spec.np_dtype)
         self._d2h(out, self._d_states[handle.slot][i])
         self._sync()
         return out
@@ -214,7 +215,7 @@ class TensorRTEngine(Engine):
             if samples.ndim != 2 or samples.shape[0] != states.batch:
                 raise StateShapeError(f"DeviceStates hold batch {states.batch}, samples have shape {samples.shape}")
             # validate() with shape-only stand-ins: no download.
-            stand_ins = [np.broadcast_to(np.zeros((), s.np_dtype), s.batch_shape(states.batch)) for s in self.config.states]
+            stand_ins: list[np.ndarray] = [np.broadcast_to(np.zeros((), s.np_dtype), s.batch_shape(states.batch)) for s in self.config.states]
             samples = self.validate(samples, stand_ins)
         else:
             samples = self.validate(samples, states)
