@@ -296,7 +296,11 @@ class Recognizer:
             else:
                 states = stack_states([streams[i].states for i in group])
             res = self.engine.step(samples, states)
-            per_stream = [res.states] if len(group) == 1 else unstack_states(res.states, len(group))
+            if len(group) == 1:
+                per_stream = [res.states]  # kept as is: device-resident states stay on the device
+            else:
+                # list(): a device-state handle is downloaded once here, not per row.
+                per_stream = unstack_states(list(res.states), len(group))
             for b, i in enumerate(group):
                 s = streams[i]
                 s.states = per_stream[b]

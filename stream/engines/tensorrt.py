@@ -11,8 +11,11 @@ State stays on the GPU. The engine owns two device buffer sets for the state
 tensors (ping/pong): a step reads states from one set and writes the new
 states into the other, and the returned ``DeviceStates`` handle points at the
 set just written. Passing that handle to the next ``step`` swaps the roles
-without any host copy. A handle becomes stale once the engine has written over
-its buffers (two steps later); using a stale handle raises StateShapeError.
+without any host copy: the steady single-stream (or fixed-batch) loop never
+copies state between host and device. When the engine is about to overwrite a
+slot whose handle has not been passed back yet (several streams stepped one
+after another), it first saves that handle's states to host memory, so every
+handle stays usable; such a handle is uploaded again when it is used.
 Host arrays (``init_state``, ``stack_states`` output) are accepted too and are
 uploaded; ``DeviceStates.to_host()`` downloads when a host copy is needed
 (e.g. to split a batch between sessions).
@@ -23,7 +26,8 @@ the error paths are tested, the device paths are not.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+import weakref
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -85,10 +89,12 @@ class DeviceStates(Sequence[np.ndarray]):
         self.slot = slot
         self.generation = generation
         self.batch = batch
+        self.consumed = False  # passed back to step(): its buffers may be reused
+        self.host: Optional[list[np.ndarray]] = None  # saved copy once evicted from the device
 
     @property
-    def valid(self) -> bool:
-        return self._engine._slot_generation[self.slot] == self.generation
+    def on_device(self) -> bool:
+        return self.host is None and self._engine._slot_generation[self.slot] == self.generation
 
     def __len__(self) -> int:
         return len(self._engine.config.states)
@@ -168,7 +174,8 @@ class TensorRTEngine(Engine):
         self._state_nbytes = [int(np.prod(s.batch_shape(1))) * np.dtype(s.np_dtype).itemsize for s in cfg.states]
         self._d_states = [[self._alloc(B * nb) for nb in self._state_nbytes] for _ in range(2)]
         self._slot_generation = [0, 0]
-        self._slot_batch = [0, 0]
+        # The latest handle issued for each slot (weak: a dropped handle needs no saving).
+        self._slot_handle: list[Optional["weakref.ref[DeviceStates]"]] = [None, None]
         self._generation = 0
 
     # ------------------------------------------------------------- memory
@@ -189,13 +196,25 @@ class TensorRTEngine(Engine):
         self._cuda(self._cuda.rt.cudaStreamSynchronize(self._stream))
 
     def _download_state(self, handle: DeviceStates, i: int) -> np.ndarray:
-        if not handle.valid:
-            raise StateShapeError("stale TensorRT DeviceStates: its buffers were overwritten by a later step")
+        if handle.host is not None:
+            return handle.host[i].copy()
+        if not handle.on_device:
+            raise StateShapeError("TensorRT DeviceStates whose buffers were reused after it was consumed by step()")
         spec = self.config.states[i]
         out: np.ndarray = np.empty(spec.batch_shape(handle.batch), dtype=spec.np_dtype)
         self._d2h(out, self._d_states[handle.slot][i])
         self._sync()
         return out
+
+    def _evict(self, slot: int) -> None:
+        """About to overwrite ``slot``: save its live, not-yet-consumed handle to host first."""
+        ref = self._slot_handle[slot]
+        h = ref() if ref is not None else None
+        if h is not None and not h.consumed and h.on_device:
+            h.host = [self._download_state(h, i) for i in range(len(h))]
+        self._slot_handle[slot] = None
+        self._generation += 1
+        self._slot_generation[slot] = self._generation
 
     # --------------------------------------------------------------- step
     def init_state(self, batch: int = 1) -> list[np.ndarray]:
@@ -206,16 +225,20 @@ class TensorRTEngine(Engine):
         if isinstance(states, DeviceStates):
             if states._engine is not self:
                 raise StateShapeError("DeviceStates belong to another TensorRTEngine")
-            if not states.valid:
+            if states.host is not None:
+                return self.step(samples, states.host)  # evicted earlier: upload its saved copy
+            if not states.on_device:
                 raise StateShapeError(
-                    "stale TensorRT DeviceStates: pass the states returned by the latest step, "
-                    "or keep a host copy with .to_host()"
+                    "TensorRT DeviceStates already consumed by an earlier step(); pass the states "
+                    "returned by the latest step, or keep a host copy with .to_host()"
                 )
             samples = np.asarray(samples)
             if samples.ndim != 2 or samples.shape[0] != states.batch:
                 raise StateShapeError(f"DeviceStates hold batch {states.batch}, samples have shape {samples.shape}")
             # validate() with shape-only stand-ins: no download.
-            stand_ins: list[np.ndarray] = [np.broadcast_to(np.zeros((), s.np_dtype), s.batch_shape(states.batch)) for s in self.config.states]
+            stand_ins: list[np.ndarray] = [
+                np.broadcast_to(np.zeros((), s.np_dtype), s.batch_shape(states.batch)) for s in self.config.states
+            ]
             samples = self.validate(samples, stand_ins)
         else:
             samples = self.validate(samples, states)
@@ -228,14 +251,15 @@ class TensorRTEngine(Engine):
         ctx, cfg = self._context, self.config
         if isinstance(states, DeviceStates):
             src = states.slot
+            states.consumed = True
         else:
-            # Host states: upload into slot 0 (invalidating handles on it).
+            # Host states: upload into slot 0 (saving a live handle there first).
             src = 0
-            self._generation += 1
-            self._slot_generation[src] = self._generation
+            self._evict(src)
             for i, st in enumerate(states):
                 self._h2d(self._d_states[src][i], np.ascontiguousarray(st, dtype=cfg.states[i].np_dtype))
         dst = 1 - src
+        self._evict(dst)
         self._h2d(self._d_samples, samples)
         ctx.set_input_shape("samples", (B, cfg.chunk_samples))
         ctx.set_tensor_address("samples", self._d_samples)
@@ -251,16 +275,14 @@ class TensorRTEngine(Engine):
         for n, arr in host.items():
             self._d2h(arr, self._d_out[n])
         self._sync()
-        # The destination slot now holds the newest states; older handles to it are stale.
-        self._generation += 1
-        self._slot_generation[dst] = self._generation
-        self._slot_batch[dst] = B
         codes = host.get("codes")
+        handle = DeviceStates(self, dst, self._slot_generation[dst], B)
+        self._slot_handle[dst] = weakref.ref(handle)
         return StepResult(
             features=host["features"].astype(np.float32, copy=False),
             logits=None if "logits" not in host else host["logits"].astype(np.float32, copy=False),
             codes=None if codes is None else codes.astype(np.int64, copy=False),
-            states=DeviceStates(self, dst, self._generation, B),  # type: ignore[arg-type]
+            states=handle,  # type: ignore[arg-type]
         )
 
     def close(self) -> None:
