@@ -1,0 +1,154 @@
+"""Write a model bundle (docs/bundle.md, format version 1) from a model."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Union
+
+__all__ = ["FORMAT_VERSION", "bundle_config", "write_tokens", "write_config", "export_bundle", "hidden_layers"]
+
+FORMAT_VERSION = 1
+
+_DTYPE_NAMES = {"torch.float32": "float32", "torch.int64": "int64", "torch.float16": "float16",
+                "torch.int32": "int32"}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("wavstream")
+    except Exception:
+        return "0.1.0"
+
+
+def hidden_layers(model: Any) -> int:
+    """Index of the last hidden state (``feature_layer: -1`` resolves to it).
+
+    Transformers: hidden states are [input of layer 1, output of layers 1..N],
+    so N = ``config.num_layers``. wav2vec: [z, c] -> 1. vq-wav2vec: [z, q, c] -> 2.
+    """
+    cfg = model.config
+    if cfg.is_transformer:
+        return int(cfg.num_layers)
+    return 2 if cfg.quantizer != "none" else 1
+
+
+def bundle_config(model: Any, files: dict[str, str], opset: int, extra: dict | None = None) -> dict:
+    """The config.json dict of a bundle for ``model`` at its current chunking."""
+    from .onnx_export import io_names
+
+    cfg = model.config
+    vocab = list(cfg.vocab)
+    for t in vocab:
+        if not t or any(ch.isspace() for ch in t):
+            raise ValueError(f"vocabulary token {t!r} is empty or contains whitespace; tokens.txt cannot hold it")
+    states = []
+    for s in model.state_specs():
+        dt = _DTYPE_NAMES.get(str(s.dtype))
+        if dt is None:
+            raise ValueError(f"state {s.name!r} has dtype {s.dtype}, which the bundle format does not know")
+        states.append({"name": s.name, "shape": ["batch", *[int(d) for d in s.shape]], "dtype": dt, "init": "zeros"})
+    ins, outs = io_names(model)
+    has_codes = "codes" in outs
+    out = {
+        "format_version": FORMAT_VERSION,
+        "family": cfg.family,
+        "sample_rate": int(cfg.sample_rate),
+        "stride": int(model.stride),
+        "chunk_frames": int(cfg.chunk_frames),
+        "chunk_samples": int(model.chunk_samples),
+        "left_chunks": int(cfg.left_chunks),
+        "feature_dim": int(cfg.feature_dim),
+        "feature_layer": int(cfg.feature_layer),
+        "num_layers": hidden_layers(model),
+        "vocab": vocab,
+        "blank_id": vocab.index("<blank>") if "<blank>" in vocab else 0,
+        "word_delimiter": "|",
+        "code_groups": int(cfg.vq_groups) if has_codes else 0,
+        "states": states,
+        "inputs": ins,
+        "outputs": outs,
+        "files": dict(files),
+        "model": cfg.to_dict(),
+        "exported_with": {"wavstream": _version(), "opset": int(opset)},
+    }
+    if extra:
+        out.update(extra)
+    return out
+
+
+def write_tokens(path: Union[str, Path], vocab: list[str]) -> None:
+    Path(path).write_text("".join(f"{t} {i}\n" for i, t in enumerate(vocab)), encoding="utf-8")
+
+
+def write_config(path: Union[str, Path], config: dict) -> None:
+    Path(path).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def export_bundle(model: Any, out: Union[str, Path], *, opset: int = 18, int8: bool = False,
+                  tensorrt: bool = False, verify: bool = True, simplify: bool = True,
+                  log: Any = print) -> dict:
+    """Export ``model`` (at its current chunking) into the bundle folder ``out``.
+
+    Writes model.onnx, config.json, tokens.txt (with a vocabulary), and
+    model.int8.onnx (``int8``). ``tensorrt`` builds model.plan afterwards and
+    raises ``TensorRTUnavailable`` when TensorRT or a GPU is missing (the
+    ONNX bundle is complete by then). Returns a report dict.
+    """
+    import torch
+
+    from .onnx_export import ExportError, export_step, simplify_onnx, verify_step
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    report: dict[str, Any] = {"bundle": str(out)}
+    onnx_path = out / "model.onnx"
+    info = export_step(model, onnx_path, opset=opset)
+    report["export_s"] = round(info["export_s"], 2)
+    log(f"exported {model.config.family} streaming step to {onnx_path} "
+        f"({info['bytes'] / 1e6:.2f} MB, {info['export_s']:.1f} s)")
+    if simplify:
+        report["simplify"] = simplify_onnx(onnx_path)
+    files = {"onnx": "model.onnx"}
+    extra: dict[str, Any] = {}
+    if verify:
+        d = verify_step(model, onnx_path)
+        report["verify"] = d
+        log(f"onnxruntime vs torch over 3 chunks: max |diff| features {d['features']:.2e}, "
+            f"logits {d['logits']:.2e}" + ("" if d["codes_equal"] else ", CODES DIFFER"))
+        if d["features"] > 1e-3 or d["logits"] > 1e-3 or not d["codes_equal"]:
+            raise ExportError(f"the exported graph disagrees with torch: {d}")
+    if int8:
+        from .quantize import quantize_bundle_model
+
+        q = quantize_bundle_model(model, onnx_path, out / "model.int8.onnx")
+        files["int8"] = "model.int8.onnx"
+        extra["int8"] = q["summary"]
+        report["int8"] = q
+        log(f"int8 model: {q['bytes'] / 1e6:.2f} MB (fp32 {info['bytes'] / 1e6:.2f} MB); feature max |diff| "
+            f"{q['summary']['feature_max_abs_diff']:.3g}, relative RMS {q['summary']['feature_rel_rms']:.3g}")
+    config = bundle_config(model, files, opset, extra)
+    write_config(out / "config.json", config)
+    if config["vocab"]:
+        write_tokens(out / "tokens.txt", config["vocab"])
+    elif (out / "tokens.txt").exists():
+        (out / "tokens.txt").unlink()
+    # A stale model file from an earlier export of another model must not linger.
+    for kind, name in (("int8", "model.int8.onnx"), ("tensorrt", "model.plan")):
+        if kind not in files and (out / name).exists() and not (kind == "tensorrt" and tensorrt):
+            (out / name).unlink()
+    if tensorrt:
+        from .tensorrt import build_engine
+
+        t0 = time.perf_counter()
+        build_engine(onnx_path, out / "model.plan", log=log)
+        files["tensorrt"] = "model.plan"
+        report["tensorrt_s"] = round(time.perf_counter() - t0, 1)
+        config["files"] = files
+        write_config(out / "config.json", config)
+    report["files"] = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
+    return report
