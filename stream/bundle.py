@@ -303,7 +303,7 @@ class IOSpec:
     """What a loaded graph declares for one input/output (engine-neutral)."""
 
     name: str
-    shape: tuple[Any, ...]  # ints for fixed dims, str/None/-1 for dynamic
+    shape: Optional[tuple[Any, ...]]  # ints for fixed dims, str/None/-1 for dynamic; None = undeclared
     dtype: str  # "float32", "int64", ...
 
 
@@ -339,6 +339,10 @@ def check_graph_io(
         )
 
     def check(spec: IOSpec, want_shape: Sequence[Optional[int]], want_dtype: str, what: str) -> None:
+        if spec.dtype != want_dtype:
+            raise BundleError(f"{what} {spec.name!r}: dtype {spec.dtype} in the graph {where}, {want_dtype} in config.json")
+        if spec.shape is None:
+            return  # shape not declared by the graph: checked at run time by the shapes it returns
         if len(spec.shape) != len(want_shape):
             raise BundleError(
                 f"{what} {spec.name!r}: config says rank {len(want_shape)} {list(want_shape)}, "
@@ -350,8 +354,6 @@ def check_graph_io(
                     f"{what} {spec.name!r}: dimension {i} is {g} in the graph {where} but {w} in config.json "
                     f"(graph shape {list(spec.shape)}, config shape {list(want_shape)})"
                 )
-        if spec.dtype != want_dtype:
-            raise BundleError(f"{what} {spec.name!r}: dtype {spec.dtype} in the graph {where}, {want_dtype} in config.json")
 
     check(got_in["samples"], [None, config.chunk_samples], "float32", "input")
     check(got_out["features"], [None, config.chunk_frames, config.feature_dim], "float32", "output")

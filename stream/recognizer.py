@@ -36,6 +36,12 @@ stream.
 
 Endpoints cut the text only; the model's audio state carries on, so context
 across utterances is kept. Finals with empty text are not emitted.
+
+Threading: a Recognizer and its Streams belong to one thread (the inference
+loop). Audio from a callback thread goes through a RingBuffer
+(sources.MicrophoneSource does this) or, in asyncio, through the event loop;
+a server runs ``decode_streams`` in an executor and keeps all calls for one
+Recognizer on that executor's single worker.
 """
 
 from __future__ import annotations

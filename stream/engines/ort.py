@@ -72,8 +72,9 @@ class OrtEngine(Engine):
                 f"{self.model_path} could not be loaded by onnxruntime (corrupted or not an ONNX model?): "
                 f"{type(exc).__name__}: {str(exc).strip()[:300]}"
             ) from exc
-        ins = [IOSpec(i.name, tuple(i.shape), ort_type_to_dtype(i.type)) for i in self.session.get_inputs()]
-        outs = [IOSpec(o.name, tuple(o.shape), ort_type_to_dtype(o.type)) for o in self.session.get_outputs()]
+        # A graph may leave an output's shape undeclared (shape None): only names/dtypes are checked then.
+        ins = [IOSpec(i.name, None if i.shape is None else tuple(i.shape), ort_type_to_dtype(i.type)) for i in self.session.get_inputs()]
+        outs = [IOSpec(o.name, None if o.shape is None else tuple(o.shape), ort_type_to_dtype(o.type)) for o in self.session.get_outputs()]
         check_graph_io(self.config, ins, outs, self.model_path)
         self._state_in = [s.input_name for s in self.config.states]
         self._out_names = list(self.config.outputs)
