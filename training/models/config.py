@@ -190,7 +190,9 @@ class ModelConfig:
 # Presets. tiny = streaming form sized for 2 CPU cores; base/large = the
 # published architectures (published form, so imported weights reproduce them).
 
-_TINY_CONV: list[ConvSpec] = [(128, 10, 5)] + [(128, 3, 2)] * 4 + [(128, 2, 2)] * 2
+# Narrow early layers: on CPU the high-rate layers' elementwise work (norm,
+# GELU, their backward) dominates training time, not their multiply-adds.
+_TINY_CONV: list[ConvSpec] = [(64, 10, 5), (64, 3, 2)] + [(128, 3, 2)] * 3 + [(128, 2, 2)] * 2
 _W2V1_CONV_SMALL: list[ConvSpec] = [(512, 10, 5), (512, 8, 4), (512, 4, 2), (512, 4, 2), (512, 4, 2)]
 _W2V1_CONV_LARGE: list[ConvSpec] = _W2V1_CONV_SMALL + [(512, 1, 1)] * 2
 _VQ_CONV: list[ConvSpec] = _W2V1_CONV_SMALL + [(512, 1, 1)] * 3
@@ -271,7 +273,7 @@ def _w2v1(family: str, size: str) -> ModelConfig:
     if size == "tiny":
         return ModelConfig(
             family=family,
-            conv_layers=[(256, 10, 5), (256, 8, 4), (256, 4, 2), (256, 4, 2), (256, 4, 2)],
+            conv_layers=[(64, 10, 5), (128, 8, 4), (256, 4, 2), (256, 4, 2), (256, 4, 2)],
             extractor_mode="layer",
             conv_padding="causal",
             conv_activation="gelu" if vq else "relu",

@@ -120,18 +120,21 @@ class SpeechEncoder(nn.Module):
 
     def forward(self, wave: Tensor, lengths: Tensor | None = None, *, chunk_frames: int | None = None,
                 left_chunks: int | None = None, output_hidden_states: bool = False,
-                mask_time_indices: Tensor | None = None) -> EncoderOutput:
+                mask_time_indices: Tensor | None = None,
+                mask_channel_indices: Tensor | None = None) -> EncoderOutput:
         """wave: (B, L) float at 16 kHz (zero-padded rows, true lengths in `lengths`).
 
         chunk_frames / left_chunks override the config for this call (dynamic
-        chunk training); chunk_frames=0 is full attention.
+        chunk training); chunk_frames=0 is full attention. mask_time_indices (B, T)
+        replaces frames by the learned mask embedding; mask_channel_indices (B, D)
+        zeroes feature channels (SpecAugment-style fine-tuning, transformers only).
         """
         C = self.config.chunk_frames if chunk_frames is None else chunk_frames
         Lc = self.config.left_chunks if left_chunks is None else left_chunks
         wave, lengths = self._prepare(wave, lengths, C)
         frame_lengths = self.frame_lengths(lengths)
         T = int(frame_lengths.max().item()) if frame_lengths.numel() else 0
-        out = self._forward_frames(wave, frame_lengths, C, Lc, mask_time_indices)
+        out = self._forward_frames(wave, frame_lengths, C, Lc, mask_time_indices, mask_channel_indices)
         hidden = [h[:, :T] for h in out.pop("hidden")]
         codes = out.pop("codes", None)
         extra = {k: (v[:, :T] if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[1] >= T else v)
@@ -197,7 +200,7 @@ class SpeechEncoder(nn.Module):
 
     # -- for subclasses -----------------------------------------------------------
     def _forward_frames(self, wave: Tensor, frame_lengths: Tensor, chunk_frames: int, left_chunks: int,
-                        mask_time_indices: Tensor | None) -> dict:
+                        mask_time_indices: Tensor | None, mask_channel_indices: Tensor | None = None) -> dict:
         raise NotImplementedError
 
     def _state_specs(self) -> list[StateSpec]:
@@ -258,7 +261,8 @@ class TransformerEncoderModel(SpeechEncoder):
             x = _scale_grad(self.feature_extractor(wave), mult, self.training)
         return x.transpose(1, 2)  # (B, T, C)
 
-    def _forward_frames(self, wave, frame_lengths, chunk_frames, left_chunks, mask_time_indices):
+    def _forward_frames(self, wave, frame_lengths, chunk_frames, left_chunks, mask_time_indices,
+                        mask_channel_indices=None):
         conv = self._conv_features(wave)
         T = conv.shape[1]
         x, normed = self.feature_projection(conv)
@@ -266,6 +270,8 @@ class TransformerEncoderModel(SpeechEncoder):
             m = F.pad(mask_time_indices, (0, T - mask_time_indices.shape[1])) if mask_time_indices.shape[1] < T \
                 else mask_time_indices[:, :T]
             x = torch.where(m.unsqueeze(-1), self.masked_spec_embed.to(x.dtype), x)
+        if mask_channel_indices is not None:
+            x = x.masked_fill(mask_channel_indices[:, None, :], 0.0)
         pad_mask = None
         if chunk_frames > 0:
             allowed = chunk_attention_mask(T, chunk_frames, left_chunks, x.device)[None, None]
@@ -320,7 +326,8 @@ class ConvContextModel(SpeechEncoder):
             return self.config.prediction_offset
         return math.ceil(self.feature_extractor.receptive_field / self.stride)
 
-    def _forward_frames(self, wave, frame_lengths, chunk_frames, left_chunks, mask_time_indices):
+    def _forward_frames(self, wave, frame_lengths, chunk_frames, left_chunks, mask_time_indices,
+                        mask_channel_indices=None):
         z = _scale_grad(self.feature_extractor(wave), self.config.feature_grad_mult, self.training)
         zt = z.transpose(1, 2)
         out: dict = {"z": zt}

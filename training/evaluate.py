@@ -1,0 +1,156 @@
+"""`wavstream eval`: CER/WER of a model, run in its streaming form.
+
+The model is a training checkpoint (torch, chunk by chunk through `step`),
+an exported bundle (the torch-free runtime), or `default` (the bundle the
+package ships). `--full-context` runs the offline form instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="folder of .wav files with .txt beside them, or a TSV manifest")
+    p.add_argument("--model", required=True, help="checkpoint folder, bundle folder, or 'default'")
+    p.add_argument("--chunk-ms", type=int, default=320, help="streaming chunk length (checkpoints only)")
+    p.add_argument("--left-chunks", type=int, default=None, help="left context in chunks (default: the model's)")
+    p.add_argument("--full-context", action="store_true", help="run the offline form (full attention)")
+    p.add_argument("--per-utt", help="write each hypothesis next to its reference (TSV)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N utterances")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--batch", type=int, default=16, help="utterances decoded side by side")
+
+
+def score(refs: list[str], hyps: list[str]) -> dict:
+    import jiwer
+
+    refs_ = [r if r.strip() else "<empty>" for r in refs]
+    return {"cer": float(jiwer.cer(refs_, hyps)), "wer": float(jiwer.wer(refs_, hyps))}
+
+
+def _normalise(text: str) -> str:
+    import re
+
+    return " ".join(re.sub(r"[^a-z' ]", " ", text.lower()).split())
+
+
+def transcribe_checkpoint(model, waves: list, chunk_frames: int, left_chunks: int, full_context: bool,
+                          batch: int = 16) -> list[str]:
+    """Greedy CTC text of each wave, streaming (step) or offline (full context)."""
+    import numpy as np
+    import torch
+
+    from .tokens import greedy_decode
+
+    vocab = model.config.vocab
+    hyps: list[str] = [""] * len(waves)
+    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+    if not full_context:
+        model.set_chunking(chunk_frames, left_chunks)
+    with torch.inference_mode():
+        for s in range(0, len(order), batch):
+            idx = order[s:s + batch]
+            lens = torch.tensor([len(waves[i]) for i in idx])
+            wave = torch.zeros(len(idx), int(lens.max()))
+            for b, i in enumerate(idx):
+                wave[b, : len(waves[i])] = torch.from_numpy(np.asarray(waves[i], dtype=np.float32))
+            if full_context:
+                out = model(wave, lens, chunk_frames=0, left_chunks=-1)
+                logits, flen = out.logits, out.lengths
+            else:
+                cs = model.chunk_samples
+                n = -(-wave.shape[1] // cs)
+                wave = torch.nn.functional.pad(wave, (0, n * cs - wave.shape[1]))
+                state = model.init_state(len(idx))
+                parts = []
+                for k in range(n):
+                    _, lg, state = model.step(wave[:, k * cs:(k + 1) * cs], state)
+                    parts.append(lg)
+                logits = torch.cat(parts, dim=1)
+                flen = model.frame_lengths(lens)
+            ids = logits.argmax(-1)
+            for b, i in enumerate(idx):
+                hyps[i] = greedy_decode(ids[b, : int(flen[b])].tolist(), vocab)
+    return hyps
+
+
+def evaluate_checkpoint(model, utts, chunk_ms: int = 320, left_chunks: int | None = None,
+                        full_context: bool = False, batch: int = 16) -> tuple[dict, list[str]]:
+    from .dataset import load_audio
+
+    frame_ms = model.stride * 1000 // 16000
+    C = max(1, chunk_ms // frame_ms)
+    if left_chunks is None:
+        # keep the model's left context in frames, expressed in chunks of the new size
+        base = model.config.chunk_frames * max(model.config.left_chunks, 0)
+        left_chunks = max(1, base // C) if base else 1
+    waves = [load_audio(u.path) for u in utts]
+    t0 = time.perf_counter()
+    hyps = transcribe_checkpoint(model, waves, C, left_chunks, full_context, batch)
+    el = time.perf_counter() - t0
+    audio = sum(len(w) for w in waves) / 16000
+    res = score([_normalise(u.text) for u in utts], hyps)
+    res.update(utterances=len(utts), audio_seconds=round(audio, 2), rtf=el / max(audio, 1e-9),
+               chunk_ms=None if full_context else C * frame_ms, chunk_frames=None if full_context else C,
+               left_chunks=None if full_context else left_chunks, full_context=full_context)
+    return res, hyps
+
+
+def run(args: argparse.Namespace) -> int:
+    from .dataset import read_manifest
+
+    utts = read_manifest(args.data)
+    if args.limit:
+        utts = utts[: args.limit]
+    model_path = Path(args.model)
+    is_bundle = args.model == "default" or (model_path / "model.onnx").exists()
+    if is_bundle:
+        res, hyps = _evaluate_bundle(args, utts)
+    else:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        from .checkpoint import load_checkpoint
+
+        model = load_checkpoint(args.model, drop_pretraining=True)
+        if model.lm_head is None:
+            print(f"{args.model}: this model has no CTC head; fine-tune it first (wavstream train ctc)",
+                  file=sys.stderr)
+            return 2
+        res, hyps = evaluate_checkpoint(model, utts, args.chunk_ms, args.left_chunks, args.full_context,
+                                        args.batch)
+        res["model"] = str(args.model)
+    if args.per_utt:
+        with open(args.per_utt, "w") as f:
+            f.write("path\treference\thypothesis\n")
+            for u, h in zip(utts, hyps):
+                f.write(f"{u.path}\t{_normalise(u.text)}\t{h}\n")
+    print(json.dumps(res))
+    return 0
+
+
+def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
+    """Run an exported bundle through the torch-free runtime."""
+    from wavstream.stream import Recognizer
+
+    from .dataset import load_audio
+
+    rec = Recognizer.default() if args.model == "default" else Recognizer.from_bundle(args.model)
+    hyps = []
+    audio = 0.0
+    t0 = time.perf_counter()
+    for u in utts:
+        wave = load_audio(u.path)
+        audio += len(wave) / 16000
+        hyps.append(rec.transcribe(wave, 16000))
+    el = time.perf_counter() - t0
+    res = score([_normalise(u.text) for u in utts], hyps)
+    res.update(utterances=len(utts), audio_seconds=round(audio, 2), rtf=el / max(audio, 1e-9),
+               model=str(args.model), chunk_ms=getattr(rec, "chunk_ms", None), full_context=False)
+    return res, hyps

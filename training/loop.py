@@ -1,0 +1,297 @@
+"""One training loop for every objective (CTC and the five self-supervised ones).
+
+An objective is an ``nn.Module`` that owns the model (``objective.model``)
+and returns ``(loss, metrics)`` from ``forward(batch, chunk, step)``. Wrapping
+the objective (not the bare model) in DistributedDataParallel keeps every
+parameter the loss touches inside one forward, as DDP requires.
+
+Features: AdamW, warm-up then decay, gradient clipping, length-bucketed
+batches, dynamic chunk sampling, safetensors checkpoints with resume, a
+progress bar with loss and audio throughput, a JSONL log and a loss-curve PNG.
+The same code runs alone or under ``torchrun`` (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .dataset import AudioDataset, bucket_batches, collate
+from .masking import ChunkSampler
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/exp"
+    max_steps: int = 1000
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 100
+    schedule: str = "linear"  # linear (warm-up, linear decay), tristage, cosine, constant
+    final_lr_scale: float = 0.05
+    clip_norm: float = 10.0
+    batch_seconds: float = 60.0  # padded audio per batch
+    max_batch: int = 64
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 200
+    eval_every: int = 0
+    threads: int = 0  # 0: torch default
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    chunk_choices: tuple[int, ...] = (4, 8, 16, 32)
+    left_choices: tuple[int, ...] = (1, 2, 4, 8)
+    full_context_prob: float = 0.1
+    dynamic_chunks: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of cfg.lr at `step` (0-based)."""
+    total = max(cfg.max_steps, 1)
+    warm = max(cfg.warmup_steps, 1)
+    if cfg.schedule == "constant":
+        return min(1.0, (step + 1) / warm)
+    if cfg.schedule == "tristage":  # fairseq fine-tuning: 10% warm-up, 40% hold, 50% exp decay
+        w, h = int(0.1 * total), int(0.4 * total)
+        if step < w:
+            return 0.01 + (1 - 0.01) * step / max(w, 1)
+        if step < w + h:
+            return 1.0
+        frac = (step - w - h) / max(total - w - h, 1)
+        return math.exp(math.log(cfg.final_lr_scale) * frac)
+    if step < warm:
+        return (step + 1) / warm
+    frac = min(1.0, (step - warm) / max(total - warm, 1))
+    if cfg.schedule == "cosine":
+        return cfg.final_lr_scale + (1 - cfg.final_lr_scale) * 0.5 * (1 + math.cos(math.pi * frac))
+    return max(1.0 - frac, 0.0)  # linear (fairseq polynomial_decay, power 1)
+
+
+# -- distributed helpers -------------------------------------------------------------
+
+
+def dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def maybe_init_distributed() -> tuple[int, int]:
+    """Initialise torch.distributed when launched by torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist_info()
+
+
+# -- checkpoints -----------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, model: nn.Module, extra: dict, optimizer=None, trainer_state=None) -> None:
+    """Atomic: written to a temp folder, then renamed."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    cfg = {"model": model.config.to_dict(), **extra}  # type: ignore[attr-defined]
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+    if optimizer is not None:
+        torch.save({"optimizer": optimizer.state_dict(), **(trainer_state or {})}, tmp / "trainer.pt")
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def load_model_weights(model: nn.Module, path: Path, strict: bool = False) -> tuple[list[str], list[str]]:
+    from safetensors.torch import load_file
+
+    sd = load_file(str(Path(path) / "model.safetensors"))
+    res = model.load_state_dict(sd, strict=strict)
+    return list(res.missing_keys), list(res.unexpected_keys)
+
+
+# -- the loop --------------------------------------------------------------------------
+
+
+def _batches(dataset: AudioDataset, cfg: TrainConfig, rank: int, world: int, epoch: int) -> list[list[int]]:
+    lengths = dataset.lengths()
+    all_b = bucket_batches(lengths, int(cfg.batch_seconds * 16000), cfg.seed + epoch, cfg.max_batch)
+    n = len(all_b) // world * world or len(all_b)
+    return all_b[rank:n:world]
+
+
+def plot_curve(log_path: Path, png_path: Path, title: str = "") -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plotting is a nicety, never a failure
+        return
+    rows = [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()]
+    rows = [r for r in rows if "loss" in r]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1, label="train loss")
+    evals = [r for r in rows if any(k.startswith("dev_") for k in r)]
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    if evals:
+        key = next(k for k in evals[0] if k.startswith("dev_"))
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in evals], [r[key] for r in evals], "r.-", label=key)
+        ax2.set_ylabel(key)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
+          evaluator: Callable[[nn.Module], dict] | None = None, progress: bool = True,
+          resume: bool = True, meta: dict | None = None) -> dict:
+    """Train `objective` (which holds `.model`) on `dataset`. Returns final metrics."""
+    rank, world = maybe_init_distributed()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + rank)
+    rnd = random.Random(cfg.seed)  # same chunk draws on every rank
+    np_rng_seed = cfg.seed + 1000 * rank
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = objective.model
+    device = next(model.parameters()).device
+
+    params = [p for p in objective.parameters()]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    start_step = 0
+    last = out / "last"
+    if resume and (last / "trainer.pt").exists():
+        load_model_weights(model, last, strict=True)
+        st = torch.load(last / "trainer.pt", weights_only=True)
+        opt.load_state_dict(st["optimizer"])
+        start_step = int(st["step"])
+        if "rnd" in st:
+            v, t, g = json.loads(st["rnd"])
+            rnd.setstate((v, tuple(t), g))
+        if rank == 0:
+            print(f"resumed from {last} at step {start_step}")
+    if start_step >= cfg.max_steps:
+        return {"step": start_step}
+
+    wrapped: nn.Module = objective
+    if world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
+
+    meta = dict(meta or {})
+    meta["train_config"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    sampler = ChunkSampler(cfg.chunk_choices, cfg.left_choices, cfg.full_context_prob, cfg.dynamic_chunks)
+    default_chunk = (model.config.chunk_frames, model.config.left_chunks)
+    log_path = out / "log.jsonl"
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=start_step, desc=out.name, unit="step", dynamic_ncols=True)
+    t0 = time.time()
+    audio_s = 0.0
+    step = start_step
+    epoch = start_step // max(len(_batches(dataset, cfg, rank, world, 0)), 1)
+    metrics: dict = {}
+    stop_reason = "max_steps"
+    objective.train()
+
+    def checkpoint(name: str) -> None:
+        if rank != 0:
+            return
+        v, t, g = rnd.getstate()
+        st = {"step": step, "rnd": json.dumps([v, list(t), g])}
+        save_checkpoint(out / name, model, {**meta, "step": step}, opt, st)
+        plot_curve(log_path, out / "loss.png", out.name)
+
+    skip = start_step % max(len(_batches(dataset, cfg, rank, world, 0)), 1)  # resume mid-epoch
+    while step < cfg.max_steps:
+        batches = _batches(dataset, cfg, rank, world, epoch)[skip:]
+        skip = 0
+        for idx in batches:
+            if step >= cfg.max_steps:
+                break
+            batch = collate([dataset[i] for i in idx])
+            batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            batch["rng"] = np.random.default_rng(np_rng_seed + step)
+            chunk = sampler.sample(rnd, default_chunk)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(step, cfg)
+            if hasattr(objective, "before_step"):
+                objective.before_step(step)
+            loss, metrics = wrapped(batch, chunk, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm) if cfg.clip_norm > 0 else torch.tensor(0.0)
+            if torch.isfinite(gnorm):
+                opt.step()
+            step += 1
+            audio_s += float(batch["lengths"].sum()) / 16000 * world
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.max_steps):
+                el = time.time() - t0
+                row = {"step": step, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"],
+                       "grad_norm": float(gnorm), "chunk": list(chunk), "audio_per_s": audio_s / max(el, 1e-9),
+                       "elapsed_s": el, **{k: float(v) for k, v in metrics.items()}}
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", audio_x=f"{row['audio_per_s']:.0f}")
+            if bar is not None:
+                bar.update(1)
+            if evaluator is not None and cfg.eval_every and step % cfg.eval_every == 0 and rank == 0:
+                objective.eval()
+                res = evaluator(model)
+                objective.train()
+                with open(log_path, "a") as f:
+                    f.write(json.dumps({"step": step, **{f"dev_{k}": v for k, v in res.items()}}) + "\n")
+                if bar is not None:
+                    bar.write(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in res.items()))
+            if step % cfg.ckpt_every == 0:
+                checkpoint("last")
+            if cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
+                stop_reason = "max_minutes"
+                break
+        if stop_reason != "max_steps":
+            break
+        epoch += 1
+    if bar is not None:
+        bar.close()
+    checkpoint("last")
+    if rank == 0:
+        if stop_reason == "max_steps":
+            save_checkpoint(out / "final", model, {**meta, "step": step})
+        plot_curve(log_path, out / "loss.png", out.name)
+    if world > 1:
+        dist.barrier()
+    return {"step": step, "stop": stop_reason, "elapsed_s": time.time() - t0,
+            **{k: float(v) for k, v in metrics.items()}}
