@@ -1,0 +1,319 @@
+"""`wavstream mic`: live transcription from a microphone in the terminal.
+
+On a terminal: one status line rewritten in place (input level meter in dBFS
+and the partial text), each final on its own line above it. Not on a
+terminal (piped, logged): plain lines, ``partial: TEXT`` when the partial
+changes and ``final: TEXT  [start-end s]`` per utterance (``--meter`` adds a
+``level: -23.4 dBFS`` line per second). ``--json``: one JSON object per line.
+Dropped-sample warnings (inference fell behind the microphone) go to stderr.
+
+Threads: the PortAudio callback only copies samples into the ring buffer
+(sources.MicrophoneSource); model inference and drawing run here, in the main
+loop. Ctrl-C (or SIGTERM) stops capture, decodes what is buffered and prints
+the last final; ``--seconds N`` does the same after N seconds.
+
+Only argparse/stdlib are imported at module level (fast --help, no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from typing import Any, Optional
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    audio = parser.add_argument_group("audio input")
+    audio.add_argument("--device", default=None,
+                       help="input device: index or (part of) its name, as --list-devices shows; default: the system's default input")
+    audio.add_argument("--list-devices", action="store_true", help="list input devices and exit")
+    audio.add_argument("--rate", type=int, default=None, help="capture rate in Hz (default: the device's native rate; audio is resampled to the model's)")
+    audio.add_argument("--channel", type=int, default=0, help="input channel to use (0 = first)")
+    audio.add_argument("--block-ms", type=float, default=100.0, help="capture block size in ms (one PortAudio callback)")
+    audio.add_argument("--buffer-s", type=float, default=10.0, help="ring buffer size in s; older audio is dropped (and reported) past it")
+    audio.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of capture (default: until Ctrl-C)")
+    m = parser.add_argument_group("model")
+    m.add_argument("--model", default="default", help="bundle folder, or 'default' for the embedded model")
+    m.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="inference engine")
+    # `--device` is the audio device here; the engine device has its own flag.
+    m.add_argument("--engine-device", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime device")
+    m.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx")
+    m.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: runtime's choice)")
+    dec = parser.add_argument_group("decoding and endpointing")
+    dec.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
+    dec.add_argument("--beam-size", type=int, default=8, help="prefix beam search width")
+    dec.add_argument("--rule1-silence", type=float, default=2.4, help="s of silence ending an utterance with nothing decoded")
+    dec.add_argument("--rule2-silence", type=float, default=1.2, help="s of silence ending an utterance after speech")
+    dec.add_argument("--max-utterance", type=float, default=20.0, help="s; longer utterances are cut")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="JSON lines: partial/final (with times), dropped, level (with --meter)")
+    out.add_argument("--meter", action="store_true", help="also report the input level when not on a terminal (once per second)")
+    out.add_argument("--no-meter", action="store_true", help="hide the level meter on a terminal")
+    out.add_argument("--stats", action="store_true",
+                     help="at the end, print to stderr: latency from audio arrival to each Partial, CPU use, drops")
+
+
+def _device_arg(value: Optional[str]) -> Any:
+    if value is None:
+        return None
+    v = value.strip()
+    return int(v) if v.lstrip("-").isdigit() else v
+
+
+def _list_devices(out: Any) -> int:
+    from .sources import SourceError, _sounddevice, list_input_devices
+
+    try:
+        devs = list_input_devices()
+        sd = _sounddevice()
+        try:
+            default_in = sd.default.device[0]
+        except Exception:
+            default_in = None
+    except SourceError as exc:
+        print(f"wavstream mic: {exc}", file=sys.stderr)
+        return 2
+    if not devs:
+        print("no audio input devices found", file=sys.stderr)
+        return 1
+    for d in devs:
+        mark = "*" if d["index"] == default_in else " "
+        out.write(f"{mark} {d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['default_samplerate']:.0f} Hz)\n")
+    out.flush()
+    return 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q / 100.0 * (len(s) - 1))))]
+
+
+def run(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    if args.list_devices:
+        return _list_devices(out)
+
+    import numpy as np
+
+    from .bundle import BundleError
+    from .endpoint import EndpointConfig
+    from .engines import EngineUnavailableError
+    from .events import Final, Partial
+    from .recognizer import DecodingConfig, Recognizer, resolve_model
+    from .sources import MicrophoneSource, SourceError
+    from .terminal import StatusLine, fit_tail, level_bar, rms_dbfs
+
+    prog = "wavstream mic"
+    engine_opts: dict[str, Any] = (
+        {"backend": "tensorrt"}
+        if args.backend == "tensorrt"
+        else {"backend": "onnxruntime", "device": args.engine_device, "quantized": args.int8, "intra_op_threads": args.threads}
+    )
+    try:
+        rec = Recognizer.from_bundle(
+            resolve_model(args.model),
+            decoding=DecodingConfig(args.decoder, args.beam_size),
+            endpoint=EndpointConfig.with_times(args.rule1_silence, args.rule2_silence, args.max_utterance),
+            emit_features=False,
+            **engine_opts,
+        )
+    except (BundleError, EngineUnavailableError, ImportError, ValueError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    if not rec.config.has_logits:
+        print(f"{prog}: bundle {rec.bundle.path} has no CTC head (no vocab); it gives features, not text", file=sys.stderr)
+        return 2
+
+    # Arrival times of audio (for --stats): the callback stamps how many
+    # samples had been written when each block landed. Preallocated, O(1).
+    marks = 256
+    mark_written = np.zeros(marks, np.int64)
+    mark_time = np.zeros(marks, np.float64)
+    mark_n = [0]
+
+    class _Mic(MicrophoneSource):
+        def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
+            super()._callback(indata, frames, time_info, status)
+            i = mark_n[0] % marks
+            mark_written[i] = self.ring.total_written
+            mark_time[i] = time.monotonic()
+            mark_n[0] += 1
+
+    def arrival_time(sample_pos: int) -> Optional[float]:
+        """When the callback delivered the sample before stream position ``sample_pos``."""
+        n = mark_n[0]
+        lo = max(0, n - marks)
+        for k in range(lo, n):
+            i = k % marks
+            if mark_written[i] >= sample_pos:
+                return float(mark_time[i])
+        return None
+
+    try:
+        mic = _Mic(
+            _device_arg(args.device),
+            sample_rate=args.rate,
+            block_s=args.block_ms / 1000.0,
+            buffer_s=args.buffer_s,
+            channel=args.channel,
+        )
+        mic.start()
+    except SourceError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+
+    # Ctrl-C / SIGTERM set a flag; the loop (which wakes at least every 0.2 s)
+    # then stops capture and flushes. A second Ctrl-C interrupts at once.
+    stop = {"flag": False}
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        stop["flag"] = True
+
+    old_int = signal.signal(signal.SIGINT, _on_signal)
+    old_term = signal.signal(signal.SIGTERM, _on_signal)
+
+    status = StatusLine(out, tty=False if args.json else None)
+    tty = status.tty
+    show_meter = (tty and not args.no_meter) or (not tty and args.meter)
+    level_db = -90.0
+    partial = ""
+    latencies: list[float] = []
+    dropped_total = 0
+    last_level_line = 0.0
+    model_rate = rec.config.sample_rate
+
+    def emit_json(obj: dict) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    def draw() -> None:
+        if not tty:
+            return
+        meter = f"{level_bar(level_db, 16)} {level_db:6.1f} dB │ " if show_meter else ""
+        status.update(meter + fit_tail(partial, status.width() - len(meter) - 1))
+
+    def handle(ev: Any, t_arrival: Optional[float]) -> None:
+        nonlocal partial
+        if isinstance(ev, Partial):
+            if t_arrival is not None:
+                latencies.append(time.monotonic() - t_arrival)
+            partial = ev.text
+            if args.json:
+                emit_json(ev.to_dict())
+            elif not tty:
+                status.print(f"partial: {ev.text}")
+        elif isinstance(ev, Final):
+            partial = ""
+            if args.json:
+                emit_json(ev.to_dict())
+            elif tty:
+                status.print(ev.text)
+            else:
+                status.print(f"final: {ev.text}  [{ev.start:.2f}-{ev.end:.2f} s]")
+
+    def warn_dropped() -> None:
+        nonlocal dropped_total
+        d = mic.take_dropped()
+        if d:
+            dropped_total += d
+            msg = f"dropped {d} samples ({d / mic.sample_rate:.2f} s of audio): inference fell behind the microphone"
+            if args.json:
+                emit_json({"type": "dropped", "samples": d, "seconds": round(d / mic.sample_rate, 3)})
+            else:
+                status.clear()
+            print(f"{prog}: warning: {msg}", file=sys.stderr)
+
+    t_start = time.monotonic()
+    # Tell the user (and tests) when audio is really flowing, not just when the device opened.
+    while mic.ring.total_written == 0 and time.monotonic() - t_start < 5.0 and not stop["flag"]:
+        time.sleep(0.01)
+    rate_note = f"{mic.sample_rate} Hz" + (f" -> {model_rate} Hz" if mic.sample_rate != model_rate else "")
+    if mic.ring.total_written == 0:
+        print(f"{prog}: warning: no audio from {mic.device_name!r} after 5 s; still waiting", file=sys.stderr)
+    else:
+        print(f"{prog}: listening on {mic.device_name!r} ({rate_note}); Ctrl-C to stop", file=sys.stderr)
+    sys.stderr.flush()
+
+    # --seconds counts from the first audio (device start-up can take a second or two).
+    deadline = None if args.seconds is None else time.monotonic() + args.seconds
+    cpu0 = time.process_time()
+    wall0 = time.monotonic()
+    samples_in = 0
+    try:
+        while not stop["flag"]:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - now))
+            block = mic.read(timeout=wait)
+            if block is None:
+                if mic.ring.closed:
+                    break
+                draw()
+                continue
+            samples_in += block.shape[0]
+            t_arr = arrival_time(mic.ring.total_read)
+            level_db = rms_dbfs(block)
+            for ev in rec.feed(block, mic.sample_rate):
+                handle(ev, t_arr)
+            warn_dropped()
+            if not tty and show_meter and now - last_level_line >= 1.0:
+                last_level_line = now
+                if args.json:
+                    emit_json({"type": "level", "dbfs": round(level_db, 1)})
+                else:
+                    status.print(f"level: {level_db:.1f} dBFS")
+            draw()
+        # Stop capture, decode what is still buffered, then the last final.
+        mic.stop()
+        while True:
+            block = mic.read(timeout=0)
+            if block is None:
+                break
+            samples_in += block.shape[0]
+            for ev in rec.feed(block, mic.sample_rate):
+                handle(ev, None)
+        for ev in rec.finish():
+            handle(ev, None)
+        warn_dropped()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still print what we have
+        mic.stop()
+        status.clear()
+        if partial:
+            status.print(partial if tty else f"final: {partial}")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        mic.stop()
+    status.clear()
+
+    if args.stats:
+        wall = time.monotonic() - wall0
+        cpu = time.process_time() - cpu0
+        lat_ms = [x * 1000 for x in latencies]
+        stats = {
+            "type": "stats",
+            "audio_s": round(samples_in / mic.sample_rate, 3),
+            "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3),
+            "cpu_percent": round(100.0 * cpu / wall, 1) if wall > 0 else None,
+            "partials": len(latencies),
+            "latency_ms_p50": round(_percentile(lat_ms, 50), 1) if lat_ms else None,
+            "latency_ms_p95": round(_percentile(lat_ms, 95), 1) if lat_ms else None,
+            "latency_ms_max": round(max(lat_ms), 1) if lat_ms else None,
+            "block_ms": args.block_ms,
+            "chunk_ms": round(1000.0 * rec.config.chunk_samples / model_rate, 1),
+            "dropped_samples": dropped_total,
+            "portaudio_overflows": mic.status_overflows,
+        }
+        print(json.dumps(stats), file=sys.stderr)
+    return 0
