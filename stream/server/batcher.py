@@ -1,0 +1,220 @@
+"""One inference loop for all sessions: ready chunks -> ONE batched engine call.
+
+Each cycle the Batcher waits for audio (or an end), waits up to
+``max_wait_s`` more so that other sessions' chunks can join, then in its
+executor (one worker thread, so the event loop never blocks and the
+Recognizer stays single-threaded) it
+
+1. moves each eligible session's pending audio into its Stream,
+2. picks up to ``max_batch`` ready streams, least recently served first,
+3. runs ``Recognizer.decode_streams`` on them (states stacked on the batch axis),
+4. turns the events into wire messages (JSON text, binary feature frames).
+
+Back on the loop the messages go to each session's ``out`` queue. A session
+with a full ``out`` queue (a slow reader) is skipped, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
+
+import numpy as np
+
+from ..events import Features, Final, Partial
+from .protocol import json_message, pack_features
+from .session import Done, Session
+
+__all__ = ["Batcher", "BatcherStats"]
+
+log = logging.getLogger("wavstream.server")
+
+
+class BatcherStats:
+    """Counters of the inference loop (all read on the event loop)."""
+
+    def __init__(self, keep_latencies: int = 20000) -> None:
+        self.cycles = 0  # engine calls (batches)
+        self.chunks = 0  # stream-chunks decoded
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
+        self.engine_s = 0.0  # time inside decode_streams
+        self.latencies: collections.deque[float] = collections.deque(maxlen=keep_latencies)  # seconds
+
+    def to_dict(self) -> dict:
+        lat = np.array(self.latencies, dtype=np.float64) * 1000.0
+        pct = (lambda q: round(float(np.percentile(lat, q)), 2)) if lat.size else (lambda q: None)
+        return {
+            "batches": self.cycles,
+            "chunks": self.chunks,
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+            "max_batch_observed": max(self.batch_sizes, default=0),
+            "mean_batch": round(self.chunks / self.cycles, 3) if self.cycles else 0.0,
+            "engine_ms_per_batch": round(1000.0 * self.engine_s / self.cycles, 3) if self.cycles else 0.0,
+            "latency_ms": {"count": int(lat.size), "p50": pct(50), "p95": pct(95), "max": pct(100)},
+        }
+
+
+class Batcher:
+    """The shared inference loop. Start with ``start()``; stop with ``await stop()``."""
+
+    def __init__(self, recognizer: Any, *, max_batch: int = 32, max_wait_s: float = 0.01) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.rec = recognizer
+        engine_max = getattr(recognizer, "max_batch_size", None)
+        self.max_batch = min(max_batch, engine_max) if engine_max else max_batch
+        self.max_wait_s = max(0.0, float(max_wait_s))
+        self.sessions: dict[int, Session] = {}
+        self.stats = BatcherStats()
+        self._chunk = recognizer.config.chunk_samples
+        self._stride = recognizer.config.stride
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wavstream-infer")
+        self._task: Optional[asyncio.Task] = None
+        self._stopping = False
+        self._cycle = 0
+
+    # ------------------------------------------------------------- control
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="wavstream-batcher")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    def add(self, session: Session) -> None:
+        self.sessions[session.id] = session
+
+    def remove(self, session: Session) -> None:
+        session.closed = True
+        self.sessions.pop(session.id, None)
+
+    def notify(self) -> None:
+        """New audio or an end request arrived."""
+        self._wake.set()
+
+    # ---------------------------------------------------------------- loop
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backlog = False
+        while True:
+            if not backlog:
+                await self._wake.wait()
+                if self._stopping and not self.sessions:
+                    return
+                if self.max_wait_s and not self._any_end_requested():
+                    await asyncio.sleep(self.max_wait_s)  # let other sessions' chunks join this batch
+            self._wake.clear()
+            work = self._collect()
+            if not work:
+                backlog = False
+                if self._stopping and not self.sessions:
+                    return
+                continue
+            try:
+                outcome = await loop.run_in_executor(self._executor, self._step, work)
+            except Exception as exc:  # an engine failure: end the sessions of this batch, keep serving
+                log.exception("inference failed for sessions %s", [s.id for s, _, _ in work])
+                for s, _, _ in work:
+                    s.out.put_nowait(json_message(type="error", code="internal", reason=f"inference failed: {exc}"))
+                    s.out.put_nowait(Done("internal"))
+                    s.finished = True
+                backlog = False
+                continue
+            backlog = self._deliver(outcome)
+
+    def _any_end_requested(self) -> bool:
+        return any(s.end_reason is not None and not s.end_sent for s in self.sessions.values())
+
+    def _collect(self) -> list[tuple[Session, list[np.ndarray], bool]]:
+        """Sessions to look at this cycle, least recently served first, with the audio to ingest."""
+        work = []
+        for s in sorted(self.sessions.values(), key=lambda s: s.last_served):
+            if s.closed or s.finished or s.output_full:
+                continue
+            audio = s.take_pending() if s.backlog < 2 * self._chunk else []
+            end = s.end_reason is not None and not s.end_sent and not s.pending
+            if audio or end or s.backlog >= self._chunk or s.end_sent:
+                work.append((s, audio, end))
+        return work
+
+    def _step(self, work: list[tuple[Session, list[np.ndarray], bool]]) -> dict:
+        """Executor thread: ingest, pick, decode, serialise."""
+        rec = self.rec
+        ready: list[Session] = []
+        for s, audio, end in work:
+            st = s.stream
+            for block in audio:
+                st.accept_waveform(block, s.start.sample_rate)
+            if end:
+                st.input_finished()
+                s.end_sent = True
+            s.backlog = st.queued_samples
+            if rec.is_ready(st):
+                ready.append(s)
+        # Ending sessions first (an end flushes at once), then least recently served.
+        ready.sort(key=lambda s: (not s.end_sent, s.last_served))
+        batch = ready[: self.max_batch]
+        out: dict[int, list] = {}
+        n_stepped = 0
+        t0 = time.perf_counter()
+        if batch:
+            n_stepped = sum(1 for s in batch if s.stream.queued_samples > 0)
+            events = rec.decode_streams([s.stream for s in batch])
+            done_t = time.monotonic()
+            for s, evs in zip(batch, events):
+                out[s.id] = self._messages(s, evs)
+                s.backlog = s.stream.queued_samples
+                pos16 = s.stream.frames_done * self._stride
+                t_arr = s.arrival_time(pos16) if not s.end_sent else None
+                s.lat = (done_t - t_arr) if t_arr is not None else None
+        engine_s = time.perf_counter() - t0
+        more = len(ready) > len(batch) or any(rec.is_ready(s.stream) for s in batch)
+        return {"batch": batch, "out": out, "stepped": n_stepped, "engine_s": engine_s, "more": more}
+
+    def _messages(self, s: Session, events: list) -> list:
+        msgs: list = []
+        for ev in events:
+            if isinstance(ev, Features):
+                if s.start.features and ev.num_frames:
+                    msgs.append(pack_features(ev.start_frame, ev.frames, s.start.feature_dtype))
+            elif isinstance(ev, Partial):
+                msgs.append(json_message(type="partial", text=ev.text, segment=s.segment))
+            elif isinstance(ev, Final):
+                msgs.append(
+                    json_message(type="final", text=ev.text, start=round(ev.start, 3), end=round(ev.end, 3), segment=s.segment)
+                )
+                s.segment += 1
+        return msgs
+
+    def _deliver(self, outcome: dict) -> bool:
+        self._cycle += 1
+        batch: list[Session] = outcome["batch"]
+        if outcome["stepped"]:
+            self.stats.cycles += 1
+            self.stats.chunks += outcome["stepped"]
+            self.stats.batch_sizes[outcome["stepped"]] += 1
+            self.stats.engine_s += outcome["engine_s"]
+        for s in batch:
+            s.last_served = self._cycle
+            if s.lat is not None:
+                self.stats.latencies.append(s.lat)
+            if s.closed:
+                continue
+            for m in outcome["out"].get(s.id, []):
+                s.out.put_nowait(m)
+            if s.stream.done and not s.finished:
+                s.finished = True
+                s.out.put_nowait(Done(s.end_reason or "end"))
+        return bool(outcome["more"])

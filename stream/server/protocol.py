@@ -1,0 +1,350 @@
+"""The wavstream websocket protocol, version 1: messages, error codes, feature frames.
+
+Shared by the server, the Python client and the tests; docs/protocol.md is
+the readable form of this module. No I/O here (websockets-style Sans-I/O):
+functions take bytes/dicts and return values or raise ``ProtocolError``.
+
+Client -> server
+    text   {"type": "start", "protocol": 1, "sample_rate": 16000, "format": "int16",
+            "channels": 1, "features": false, "feature_dtype": "float16",
+            "layer": null, "endpoint": {...}, "token": null}
+    binary audio: little-endian int16 or float32 samples (interleaved when
+           channels > 1), any whole number of sample frames per message
+    text   {"type": "end"}  (alias "eof"): decode the rest now, answer, close
+
+Server -> client
+    text   {"type": "ready", ...}                  after a valid start
+    text   {"type": "partial", "text", "segment"}  hypothesis of the utterance in progress
+    text   {"type": "final", "text", "start", "end", "segment"}
+    binary feature frame: FEATURE_HEADER then (frames, dim) float16/float32
+    text   {"type": "error", "code", "reason"}     then the server closes
+    text   {"type": "done", "reason"}              after the last final; then close 1000
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "MIN_SAMPLE_RATE",
+    "MAX_SAMPLE_RATE",
+    "MAX_CHANNELS",
+    "END_TYPES",
+    "ErrorCode",
+    "CLOSE_CODES",
+    "ProtocolError",
+    "EndpointSettings",
+    "StartMessage",
+    "parse_client_text",
+    "decode_audio",
+    "FEATURE_MAGIC",
+    "FEATURE_HEADER",
+    "FEATURE_HEADER_SIZE",
+    "pack_features",
+    "unpack_features",
+    "error_message",
+    "json_message",
+]
+
+PROTOCOL_VERSION = 1
+MIN_SAMPLE_RATE = 8000  # Hz; rates outside 8-48 kHz are refused (bad_sample_rate)
+MAX_SAMPLE_RATE = 48000
+MAX_CHANNELS = 8
+END_TYPES = ("end", "eof")  # both flush and finish the session
+FORMATS = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
+
+
+class ErrorCode:
+    """The ``code`` field of an ``error`` message (stable strings; see docs/protocol.md)."""
+
+    BAD_JSON = "bad_json"  # a text message that is not a JSON object
+    UNKNOWN_MESSAGE = "unknown_message"  # JSON with a missing or unknown "type"
+    BAD_START = "bad_start"  # a start field with a wrong type or value
+    UNSUPPORTED_VERSION = "unsupported_version"  # "protocol" newer than the server's
+    BAD_SAMPLE_RATE = "bad_sample_rate"  # outside 8000..48000 Hz or not an integer
+    BAD_FORMAT = "bad_format"  # "format" not int16/float32, bad channels, or feature dtype
+    UNSUPPORTED_LAYER = "unsupported_layer"  # "layer" other than the bundle's feature layer
+    NOT_STARTED = "not_started"  # audio or end before start
+    ALREADY_STARTED = "already_started"  # a second start
+    PARTIAL_SAMPLE = "partial_sample"  # binary length not a whole number of sample frames
+    NON_FINITE = "non_finite"  # NaN or infinite float32 samples
+    MESSAGE_TOO_BIG = "message_too_big"  # a message over the server's max_message_bytes
+    UNAUTHORIZED = "unauthorized"  # bearer token missing or wrong
+    SERVER_FULL = "server_full"  # max_sessions reached; try again later
+    IDLE_TIMEOUT = "idle_timeout"  # no message for idle_timeout_s
+    SESSION_TOO_LONG = "session_too_long"  # max_session_s reached (finals were sent first)
+    SHUTTING_DOWN = "shutting_down"  # the server is stopping (finals were sent first)
+    INTERNAL = "internal"  # a server bug; logged
+
+
+# Websocket close code that follows each error (RFC 6455 section 7.4.1).
+CLOSE_CODES = {
+    ErrorCode.BAD_JSON: 1008,  # policy violation
+    ErrorCode.UNKNOWN_MESSAGE: 1008,
+    ErrorCode.BAD_START: 1008,
+    ErrorCode.UNSUPPORTED_VERSION: 1008,
+    ErrorCode.BAD_SAMPLE_RATE: 1008,
+    ErrorCode.BAD_FORMAT: 1008,
+    ErrorCode.UNSUPPORTED_LAYER: 1008,
+    ErrorCode.NOT_STARTED: 1008,
+    ErrorCode.ALREADY_STARTED: 1008,
+    ErrorCode.PARTIAL_SAMPLE: 1007,  # invalid frame payload data
+    ErrorCode.NON_FINITE: 1007,
+    ErrorCode.MESSAGE_TOO_BIG: 1009,  # message too big
+    ErrorCode.UNAUTHORIZED: 1008,
+    ErrorCode.SERVER_FULL: 1013,  # try again later
+    ErrorCode.IDLE_TIMEOUT: 1000,
+    ErrorCode.SESSION_TOO_LONG: 1000,
+    ErrorCode.SHUTTING_DOWN: 1001,  # going away
+    ErrorCode.INTERNAL: 1011,  # internal error
+}
+
+
+class ProtocolError(ValueError):
+    """A client broke the protocol: ``code`` (an ErrorCode) and a ``reason`` naming the problem."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+    @property
+    def close_code(self) -> int:
+        return CLOSE_CODES.get(self.code, 1008)
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    enabled: bool = True
+    rule1_silence: float = 2.4  # s of silence ending an utterance with nothing decoded
+    rule2_silence: float = 1.2  # s of silence ending an utterance after speech
+    max_utterance: float = 20.0  # s; longer utterances are cut
+
+
+@dataclass(frozen=True)
+class StartMessage:
+    protocol: int = PROTOCOL_VERSION
+    sample_rate: int = 16000
+    format: str = "int16"  # int16 | float32 (little-endian)
+    channels: int = 1  # interleaved; mixed down to mono
+    features: bool = False  # send binary feature frames
+    feature_dtype: str = "float16"  # float16 | float32
+    layer: Optional[int] = None  # None = the bundle's feature layer
+    endpoint: EndpointSettings = field(default_factory=EndpointSettings)
+    token: Optional[str] = None  # bearer token (for browsers, which cannot set headers)
+
+    @property
+    def sample_dtype(self) -> np.dtype:
+        return FORMATS[self.format]
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one sample frame (all channels)."""
+        return self.sample_dtype.itemsize * self.channels
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {
+            "type": "start",
+            "protocol": self.protocol,
+            "sample_rate": self.sample_rate,
+            "format": self.format,
+            "channels": self.channels,
+            "features": self.features,
+            "feature_dtype": self.feature_dtype,
+            "layer": self.layer,
+            "endpoint": {
+                "enabled": self.endpoint.enabled,
+                "rule1_silence": self.endpoint.rule1_silence,
+                "rule2_silence": self.endpoint.rule2_silence,
+                "max_utterance": self.endpoint.max_utterance,
+            },
+        }
+        if self.token is not None:
+            d["token"] = self.token
+        return d
+
+    @classmethod
+    def from_dict(cls, msg: dict) -> "StartMessage":
+        """Validate a start message. Unknown fields are ignored (forward compatibility).
+
+        Raises:
+            ProtocolError: a field with a wrong type or an unusable value, naming it.
+        """
+        version = msg.get("protocol", PROTOCOL_VERSION)
+        if not _is_int(version) or version < 1:
+            raise ProtocolError(ErrorCode.BAD_START, f"'protocol' must be a positive integer, got {version!r}")
+        if version > PROTOCOL_VERSION:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION, f"protocol version {version} is newer than this server's {PROTOCOL_VERSION}"
+            )
+        rate = msg.get("sample_rate", 16000)
+        if not _is_number(rate) or rate != int(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise ProtocolError(
+                ErrorCode.BAD_SAMPLE_RATE,
+                f"sample_rate {rate!r} is not an integer in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz",
+            )
+        fmt = msg.get("format", "int16")
+        if fmt not in FORMATS:
+            raise ProtocolError(ErrorCode.BAD_FORMAT, f"format {fmt!r} is not one of {sorted(FORMATS)}")
+        channels = msg.get("channels", 1)
+        if not _is_int(channels) or not 1 <= channels <= MAX_CHANNELS:
+            raise ProtocolError(ErrorCode.BAD_FORMAT, f"channels {channels!r} is not an integer in 1..{MAX_CHANNELS}")
+        features = msg.get("features", False)
+        if not isinstance(features, bool):
+            raise ProtocolError(ErrorCode.BAD_START, f"'features' must be true or false, got {features!r}")
+        fdt = msg.get("feature_dtype", "float16")
+        if fdt not in ("float16", "float32"):
+            raise ProtocolError(ErrorCode.BAD_FORMAT, f"feature_dtype {fdt!r} is not float16 or float32")
+        layer = msg.get("layer")
+        if layer is not None and not _is_int(layer):
+            raise ProtocolError(ErrorCode.BAD_START, f"'layer' must be an integer or null, got {layer!r}")
+        token = msg.get("token")
+        if token is not None and not isinstance(token, str):
+            raise ProtocolError(ErrorCode.BAD_START, "'token' must be a string")
+        return cls(
+            protocol=int(version),
+            sample_rate=int(rate),
+            format=fmt,
+            channels=int(channels),
+            features=features,
+            feature_dtype=fdt,
+            layer=None if layer is None else int(layer),
+            endpoint=_parse_endpoint(msg.get("endpoint")),
+            token=token,
+        )
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _parse_endpoint(ep: Any) -> EndpointSettings:
+    if ep is None:
+        return EndpointSettings()
+    if isinstance(ep, bool):
+        return EndpointSettings(enabled=ep)
+    if not isinstance(ep, dict):
+        raise ProtocolError(ErrorCode.BAD_START, f"'endpoint' must be an object, true/false or null, got {ep!r}")
+    d = EndpointSettings()
+    enabled = ep.get("enabled", d.enabled)
+    if not isinstance(enabled, bool):
+        raise ProtocolError(ErrorCode.BAD_START, f"endpoint.enabled must be true or false, got {enabled!r}")
+    vals = {}
+    for name, lo, hi in (("rule1_silence", 0.01, 600.0), ("rule2_silence", 0.01, 600.0), ("max_utterance", 0.1, 3600.0)):
+        v = ep.get(name, getattr(d, name))
+        if not _is_number(v) or not lo <= v <= hi:
+            raise ProtocolError(ErrorCode.BAD_START, f"endpoint.{name} must be a number of seconds in {lo}..{hi}, got {v!r}")
+        vals[name] = float(v)
+    return EndpointSettings(enabled=enabled, **vals)
+
+
+def parse_client_text(text: str) -> dict:
+    """A client text message -> dict with a known "type".
+
+    Raises:
+        ProtocolError: bad_json (not a JSON object) or unknown_message (no or unknown type).
+    """
+    try:
+        msg = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"text message is not valid JSON ({exc})") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(ErrorCode.BAD_JSON, f"text message must be a JSON object, got {type(msg).__name__}")
+    kind = msg.get("type")
+    if kind not in ("start",) + END_TYPES:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {kind!r} (expected 'start', 'end' or 'eof')"
+        )
+    return msg
+
+
+def decode_audio(data: bytes, start: StartMessage) -> np.ndarray:
+    """One binary audio message -> (n,) or (n, channels) array (int16 or float32).
+
+    Checks the length before ``np.frombuffer`` and, for float32, that every
+    sample is finite.
+    Raises:
+        ProtocolError: partial_sample or non_finite.
+    """
+    fb = start.frame_bytes
+    if len(data) % fb:
+        raise ProtocolError(
+            ErrorCode.PARTIAL_SAMPLE,
+            f"binary message of {len(data)} bytes is not a whole number of {start.format} sample frames "
+            f"({fb} bytes each for {start.channels} channel(s))",
+        )
+    x = np.frombuffer(data, dtype=start.sample_dtype)
+    if start.format == "float32":
+        finite = np.isfinite(x)
+        if not finite.all():
+            bad = int(np.size(finite) - np.count_nonzero(finite))
+            raise ProtocolError(ErrorCode.NON_FINITE, f"{bad} of {x.size} float32 samples are NaN or infinite")
+    if start.channels > 1:
+        x = x.reshape(-1, start.channels)
+    return x
+
+
+# ----------------------------------------------------------- feature frames
+# Little-endian header, 20 bytes (a multiple of 4, so float32 data stays aligned):
+#   magic    4s  b"WSF1"
+#   dtype    B   1 = float16, 2 = float32
+#   flags    B   reserved, 0
+#   reserved H   0
+#   start    I   stream index of the first frame
+#   frames   I   number of frames T
+#   dim      I   feature dimension D
+# then T*D values, row-major (frame by frame).
+FEATURE_MAGIC = b"WSF1"
+FEATURE_HEADER = struct.Struct("<4sBBHIII")
+FEATURE_HEADER_SIZE = FEATURE_HEADER.size
+_DTYPE_CODES = {"float16": 1, "float32": 2}
+_CODE_DTYPES = {1: np.dtype("<f2"), 2: np.dtype("<f4")}
+
+
+def pack_features(start_frame: int, frames: np.ndarray, dtype: str = "float16") -> bytes:
+    """(T, D) features of a stream starting at frame ``start_frame`` -> one binary message."""
+    if dtype not in _DTYPE_CODES:
+        raise ValueError(f"feature dtype {dtype!r} is not float16 or float32")
+    f = np.asarray(frames)
+    if f.ndim != 2:
+        raise ValueError(f"features must be (frames, dim), got shape {f.shape}")
+    header = FEATURE_HEADER.pack(FEATURE_MAGIC, _DTYPE_CODES[dtype], 0, 0, int(start_frame), f.shape[0], f.shape[1])
+    return header + np.ascontiguousarray(f, dtype=_CODE_DTYPES[_DTYPE_CODES[dtype]]).tobytes()
+
+
+def unpack_features(data: bytes) -> tuple[int, np.ndarray]:
+    """One binary feature message -> (start_frame, (T, D) float32 array).
+
+    Raises:
+        ValueError: not a feature frame, or a length that disagrees with its header.
+    """
+    if len(data) < FEATURE_HEADER_SIZE:
+        raise ValueError(f"feature frame of {len(data)} bytes is shorter than its {FEATURE_HEADER_SIZE}-byte header")
+    magic, code, _flags, _res, start, t, d = FEATURE_HEADER.unpack_from(data)
+    if magic != FEATURE_MAGIC or code not in _CODE_DTYPES:
+        raise ValueError(f"not a wavstream feature frame (magic {magic!r}, dtype code {code})")
+    dt = _CODE_DTYPES[code]
+    need = FEATURE_HEADER_SIZE + t * d * dt.itemsize
+    if len(data) != need:
+        raise ValueError(f"feature frame is {len(data)} bytes; its header ({t} frames x {d} {dt.name}) needs {need}")
+    arr = np.frombuffer(data, dtype=dt, offset=FEATURE_HEADER_SIZE).reshape(t, d).astype(np.float32)
+    return int(start), arr
+
+
+def json_message(**fields: Any) -> str:
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_message(code: str, reason: str) -> str:
+    return json_message(type="error", code=code, reason=reason)
