@@ -100,8 +100,8 @@ def config_from_transformers(hf_config: Any, *, ctc: bool = False, pretraining: 
     act = getattr(c, "feat_extract_activation", "gelu")
     if act != "gelu" or getattr(c, "hidden_act", "gelu") != "gelu":
         raise ValueError("only GELU activations are supported (feat_extract_activation / hidden_act)")
-    if getattr(c, "add_adapter", False):
-        raise ValueError("models with an adapter (add_adapter=True) are not supported")
+    if getattr(c, "add_adapter", False) or getattr(c, "adapter_attn_dim", None):
+        raise ValueError("models with adapters (add_adapter / adapter_attn_dim) are not supported")
     if getattr(c, "num_conv_pos_embeddings", 128) <= 0:
         raise ValueError("a positional conv is required")
     if family == "wav2vec2" and getattr(c, "position_embeddings_type", None) not in (None, "relative"):
