@@ -1,0 +1,175 @@
+"""Smoke tests of demos/: each demo runs on a file and prints what it should.
+
+Deterministic runs use the toy bundle (tests/toy_bundle.py) and synth() audio;
+the embedded default model, when installed, is run on the committed sample
+and checked loosely (it runs, and live_mic prints a transcript).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy_bundle import build_toy_bundle, silence, synth  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMOS = ROOT / "demos"
+SAMPLE = ROOT / "stream" / "samples" / "sample.wav"
+
+
+def _default_installed() -> bool:
+    from wavstream.stream import DEFAULT_MODEL_DIR
+
+    return (DEFAULT_MODEL_DIR / "config.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_toy_bundle(tmp_path_factory.mktemp("toy") / "bundle", code_groups=2)
+
+
+def _wav(path: Path, *parts: np.ndarray) -> Path:
+    sf.write(str(path), np.concatenate(parts), 16000, subtype="PCM_16")
+    return path
+
+
+def _run(script: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(DEMOS / script), *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, COLUMNS="100"))
+
+
+def _load_voice_commands():
+    spec = importlib.util.spec_from_file_location("voice_commands", DEMOS / "voice_commands.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules["voice_commands"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ------------------------------------------------------------ voice_commands
+def test_voice_commands_on_file_runs_actions(toy: Path, tmp_path: Path) -> None:
+    gap = silence(1.5)
+    wav = _wav(tmp_path / "cmds.wav", synth("lights on"), gap, synth("volume up"), gap, synth("please play music"), gap,
+               synth("lites of"), gap, synth("banana"))
+    r = _run("voice_commands.py", "--model", str(toy), "--file", str(wav))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith('heard "lights on" -> lights on (1.00): lights ON'), r.stdout
+    assert lines[1].startswith('heard "volume up" -> volume up (1.00): volume 7'), r.stdout
+    assert lines[2].startswith('heard "please play music" -> play music'), r.stdout
+    assert lines[3].startswith('heard "lites of" -> lights off'), r.stdout  # fuzzy match
+    assert lines[4].startswith('heard "banana" -> no command'), r.stdout
+    assert lines[-1] == "final state: lights=off volume=7 music=playing; commands run: lights on, volume up, play music, lights off"
+
+
+def test_voice_commands_matcher() -> None:
+    vc = _load_voice_commands()
+    assert vc.match_command("lights on") == ("lights on", 1.0)
+    assert vc.match_command("could you turn the lights off please")[0] == "lights off"
+    assert vc.match_command("volum dwn")[0] == "volume down"
+    assert vc.match_command("what time isit")[0] == "what time is it"
+    assert vc.match_command("the weather is nice")[0] is None
+    assert vc.match_command("")[0] is None
+
+
+def test_voice_commands_embeds_callback_api(toy: Path) -> None:
+    """The app object works as a Recognizer listener (the callback API), in-process."""
+    from wavstream.stream import Recognizer
+
+    vc = _load_voice_commands()
+
+    class Sink:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, s: str) -> None:
+            self.text += s
+
+        def flush(self) -> None:
+            pass
+
+        def isatty(self) -> bool:
+            return False
+
+    out = Sink()
+    app = vc.VoiceApp(out=out)
+    rec = Recognizer.from_bundle(toy, intra_op_threads=1)
+    rec.add_listener(app)
+    audio = np.concatenate([synth("mute"), silence(2.0), synth("stop music")])
+    for pos in range(0, audio.shape[0], 1234):
+        rec.feed(audio[pos : pos + 1234], 16000)
+    rec.finish()
+    assert app.state.log == ["mute", "stop music"] and app.state.volume == 0, out.text
+
+
+# ------------------------------------------------------------------ live_mic
+def test_live_mic_on_file_plain(toy: Path, tmp_path: Path) -> None:
+    wav = _wav(tmp_path / "two.wav", synth("hello world"), silence(2.0), synth("good bye"))
+    r = _run("live_mic.py", "--model", str(toy), "--file", str(wav), "--fast")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[:2] == ["final: hello world", "final: good bye"], r.stdout
+    # The closing snapshot of the view: meter, level history, feature heatmap, finals.
+    text = r.stdout
+    assert "level   " in text and "dBFS" in text and "history " in text
+    heat = [ln for ln in out if ln.startswith("  │") and ln.endswith("│")]
+    assert len(heat) == 8 and any(ch in "".join(heat) for ch in "▒▓█"), text
+    assert "features (|x| by dimension group, last 64 frames" in text
+    assert any(ln.strip().endswith("] hello world") for ln in out) and any(ln.strip().endswith("] good bye") for ln in out)
+
+
+def test_live_mic_on_file_in_a_terminal(toy: Path, tmp_path: Path) -> None:
+    """On a terminal (pty) the live view redraws (rich if installed, else ANSI) and ends with the finals."""
+    wav = _wav(tmp_path / "one.wav", synth("hello world"))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, str(DEMOS / "live_mic.py"), "--model", str(toy), "--file", str(wav)],
+                            stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="100", LINES="40"))
+    os.close(slave)
+    buf = b""
+    t_end = time.monotonic() + 120
+    try:
+        while time.monotonic() < t_end:
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                buf += chunk
+            elif proc.poll() is not None:
+                break
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    text = buf.decode("utf-8", "replace")
+    assert "\x1b[" in text and "hello world" in text and "█" in text
+
+
+# ------------------------------------------------- against the embedded default
+@pytest.mark.skipif(not _default_installed(), reason="no embedded default model installed yet")
+def test_demos_run_on_default_model_with_sample() -> None:
+    r = _run("live_mic.py", "--file", str(SAMPLE), "--fast", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "features (" in r.stdout and "dBFS" in r.stdout
+    finals = [ln[len("final: "):] for ln in r.stdout.splitlines() if ln.startswith("final: ")]
+    assert finals and any(c.isalpha() for c in " ".join(finals)), r.stdout
+    r = _run("voice_commands.py", "--file", str(SAMPLE), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "final state:" in r.stdout and 'heard "' in r.stdout, r.stdout
