@@ -90,10 +90,18 @@ class Client:
         }
         if endpoint is not None:
             start["endpoint"] = endpoint
+        from websockets.exceptions import ConnectionClosed
+
         try:
-            await ws.send(json.dumps(start))
-            msg = await asyncio.wait_for(ws.recv(), open_timeout)
-        except Exception:
+            try:
+                await ws.send(json.dumps(start))
+            except ConnectionClosed:
+                pass  # refused before the start (server full): its error message is still to be read
+            try:
+                msg = await asyncio.wait_for(ws.recv(), open_timeout)
+            except ConnectionClosed as exc:
+                raise ServerError("closed", f"server closed the connection at start ({exc})", ws.close_code) from None
+        except BaseException:
             await ws.close()
             raise
         ready = _parse(msg)
