@@ -36,6 +36,14 @@ def hidden_layers(model: Any) -> int:
     return 2 if cfg.quantizer != "none" else 1
 
 
+def _blank_id(vocab: list[str]) -> int:
+    """wavstream's "<blank>"; transformers' CTC heads use "<pad>" (pad_token_id) as blank."""
+    for name in ("<blank>", "<pad>"):
+        if name in vocab:
+            return vocab.index(name)
+    return 0
+
+
 def bundle_config(model: Any, files: dict[str, str], opset: int, extra: dict | None = None) -> dict:
     """The config.json dict of a bundle for ``model`` at its current chunking."""
     from .onnx_export import io_names
@@ -65,7 +73,7 @@ def bundle_config(model: Any, files: dict[str, str], opset: int, extra: dict | N
         "feature_layer": int(cfg.feature_layer),
         "num_layers": hidden_layers(model),
         "vocab": vocab,
-        "blank_id": vocab.index("<blank>") if "<blank>" in vocab else 0,
+        "blank_id": _blank_id(vocab),
         "word_delimiter": "|",
         "code_groups": int(cfg.vq_groups) if has_codes else 0,
         "states": states,

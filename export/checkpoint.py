@@ -4,7 +4,8 @@ A checkpoint is ``model.safetensors`` (the state dict) plus ``config.json``
 (``ModelConfig.to_dict()``, either bare or wrapped as ``{"model": {...}, ...}``
 beside other trainer fields). Accepted spellings of ``path``:
 
-- a folder holding ``model.safetensors`` and ``config.json``;
+- a folder holding ``model.safetensors`` and ``config.json``, or a training
+  run folder whose ``final/`` (else ``last/``) subfolder holds them;
 - the ``model.safetensors`` file itself (``config.json`` beside it);
 - a file prefix ``P`` with ``P.model.safetensors`` / ``P_model.safetensors`` /
   ``P-model.safetensors`` (or ``P.safetensors``) and ``P.config.json`` /
@@ -37,6 +38,11 @@ def find_checkpoint_files(path: Union[str, Path]) -> tuple[Path, Path]:
     """Return (weights, config) paths for a checkpoint folder, file or prefix."""
     p = Path(path).expanduser()
     if p.is_dir():
+        if not (p / "model.safetensors").is_file():  # a training run folder: its final/ or last/ checkpoint
+            for sub in ("final", "last"):
+                if (p / sub / "model.safetensors").is_file():
+                    p = p / sub
+                    break
         w, c = p / "model.safetensors", p / "config.json"
         missing = [x.name for x in (w, c) if not x.is_file()]
         if missing:

@@ -46,10 +46,20 @@ def _load(args: argparse.Namespace):
             from wavstream.training.convert import from_transformers  # type: ignore[import-not-found]
         except ImportError as exc:
             raise RuntimeError(f"importing transformers models needs wavstream.training.convert ({exc})") from exc
-        model = from_transformers(args.checkpoint)
-        if isinstance(model, tuple):
-            model = model[0]
-        return model.eval()
+        import transformers
+
+        hf_cfg = transformers.AutoConfig.from_pretrained(args.checkpoint)
+        arch = (getattr(hf_cfg, "architectures", None) or ["AutoModel"])[0]
+        cls = getattr(transformers, arch, None) or transformers.AutoModel
+        hf = cls.from_pretrained(args.checkpoint)
+        vocab = None
+        if arch.endswith("ForCTC"):
+            try:
+                vocab = transformers.AutoTokenizer.from_pretrained(args.checkpoint)
+            except Exception as exc:  # no tokenizer files: placeholder labels
+                print(f"wavstream export: no tokenizer in {args.checkpoint} ({type(exc).__name__}); "
+                      "CTC labels will be placeholders", file=sys.stderr)
+        return from_transformers(hf, vocab=vocab).eval()
     from .checkpoint import load_checkpoint
 
     return load_checkpoint(args.checkpoint)

@@ -326,8 +326,16 @@ class OfflineGraph(nn.Module):
     def forward(self, wave: Tensor) -> tuple[Tensor, ...]:
         m = self.model
         C, Lc = m.config.chunk_frames, m.config.left_chunks
-        T = self.num_frames(wave.shape[1])
-        prepared, lengths = m._prepare(wave, None, C)
+        B, L = wave.shape
+        T = self.num_frames(L)
+        lengths = torch.full((B,), L, dtype=torch.long, device=wave.device)
+        if m.config.conv_padding == "causal":
+            # Pad to whole chunks here with integer shape arithmetic (a zero-width
+            # pad is fine), so the trace never branches on the example length.
+            unit = m.stride * (C if (m.config.is_transformer and C > 0) else 1)
+            total = (L + unit - 1) // unit * unit
+            wave = torch.nn.functional.pad(wave, (0, total - L))
+        prepared, lengths = m._prepare(wave, lengths, C)
         frame_lengths = m.frame_lengths(lengths)
         out = m._forward_frames(prepared, frame_lengths, C, Lc, None)
         hidden = out["hidden"]
@@ -353,7 +361,7 @@ def export_offline(model: nn.Module, path: Union[str, Path], opset: int = DEFAUL
     _drop_pretraining(model)
     wrapper = OfflineGraph(model).eval()
     outs = ["features"] + (["logits"] if wrapper.has_logits else [])
-    L = int(16000 * example_seconds)
+    L = int(16000 * example_seconds) + 123  # not a multiple of any stride or chunk
     if min_samples is None:
         fe = model.feature_extractor
         min_samples = max(fe.receptive_field, model.stride) if model.config.conv_padding != "causal" else 1
