@@ -117,7 +117,8 @@ def test_mic_json_at_16k_times_and_words(vmic: VirtualMic, tone_bundle: Path, he
 def test_mic_tty_in_place_and_ctrl_c_prints_last_final(vmic: VirtualMic, tone_bundle: Path, hello_wav: Path) -> None:
     """On a terminal: partial rewritten in place with a level meter; Ctrl-C before the endpoint still prints the final."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen(_mic_cmd(tone_bundle), env=dict(vmic.env, COLUMNS="100"), stdin=slave, stdout=slave,
+    # rule2 at 5 s: no endpoint can fire before the Ctrl-C, however slow this machine is.
+    proc = subprocess.Popen(_mic_cmd(tone_bundle, "--rule2-silence", "5"), env=dict(vmic.env, COLUMNS="100"), stdin=slave, stdout=slave,
                             stderr=subprocess.PIPE, text=True)
     os.close(slave)
     buf = b""
