@@ -257,6 +257,16 @@ def test_to_streaming_imported(kind, chunk_frames, left_chunks):
     assert (c.chunk_frames, c.left_chunks) == (chunk_frames, left_chunks)
     assert not c.normalize_waveform
     assert pub.config.chunk_frames == 0 and not pub.config.pos_conv_causal  # the source is untouched
+    sd_pub, sd_live = pub.state_dict(), live.state_dict()
+    ln0 = "feature_extractor.conv_layers.0.layer_norm."
+    for k in ("weight", "bias"):  # GroupNorm or LayerNorm affine of layer 0 carried over
+        assert torch.equal(sd_pub[ln0 + k], sd_live[ln0 + k])
+    if kind == "wav2vec2-group":  # layers 1.. gain identity-affine LayerNorms
+        assert torch.equal(sd_live["feature_extractor.conv_layers.3.layer_norm.weight"], torch.ones(32))
+        assert torch.equal(sd_live["feature_extractor.conv_layers.3.layer_norm.bias"], torch.zeros(32))
+    for k, v in sd_pub.items():  # everything else is copied unchanged
+        if not k.startswith(("encoder.pos_conv_embed.conv.weight", "feature_extractor")):
+            assert torch.equal(v, sd_live[k]), k
     wave, lengths = make_batch(live, chunk_frames, left_chunks, seed=4)
     with torch.no_grad():
         off = live(wave, lengths)
@@ -310,3 +320,16 @@ def test_to_streaming_keeps_what_it_claims():
         d3 = (live128.encoder.pos_conv_embed(h) - ref).abs().max().item()
     _record("to_streaming pos conv", max(d2, d3))
     assert d2 <= 1e-5 and d3 <= 1e-5
+
+
+def test_to_streaming_rejects_unbounded():
+    from wavstream.training.convert import to_streaming
+
+    pub = build_model("wav2vec2", "tiny", conv_padding="none", extractor_mode="group", pos_conv_causal=False,
+                      chunk_frames=0, left_chunks=-1)
+    with pytest.raises(ValueError):
+        to_streaming(pub, 0, 1)
+    with pytest.raises(ValueError):
+        to_streaming(pub, 4, -1)
+    with pytest.raises(ValueError):
+        to_streaming(pub, 4, 1, pos_conv_kernel=pub.config.pos_conv_kernel // 2)
