@@ -1,0 +1,108 @@
+"""Many sessions, one batched inference loop; a slow reader gets backpressure, not unbounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from server_harness import recv_until_close, run, running_server, silence, synth, toy_recognizer
+
+from wavstream.stream.client import transcribe
+
+pytestmark = pytest.mark.timeout(180)
+
+WORDS = [
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
+    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+]
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory: pytest.TempPathFactory):
+    return toy_recognizer(tmp_path_factory.mktemp("toy") / "bundle")
+
+
+def test_twenty_concurrent_clients_each_get_their_text_and_batches_form(rec) -> None:
+    """20 real-time clients at once: every one gets its own words; the engine saw batches > 1."""
+
+    async def one(url: str, i: int) -> list[str]:
+        text = f"{WORDS[i]} {WORDS[(i + 7) % 20]}"
+        wave = np.concatenate([silence(0.05 * i), synth(text, seed=i), silence(0.2)])
+        return [f.text for f in await transcribe(url, wave, 16000, block_s=0.04, realtime=True)]
+
+    async def go():
+        async with running_server(rec, max_batch=32, max_wait_ms=10) as server:
+            got = await asyncio.gather(*(one(server.url, i) for i in range(20)))
+            return got, server.stats()
+
+    got, stats = run(go(), timeout=90)
+    assert got == [[f"{WORDS[i]} {WORDS[(i + 7) % 20]}"] for i in range(20)]
+    assert stats["sessions_total"] == 20 and stats["errors"] == {}
+    assert stats["max_batch_observed"] > 1, stats["batch_sizes"]
+    assert stats["mean_batch"] > 1.0
+    assert sum(int(k) * v for k, v in stats["batch_sizes"].items()) == stats["chunks"]
+
+
+def test_max_batch_bounds_the_engine_call(rec) -> None:
+    async def go():
+        async with running_server(rec, max_batch=3, max_wait_ms=20) as server:
+            waves = [np.concatenate([synth(w), silence(0.2)]) for w in WORDS[:8]]
+            got = await asyncio.gather(*(transcribe(server.url, w, 16000) for w in waves))
+            return got, server.stats()
+
+    got, stats = run(go())
+    assert [[f.text for f in g] for g in got] == [[w] for w in WORDS[:8]]
+    assert stats["max_batch_observed"] == 3
+
+
+def test_slow_reader_gets_backpressure_and_others_are_unaffected(tmp_path) -> None:
+    """A client that sends fast and never reads: the server's buffers for it stay bounded, the
+    server stops reading its socket, a concurrent session is served normally, and once the
+    slow client reads it still gets everything (its correct final)."""
+    from websockets.asyncio.client import connect
+
+    import onnx
+    from toy_bundle import build_graph, build_toy_bundle
+
+    from wavstream.stream import Recognizer
+
+    path = build_toy_bundle(tmp_path / "big", config_overrides={"feature_dim": 2048})
+    onnx.save(build_graph(feature_dim=2048), str(path / "model.onnx"))  # 64 KiB of float32 features per chunk
+    big = Recognizer.from_bundle(path, intra_op_threads=1)
+    text = "backpressure works"
+    wave = np.concatenate([synth(text), silence(20.0)])  # 21 s: ~17 MB of float32 features, more than the socket buffers hold
+    pcm = np.clip(wave * 32768, -32768, 32767).astype("<i2")
+
+    async def go():
+        async with running_server(big, max_buffer_s=1.0, max_wait_ms=0) as server:
+            slow = await connect(server.url, max_queue=2, max_size=1 << 24)
+            await slow.send(json.dumps({"type": "start", "features": True, "feature_dtype": "float32"}))
+            peak_pending = peak_out = 0
+            paused_reading = False
+            for i in range(0, len(pcm), 3200):
+                await asyncio.wait_for(slow.send(pcm[i : i + 3200].tobytes()), 20.0)
+                await asyncio.sleep(0.005)
+                for s in server._sessions.values():
+                    peak_pending = max(peak_pending, s.pending_samples)
+                    peak_out = max(peak_out, s.out.qsize())
+                    paused_reading |= not s.room.is_set()
+            # meanwhile, another session is served normally
+            other = await transcribe(server.url, np.concatenate([synth("others fine"), silence(0.2)]), 16000)
+            # the slow client finally reads: nothing was lost
+            await slow.send(json.dumps({"type": "end"}))
+            msgs, code = await recv_until_close(slow, timeout=30)
+            finals = [m["text"] for m in msgs if isinstance(m, dict) and m.get("type") == "final"]
+            frames = sum((len(m) - 20) // (2048 * 4) for m in msgs if isinstance(m, bytes))
+            print("peaks: pending", peak_pending, "out", peak_out)
+            return paused_reading, peak_pending, peak_out, [f.text for f in other], finals, frames, code
+
+    paused, peak_pending, peak_out, other, finals, frames, code = run(go(), timeout=150)
+    assert other == ["others fine"]
+    assert paused, "the server should have stopped reading the slow client (its buffer was full)"
+    assert peak_pending <= 16000 + 3200  # max_buffer_s (1 s) + one message
+    assert peak_out <= 64 + 4  # max_out + one step's messages
+    assert finals == [text] and code == 1000
+    assert frames == int(np.ceil(len(pcm) / 160))  # every feature frame arrived
