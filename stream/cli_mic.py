@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--meter", action="store_true", help="also report the input level when not on a terminal (once per second)")
     out.add_argument("--no-meter", action="store_true", help="hide the level meter on a terminal")
     out.add_argument("--stats", action="store_true",
-                     help="at the end, print to stderr: latency from audio arrival to each Partial, CPU use, drops")
+                     help="at the end, print one JSON line to stderr: latency from the callback that delivered each chunk's "
+                          "last sample to the chunk's Partial, PortAudio's input latency, CPU use, drops")
 
 
 def _device_arg(value: Optional[str]) -> Any:
@@ -130,8 +131,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: bundle {rec.bundle.path} has no CTC head (no vocab); it gives features, not text", file=sys.stderr)
         return 2
 
-    # Arrival times of audio (for --stats): the callback stamps how many
-    # samples had been written when each block landed. Preallocated, O(1).
+    # Timing marks (for --stats): after each push the callback stamps how many
+    # samples had been written and when (monotonic). Preallocated, O(1).
+    # (PortAudio's inputBufferAdcTime is not used: through ALSA's pulse plugin
+    # it drifts by ~0.1 s per 0.1 s block, i.e. it is not a real ADC time.)
     marks = 256
     mark_written = np.zeros(marks, np.int64)
     mark_time = np.zeros(marks, np.float64)
@@ -145,14 +148,13 @@ def run(args: argparse.Namespace) -> int:
             mark_time[i] = time.monotonic()
             mark_n[0] += 1
 
-    def arrival_time(sample_pos: int) -> Optional[float]:
-        """When the callback delivered the sample before stream position ``sample_pos``."""
+    def find_mark(sample_index: int) -> Optional[int]:
+        """The mark of the callback block holding capture sample ``sample_index`` (0-based)."""
         n = mark_n[0]
-        lo = max(0, n - marks)
-        for k in range(lo, n):
+        for k in range(max(0, n - marks), n):
             i = k % marks
-            if mark_written[i] >= sample_pos:
-                return float(mark_time[i])
+            if mark_written[i] > sample_index:
+                return i
         return None
 
     try:
@@ -185,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     show_meter = (tty and not args.no_meter) or (not tty and args.meter)
     level_db = -90.0
     partial = ""
-    latencies: list[float] = []
+    latencies: list[float] = []  # s from the callback that delivered a chunk's last sample to its Partial
     dropped_total = 0
     last_level_line = 0.0
     model_rate = rec.config.sample_rate
@@ -200,11 +202,27 @@ def run(args: argparse.Namespace) -> int:
         meter = f"{level_bar(level_db, 16)} {level_db:6.1f} dB │ " if show_meter else ""
         status.update(meter + fit_tail(partial, status.width() - len(meter) - 1))
 
-    def handle(ev: Any, t_arrival: Optional[float]) -> None:
-        nonlocal partial
+    stream = rec.create_stream()
+    stride = rec.config.stride
+
+    def chunk_latency() -> None:
+        """Latency of a Partial just produced, from its chunk's last sample (--stats)."""
+        now = time.monotonic()
+        # Last sample of the decoded chunk, in capture samples.
+        last = int(stream.frames_done * stride * mic.sample_rate / model_rate) - 1
+        i = find_mark(last)
+        if i is None:
+            return
+        latencies.append(now - float(mark_time[i]))
+
+    n_partials = 0
+
+    def handle(ev: Any, live: bool) -> None:
+        nonlocal partial, n_partials
         if isinstance(ev, Partial):
-            if t_arrival is not None:
-                latencies.append(time.monotonic() - t_arrival)
+            n_partials += 1
+            if live and args.stats:
+                chunk_latency()
             partial = ev.text
             if args.json:
                 emit_json(ev.to_dict())
@@ -244,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
 
     # --seconds counts from the first audio (device start-up can take a second or two).
     deadline = None if args.seconds is None else time.monotonic() + args.seconds
+    latency_reported = getattr(getattr(mic, "_stream", None), "latency", None)
     cpu0 = time.process_time()
     wall0 = time.monotonic()
     samples_in = 0
@@ -260,10 +279,11 @@ def run(args: argparse.Namespace) -> int:
                 draw()
                 continue
             samples_in += block.shape[0]
-            t_arr = arrival_time(mic.ring.total_read)
             level_db = rms_dbfs(block)
-            for ev in rec.feed(block, mic.sample_rate):
-                handle(ev, t_arr)
+            stream.accept_waveform(block, mic.sample_rate)
+            while rec.is_ready(stream):  # one chunk at a time, so each Partial is timed against its own chunk
+                for ev in rec.decode_stream(stream):
+                    handle(ev, True)
             warn_dropped()
             if not tty and show_meter and now - last_level_line >= 1.0:
                 last_level_line = now
@@ -279,10 +299,11 @@ def run(args: argparse.Namespace) -> int:
             if block is None:
                 break
             samples_in += block.shape[0]
-            for ev in rec.feed(block, mic.sample_rate):
-                handle(ev, None)
-        for ev in rec.finish():
-            handle(ev, None)
+            stream.accept_waveform(block, mic.sample_rate)
+        stream.input_finished()
+        while rec.is_ready(stream):
+            for ev in rec.decode_stream(stream):
+                handle(ev, False)
         warn_dropped()
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still print what we have
         mic.stop()
@@ -297,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
     status.clear()
 
     if args.stats:
+        mic_latency = latency_reported
         wall = time.monotonic() - wall0
         cpu = time.process_time() - cpu0
         lat_ms = [x * 1000 for x in latencies]
@@ -306,10 +328,12 @@ def run(args: argparse.Namespace) -> int:
             "wall_s": round(wall, 3),
             "cpu_s": round(cpu, 3),
             "cpu_percent": round(100.0 * cpu / wall, 1) if wall > 0 else None,
-            "partials": len(latencies),
+            "partials": n_partials,
+            "partials_timed": len(latencies),
             "latency_ms_p50": round(_percentile(lat_ms, 50), 1) if lat_ms else None,
             "latency_ms_p95": round(_percentile(lat_ms, 95), 1) if lat_ms else None,
             "latency_ms_max": round(max(lat_ms), 1) if lat_ms else None,
+            "portaudio_input_latency_ms": round(1000 * float(mic_latency), 1) if mic_latency is not None else None,
             "block_ms": args.block_ms,
             "chunk_ms": round(1000.0 * rec.config.chunk_samples / model_rate, 1),
             "dropped_samples": dropped_total,
