@@ -1,17 +1,14 @@
 """Audio datasets for training: manifests in memory, batches bucketed by length.
 
-A manifest is a TSV (header `path<TAB>num_samples<TAB>text`, paths relative
-to the TSV's folder) or a folder of .wav files with .txt transcripts beside
-them. The tiny corpora here fit in memory (int16), which on 2 cores is much
+Manifests (a TSV or a folder of .wav + .txt) are read by
+`wavstream.training.data.manifest`. The tiny corpora here fit in memory (int16), which on 2 cores is much
 faster than decoding files in loader workers.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,47 +17,17 @@ import soundfile as sf
 import torch
 from torch import Tensor
 
+from .data.manifest import Entry, read_manifest, subset_hours
+from .data.manifest import total_hours as hours
 from .tokens import encode
 
-
-@dataclass
-class Utterance:
-    path: Path
-    num_samples: int
-    text: str
+__all__ = ["AudioDataset", "Utterance", "bucket_batches", "collate", "hours", "load_audio",
+           "read_manifest", "subset_hours"]
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
-    """A TSV manifest, or a folder of .wav files with .txt transcripts beside them."""
-    p = Path(path)
-    if p.is_dir():
-        out = []
-        for wav in sorted(p.rglob("*.wav")):
-            txt = wav.with_suffix(".txt")
-            text = txt.read_text().strip() if txt.exists() else ""
-            out.append(Utterance(wav, sf.info(str(wav)).frames, text))
-        if not out:
-            raise FileNotFoundError(f"no .wav files under {p}")
-        return out
-    if not p.exists():
-        raise FileNotFoundError(f"manifest not found: {p}")
-    out = []
-    with open(p, newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
-        header = next(reader)
-        col = {name: i for i, name in enumerate(header)}
-        if "path" not in col:
-            raise ValueError(f"{p}: first line must be a header with a 'path' column, got {header}")
-        for row in reader:
-            if not row:
-                continue
-            wav = Path(row[col["path"]])
-            if not wav.is_absolute():
-                wav = p.parent / wav
-            n = int(row[col["num_samples"]]) if "num_samples" in col else sf.info(str(wav)).frames
-            text = row[col["text"]] if "text" in col and len(row) > col["text"] else ""
-            out.append(Utterance(wav, n, text))
-    return out
+# Manifests are read by the corpus package; the names here are kept for the
+# trainer's callers.
+Utterance = Entry
 
 
 def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
@@ -151,23 +118,6 @@ def bucket_batches(lengths: list[int], batch_samples: int, seed: int, max_batch:
     if shuffle:
         random.Random(seed).shuffle(batches)
     return batches
-
-
-def hours(utts: list[Utterance]) -> float:
-    return sum(u.num_samples for u in utts) / 16000 / 3600
-
-
-def subset_hours(utts: list[Utterance], h: float, seed: int = 0) -> list[Utterance]:
-    """A deterministic random subset of about `h` hours."""
-    idx = list(range(len(utts)))
-    random.Random(seed).shuffle(idx)
-    out, total = [], 0.0
-    for i in idx:
-        if total >= h * 3600 * 16000:
-            break
-        out.append(utts[i])
-        total += utts[i].num_samples
-    return out
 
 
 def steps_per_epoch(n_batches: int, world: int) -> int:
