@@ -31,15 +31,16 @@ class CropTrackingDataset(AudioDataset):
     recorded in `crop_starts[index]`, so frame-level labels follow the crop
     (fairseq: label offset = round(start * label_rate / 16000))."""
 
-    def __init__(self, *a, **kw) -> None:
+    def __init__(self, *a, seed: int = 0, **kw) -> None:
         super().__init__(*a, **kw)
         self.crop_starts: dict[int, int] = {}
+        self.rng = random.Random(seed)  # seeded crops (AudioDataset uses the global `random`)
 
     def __getitem__(self, i: int) -> dict:
         wave = self.audio(i)
         start = 0
         if self.max_samples and len(wave) > self.max_samples:
-            start = random.randint(0, (len(wave) - self.max_samples) // STRIDE_ALIGN) * STRIDE_ALIGN
+            start = self.rng.randint(0, (len(wave) - self.max_samples) // STRIDE_ALIGN) * STRIDE_ALIGN
             wave = wave[start:start + self.max_samples]
         self.crop_starts[i] = start
         return {"index": i, "wave": wave, "text": self.utts[i].text}
@@ -183,7 +184,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if rank == 0:
         print(f"pretraining {family} ({args.size}, {model.num_parameters() / 1e6:.2f}M params) on "
               f"{len(utts)} utterances ({hours(utts):.2f} h)")
-    ds = CropTrackingDataset(utts, max_samples=int(args.max_utt_seconds * 16000), progress=rank == 0)
+    ds = CropTrackingDataset(utts, max_samples=int(args.max_utt_seconds * 16000), progress=rank == 0,
+                             seed=args.seed + 1000 * rank)
     objective = build_objective(family, model, args, ds, label_store)
     lr, warm_frac, schedule = RECIPE[family]
     cfg = make_train_config(args, lr=lr, warmup=max(int(warm_frac * args.steps), 1), schedule=schedule)

@@ -78,6 +78,6 @@ class HubertObjective(nn.Module):
         l_pred, metrics = masked_label_loss(logits, targets, mask, self.masked_weight, self.unmasked_weight)
         l_f = feature_penalty(out.extra["conv_features"], frame_lengths)
         loss = l_pred + self.feature_penalty_weight * l_f
-        metrics.update(pred_loss=float(l_pred), feature_pen=float(l_f),
+        metrics.update(pred_loss=float(l_pred.detach()), feature_pen=float(l_f.detach()),
                        masked_frac=float(mask.sum()) / float(frame_lengths.sum()))
         return loss, metrics

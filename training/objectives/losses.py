@@ -108,7 +108,9 @@ def contrastive_loss(x: Tensor, y: Tensor, num_negatives: int = 100, temperature
     loss = F.cross_entropy(flat, target, reduction="sum")
     with torch.no_grad():
         acc = float((flat.argmax(-1) == 0).float().mean()) if flat.numel() else 0.0
-    return loss, {"acc": acc}
+        # distractors that differ from the positive: ~0 means a collapsed codebook
+        distinct = float(1.0 - neg_is_pos.float().mean()) if neg_is_pos.numel() else 0.0
+    return loss, {"acc": acc, "distinct_negatives": distinct}
 
 
 def diversity_loss(prob_perplexity: Tensor, num_vars: int) -> Tensor:

@@ -81,15 +81,15 @@ class Wav2VecObjective(nn.Module):
                                          self.num_negatives, torch_generator(batch, step))
         q = out.extra.get("quantizer")
         if q is not None:
-            metrics["prob_perplexity"] = float(q.prob_perplexity)
-            metrics["code_perplexity"] = float(q.code_perplexity)
+            metrics["prob_perplexity"] = float(q.prob_perplexity.detach())
+            metrics["code_perplexity"] = float(q.code_perplexity.detach())
             if q.loss is not None and self.kmeans_weight > 0:
                 loss = loss + self.kmeans_weight * q.loss  # fairseq: x sample_size, then / sample_size
-                metrics["kmeans_loss"] = float(q.loss)
+                metrics["kmeans_loss"] = float(q.loss.detach())
             if self.diversity_weight > 0:
                 d = diversity_loss(q.prob_perplexity, q.num_vars)
                 loss = loss + self.diversity_weight * d
-                metrics["diversity_loss"] = float(d)
+                metrics["diversity_loss"] = float(d.detach())
             vq = model.vector_quantizer
             if hasattr(vq, "curr_temp"):
                 metrics["temp"] = float(vq.curr_temp)

@@ -89,7 +89,7 @@ class Wav2Vec2Objective(nn.Module):
         l_d = diversity_loss(q.prob_perplexity, q.num_vars)
         l_f = feature_penalty(out.extra["conv_features"], frame_lengths)
         loss = l_m + self.diversity_weight * l_d + self.feature_penalty_weight * l_f
-        metrics.update(contrastive=float(l_m), diversity_loss=float(l_d), feature_pen=float(l_f),
-                       prob_perplexity=float(q.prob_perplexity), code_perplexity=float(q.code_perplexity),
-                       temp=float(model.quantizer.curr_temp), masked_frac=float(n) / float(frame_lengths.sum()))
+        metrics.update(contrastive=float(l_m.detach()), diversity_loss=float(l_d.detach()),
+                       feature_pen=float(l_f.detach()), prob_perplexity=float(q.prob_perplexity.detach()),
+                       code_perplexity=float(q.code_perplexity.detach()), temp=float(model.quantizer.curr_temp), masked_frac=float(n) / float(frame_lengths.sum()))
         return loss, metrics
