@@ -411,7 +411,10 @@ class Server:
                 except ConnectionClosed:
                     pass
                 return
-            await ws.send(item)
+            try:
+                await ws.send(item)
+            except ConnectionClosed:
+                return  # the client went away; the handler cleans up
             if s.pending and s.out.qsize() < s.max_out:
                 self.batcher.notify()  # it may have skipped this session while its queue was full
 
