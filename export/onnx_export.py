@@ -116,6 +116,29 @@ def _save_single_file(program: Any, path: Path) -> None:
         data.unlink()
 
 
+class _quiet_exporter:
+    """Silence the exporter's cosmetic chatter (missing torchvision ops, axis
+    renaming notes, deprecation warnings); real errors still raise."""
+
+    def __enter__(self) -> None:
+        import logging
+        import warnings
+
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        warnings.simplefilter("ignore")
+        self._loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export",
+                                                         "onnxscript", "torch._dynamo")]
+        self._levels = [lg.level for lg in self._loggers]
+        for lg in self._loggers:
+            lg.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: Any) -> None:
+        for lg, lv in zip(self._loggers, self._levels):
+            lg.setLevel(lv)
+        self._warn.__exit__(*exc)
+
+
 def export_step(model: nn.Module, path: Union[str, Path], opset: int = DEFAULT_OPSET,
                 example_batch: int = 2, seed: int = 0) -> dict:
     """Export the streaming step of ``model`` (its current chunking) to ``path``.
@@ -143,7 +166,7 @@ def export_step(model: nn.Module, path: Union[str, Path], opset: int = DEFAULT_O
     batch = torch.export.Dim("batch", min=1, max=4096)
     dynamic = ({0: batch}, tuple({0: batch} for _ in states))
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         try:
             program = torch.onnx.export(
                 wrapper, (samples, *states), dynamo=True, input_names=ins, output_names=outs,
@@ -370,7 +393,7 @@ def export_offline(model: nn.Module, path: Union[str, Path], opset: int = DEFAUL
     batch = torch.export.Dim("batch", min=1, max=4096)
     time_ = torch.export.Dim("time", min=max(int(min_samples), 2), max=16000 * 3600)
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         try:
             program = torch.onnx.export(
                 wrapper, (wave,), dynamo=True, input_names=["wave"], output_names=outs,
