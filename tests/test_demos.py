@@ -130,11 +130,13 @@ def test_live_mic_on_file_plain(toy: Path, tmp_path: Path) -> None:
     assert any(ln.strip().endswith("] hello world") for ln in out) and any(ln.strip().endswith("] good bye") for ln in out)
 
 
-def test_live_mic_on_file_in_a_terminal(toy: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("view", ["plain-ansi", "rich-if-installed"])
+def test_live_mic_on_file_in_a_terminal(toy: Path, tmp_path: Path, view: str) -> None:
     """On a terminal (pty) the live view redraws (rich if installed, else ANSI) and ends with the finals."""
     wav = _wav(tmp_path / "one.wav", synth("hello world"))
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, str(DEMOS / "live_mic.py"), "--model", str(toy), "--file", str(wav)],
+    extra = ["--plain"] if view == "plain-ansi" else []
+    proc = subprocess.Popen([sys.executable, str(DEMOS / "live_mic.py"), "--model", str(toy), "--file", str(wav), *extra],
                             stdin=slave, stdout=slave, stderr=subprocess.PIPE, env=dict(os.environ, COLUMNS="100", LINES="40"))
     os.close(slave)
     buf = b""
