@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "last sample to the chunk's Partial, PortAudio's input latency, CPU use, drops")
 
 
+_NO_DEVICE_HINT = (
+    "check that a microphone is connected and visible to ALSA/PulseAudio (arecord -l, pactl list sources); "
+    "without a sound card, a PulseAudio null sink can act as one (demos/README.md)"
+)
+
+
 def _device_arg(value: Optional[str]) -> Any:
     if value is None:
         return None
@@ -81,7 +87,7 @@ def _list_devices(out: Any) -> int:
         print(f"wavstream mic: {exc}", file=sys.stderr)
         return 2
     if not devs:
-        print("no audio input devices found", file=sys.stderr)
+        print(f"no audio input devices found; {_NO_DEVICE_HINT}", file=sys.stderr)
         return 1
     for d in devs:
         mark = "*" if d["index"] == default_in else " "
@@ -170,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         mic.start()
     except SourceError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
+        if "no audio input device" in str(exc):
+            print(f"{prog}: {_NO_DEVICE_HINT}", file=sys.stderr)
         return 2
 
     # Ctrl-C / SIGTERM set a flag; the loop (which wakes at least every 0.2 s)
