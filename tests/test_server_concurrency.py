@@ -96,7 +96,6 @@ def test_slow_reader_gets_backpressure_and_others_are_unaffected(tmp_path) -> No
             msgs, code = await recv_until_close(slow, timeout=30)
             finals = [m["text"] for m in msgs if isinstance(m, dict) and m.get("type") == "final"]
             frames = sum((len(m) - 20) // (2048 * 4) for m in msgs if isinstance(m, bytes))
-            print("peaks: pending", peak_pending, "out", peak_out)
             return paused_reading, peak_pending, peak_out, [f.text for f in other], finals, frames, code
 
     paused, peak_pending, peak_out, other, finals, frames, code = run(go(), timeout=150)
