@@ -1,0 +1,190 @@
+"""`wavstream bench [--quick] [--out DIR]`: latency, throughput and efficiency benchmarks.
+
+Writes DIR/bench.json and PNG plots and prints a summary table; docs/bench.md
+describes every measurement. Only argparse/stdlib are imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+SECTION_NAMES = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "server", "memory", "profile")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run (< 2 min): tiny models, one chunk size, tiny transformers configs, few iterations")
+    p.add_argument("--out", default="bench_out", help="folder for bench.json and the PNG plots (default: bench_out)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for torch and ONNX Runtime (default: all cores, %d here)" % (os.cpu_count() or 1))
+    p.add_argument("--model", default=None,
+                   help="bundle for the server, memory and efficiency sections (default: the embedded default model, "
+                        "or a tiny random-weight wav2vec2 exported here when none is installed)")
+    p.add_argument("--only", default=None,
+                   help="comma-separated sections to run (default: all): " + ",".join(SECTION_NAMES))
+    p.add_argument("--work", default=None, help="scratch folder for exported bundles (default: a temporary folder, removed)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def run(args: argparse.Namespace) -> int:
+    import gc
+    import shutil
+    import tempfile
+    import time
+    import traceback
+    from pathlib import Path
+
+    from . import report
+    from .common import Progress, Settings, environment
+
+    log = Progress()
+    threads = args.threads or os.cpu_count() or 1
+    only = set(SECTION_NAMES if not args.only else [s.strip() for s in args.only.split(",") if s.strip()])
+    bad = only - set(SECTION_NAMES)
+    if bad:
+        print(f"wavstream bench: unknown section(s) {sorted(bad)}; choose from {', '.join(SECTION_NAMES)}", file=sys.stderr)
+        return 2
+    try:
+        import torch  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        print(f"wavstream bench needs torch, onnxruntime and transformers (pip install 'wavstream[export]'): {exc}",
+              file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="wavstream-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    settings = Settings(quick=args.quick, threads=threads, work=work, log=log)
+    result: dict = {
+        "schema_version": report.SCHEMA_VERSION,
+        "quick": bool(args.quick),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": environment(threads),
+        "errors": {},
+    }
+    for name in SECTION_NAMES:
+        result[name] = {"skipped": True} if name not in only else {}
+    log("bench", f"{'quick' if args.quick else 'full'} run, {threads} threads, sections {','.join(s for s in SECTION_NAMES if s in only)}")
+
+    def section(name: str, fn):  # run one section; a failure is recorded, the run goes on
+        if name not in only:
+            return None
+        t0 = time.perf_counter()
+        try:
+            val = fn()
+            val["section_s"] = round(time.perf_counter() - t0, 1)
+            result[name] = val
+            log(name, f"done in {time.perf_counter() - t0:.1f} s")
+            return val
+        except Exception as exc:
+            tb = traceback.format_exc()
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            result["errors"][name] = tb[-3000:]
+            log(name, f"FAILED: {type(exc).__name__}: {exc}")
+            return None
+
+    from . import efficiency, hf_compare, memory, offline_ratio, profile, server_load, single_stream
+    from .common import set_torch_threads
+
+    set_torch_threads(threads)
+    try:
+        peak = efficiency.matmul_peak(threads, n=1024 if args.quick else 2048, seconds=0.5 if args.quick else 2.0)
+        log("bench", f"fp32 matmul peak {peak['gflops']:.0f} GFLOP/s ({threads} threads)")
+        result["matmul_peak"] = peak
+        keep: dict = {}
+        size = "hf-tiny" if args.quick else "base"
+        published: dict = {}
+        if only & {"single_stream", "offline_ratio", "hf_compare", "efficiency", "profile"}:
+            published["wav2vec2"] = single_stream.published_from_hf(single_stream.hf_model("wav2vec2", args.quick))
+
+        section("single_stream", lambda: single_stream.run(settings, keep, published["wav2vec2"]))
+        section("offline_ratio", lambda: offline_ratio.run(settings, published.get("wav2vec2")))
+        section("hf_compare", lambda: hf_compare.run(settings, keep, published))
+        published.clear()
+        gc.collect()
+
+        # The model the server, memory and efficiency sections use.
+        model_bundle, model_label = _service_model(args.model, keep, settings)
+        base_key = (f"wav2vec2-{size}", 320)
+        if only & {"efficiency", "profile"} and base_key not in keep:
+            m = single_stream.streaming_from_published(
+                single_stream.published_from_hf(single_stream.hf_model("wav2vec2", args.quick)), 320)
+            from .common import export
+
+            keep[base_key] = (export(m, work / f"wav2vec2-{size}_320ms", False, log, "efficiency")[0], m.config)
+            del m
+
+        def eff() -> dict:
+            targets = {
+                model_label: (model_bundle, _model_config(model_bundle), (1, 8, 32) if args.quick else (1, 4, 16, 32, 64, 128)),
+                f"wav2vec2-{size}": (keep[base_key][0], keep[base_key][1], (1, 4) if args.quick else (1, 2, 4, 8)),
+            }
+            return efficiency.run(settings, targets, peak)
+
+        section("efficiency", eff)
+        section("profile", lambda: profile.run(settings, [(f"wav2vec2-{size}", keep[base_key][0], 1),
+                                                          (model_label, model_bundle, 1),
+                                                          (model_label, model_bundle, 32)]))
+        section("memory", lambda: memory.run(settings, model_bundle, model_label))
+        section("server", lambda: server_load.run(settings, model_bundle, model_label))
+    finally:
+        result["total_s"] = round(log.elapsed(), 1)
+        path = report.write_json(result, out)
+        pngs = [] if args.no_plots else report.plots(result, out)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    table = report.summary_table(result)
+    print(table)
+    print(f"\nwrote {path}" + (f" and {', '.join(pngs)}" if pngs else "") + f" in {result['total_s']:.0f} s")
+    if result["errors"]:
+        print(f"wavstream bench: {len(result['errors'])} section(s) failed: {', '.join(result['errors'])} "
+              f"(tracebacks in bench.json 'errors')", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _model_config(bundle):
+    import json
+
+    from wavstream.training.models.config import ModelConfig
+
+    d = json.loads((bundle / "config.json").read_text())
+    return ModelConfig.from_dict(d["model"])
+
+
+def _service_model(model_arg, keep: dict, settings):
+    """(bundle folder, label) for the server/memory/efficiency sections."""
+    from pathlib import Path
+
+    from wavstream.stream.recognizer import DEFAULT_MODEL_DIR
+
+    if model_arg and model_arg != "default":
+        p = Path(model_arg)
+        return p, f"{p.name} ({_family(p)})"
+    if (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return DEFAULT_MODEL_DIR, f"default model ({_family(DEFAULT_MODEL_DIR)})"
+    if model_arg == "default":
+        raise SystemExit("wavstream bench: --model default, but no embedded default model is installed")
+    key = ("wav2vec2-tiny", 320)
+    if key not in keep:
+        from .common import chunk_frames_for, export
+        from .single_stream import tiny_model
+
+        m = tiny_model("wav2vec2")
+        m.set_chunking(*chunk_frames_for(m.config, 320))
+        keep[key] = (export(m, settings.work / "wav2vec2-tiny_320ms", True, settings.log, "bench")[0], m.config)
+    return keep[key][0], "wav2vec2-tiny (random weights; no default model installed)"
+
+
+def _family(p) -> str:
+    import json
+
+    try:
+        d = json.loads((p / "config.json").read_text())
+        return f"{d.get('family')}, {d.get('chunk_samples', 0) / 16:.0f} ms chunks"
+    except Exception:
+        return "?"

@@ -1,0 +1,240 @@
+"""Shared pieces of the benchmarks: progress log, timing, bundles, audio, RSS.
+
+Everything heavy (torch, the exporter) is imported inside functions, so the
+CLI module stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+CHUNK_MS = (160, 320, 640)
+# Attention history kept constant in time across chunk sizes (1.28 s, the tiny
+# preset's 16 frames x 4 left chunks), so only the chunk changes.
+HISTORY_MS = 1280
+
+
+class Progress:
+    """Timestamped progress lines on stderr: ``[  12.3 s] section: message``."""
+
+    def __init__(self, stream: Any = None, quiet: bool = False) -> None:
+        self.t0 = time.perf_counter()
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def __call__(self, section: str, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{self.elapsed():7.1f} s] {section}: {msg}", file=self.stream, flush=True)
+
+
+@dataclass
+class Settings:
+    quick: bool
+    threads: int
+    work: Path  # scratch folder for exported bundles
+    log: Progress
+
+    def pick(self, quick: Any, full: Any) -> Any:
+        return quick if self.quick else full
+
+
+# ----------------------------------------------------------------------- timing
+def time_loop(fn: Callable[[], Any], min_calls: int, min_seconds: float, warmup: int = 2) -> tuple[float, int]:
+    """Call ``fn`` until both ``min_calls`` and ``min_seconds`` are reached; (seconds per call, calls)."""
+    for _ in range(warmup):
+        fn()
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        dt = time.perf_counter() - t0
+        if n >= min_calls and dt >= min_seconds:
+            return dt / n, n
+
+
+def best_of(fn: Callable[[], float], repeats: int) -> float:
+    """Median of ``repeats`` measurements (each a float returned by fn)."""
+    vals = [fn() for _ in range(max(1, repeats))]
+    return float(statistics.median(vals))
+
+
+def percentiles(values: list[float], ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, Optional[float]]:
+    if not values:
+        return {f"p{int(p)}": None for p in ps}
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{int(p)}": float(np.percentile(arr, p)) for p in ps}
+
+
+# ----------------------------------------------------------------------- memory
+def rss_bytes(pid: Optional[int] = None) -> int:
+    """Resident set size of a process (this one by default), from /proc."""
+    path = f"/proc/{pid or 'self'}/status"
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:  # not Linux: peak RSS is the best we have
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(r if sys.platform == "darwin" else r * 1024)
+    except Exception:
+        return 0
+
+
+def linear_slope(xs: list[float], ys: list[float]) -> Optional[float]:
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return None
+    a, _b = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)
+    return float(a)
+
+
+# ------------------------------------------------------------------------ audio
+def noise(seconds: float, seed: int = 0) -> np.ndarray:
+    """Speech-level noise (compute does not depend on the content)."""
+    rng = np.random.default_rng(seed)
+    return (0.05 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
+
+
+def speech(text: str, seed: int = 0) -> tuple[np.ndarray, str]:
+    """An utterance of ``text`` at 16 kHz and where it came from.
+
+    espeak-ng when it is installed (the default model was trained on such
+    voices); otherwise a speech-like signal (voiced harmonic bursts with
+    syllable-rate amplitude modulation), so the benchmark runs anywhere.
+    """
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("espeak-ng"):
+        with tempfile.TemporaryDirectory() as d:
+            wav = Path(d) / "u.wav"
+            try:
+                subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(wav), text],
+                               check=True, capture_output=True, timeout=30)
+                x, rate = _read_wav(wav)
+                from wavstream.stream.resample import StreamResampler
+
+                if rate != SAMPLE_RATE:
+                    r = StreamResampler(rate, SAMPLE_RATE)
+                    x = np.concatenate([r.process(x), r.flush()])
+                return x.astype(np.float32), "espeak-ng en-us"
+            except Exception:
+                pass
+    rng = np.random.default_rng(seed)
+    n = int(0.09 * len(text) * SAMPLE_RATE) + SAMPLE_RATE // 2
+    t = np.arange(n) / SAMPLE_RATE
+    f0 = 120 + 20 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = np.clip(np.sin(2 * np.pi * 4.0 * t), 0, None) ** 0.5
+    x = 0.1 * env * voiced + 0.005 * rng.standard_normal(n)
+    return x.astype(np.float32), "synthetic voiced bursts (espeak-ng not installed)"
+
+
+def _read_wav(path: Path) -> tuple[np.ndarray, int]:
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        rate, ch, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+        raw = w.readframes(w.getnframes())
+    if width != 2:
+        raise ValueError("expected 16-bit PCM")
+    x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    if ch > 1:
+        x = x.reshape(-1, ch).mean(axis=1)
+    return x, rate
+
+
+def speech_end_sample(x: np.ndarray, threshold_db: float = -40.0, win: int = 160) -> int:
+    """Index just after the last 10 ms window louder than ``threshold_db`` below the peak."""
+    n = len(x) // win
+    if n == 0:
+        return len(x)
+    e = np.sqrt((x[: n * win].reshape(n, win) ** 2).mean(axis=1) + 1e-12)
+    thr = e.max() * 10 ** (threshold_db / 20)
+    loud = np.nonzero(e > thr)[0]
+    return int((loud[-1] + 1) * win) if loud.size else len(x)
+
+
+# ---------------------------------------------------------------------- models
+def chunk_frames_for(config: Any, chunk_ms: int) -> tuple[int, int]:
+    """(chunk frames C, left chunks L) for a chunk of ``chunk_ms`` at constant history."""
+    frame_ms = 1000.0 * config.stride / config.sample_rate
+    C = int(round(chunk_ms / frame_ms))
+    if not config.is_transformer:
+        return C, 0  # fully causal convs: no attention, no left chunks
+    L = max(1, int(round(HISTORY_MS / chunk_ms)))
+    return C, L
+
+
+def export(model: Any, out: Path, int8: bool, log: Progress, section: str) -> tuple[Path, float]:
+    """Export ``model`` (its current chunking) to a bundle folder; (folder, seconds)."""
+    from wavstream.export.bundle import export_bundle
+
+    t0 = time.perf_counter()
+    export_bundle(model, out, verify=False, simplify=False, int8=int8, log=lambda *a: None)
+    dt = time.perf_counter() - t0
+    log(section, f"exported {out.name} in {dt:.1f} s")
+    return out, dt
+
+
+def set_torch_threads(n: int) -> None:
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set in this process
+
+
+def environment(threads: int) -> dict:
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "cpu_model": _cpu_model(),
+    }
+    for mod in ("numpy", "onnxruntime", "torch", "transformers", "onnx"):
+        try:
+            m = __import__(mod)
+            info[mod] = getattr(m, "__version__", "?")
+        except Exception:
+            info[mod] = None
+    try:
+        info["load_average_at_start"] = list(os.getloadavg())
+    except OSError:
+        pass
+    return info
+
+
+def _cpu_model() -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None

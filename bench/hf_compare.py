@@ -1,0 +1,86 @@
+"""wavstream streaming (ONNX Runtime) against Hugging Face transformers offline (torch).
+
+For wav2vec2, HuBERT and WavLM: a transformers model is built from its
+BASE config (random weights, seed 0); ``from_transformers`` imports it
+(identical weights: the published-form output is compared with HF's
+``last_hidden_state`` and the max |diff| reported), ``to_streaming`` makes
+the 320 ms streaming form (left context 1.28 s), which is exported and run
+chunk by chunk by ONNX Runtime, batch 1. HF runs the whole utterance in one
+call (torch, inference mode). Ratio = wavstream seconds per audio second /
+HF seconds per audio second (lower is better; < 1 means the streaming path is
+cheaper than HF's offline pass).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any
+
+from .common import Settings, export, noise
+
+
+def _hf_seconds_per_audio_s(hf: Any, seconds: float, settings: Settings) -> float:
+    import torch
+
+    wave = torch.from_numpy(noise(seconds, seed=11))[None, :]
+    with torch.inference_mode():
+        hf(wave[:, :16000])  # warm-up
+        best = float("inf")
+        for _ in range(settings.pick(1, 3)):
+            t0 = time.perf_counter()
+            hf(wave)
+            best = min(best, time.perf_counter() - t0)
+    return best / seconds
+
+
+def _parity(hf: Any, published: Any) -> float:
+    import torch
+
+    wave = torch.from_numpy(noise(1.0, seed=5))[None, :]
+    with torch.inference_mode():
+        a = hf(wave).last_hidden_state
+        b = published(wave).features
+    return float((a - b).abs().max())
+
+
+def run(settings: Settings, keep: dict, base_published: dict) -> dict:
+    """base_published: family -> published wavstream model (filled here when missing)."""
+    from .common import set_torch_threads
+    from .single_stream import hf_model, published_from_hf, rtf_ort, streaming_from_published
+
+    set_torch_threads(settings.threads)
+    size = settings.pick("hf-tiny", "base")
+    seconds = settings.pick(3.0, 10.0)
+    rows = []
+    audio = noise(8.0, seed=1)
+    for fam in settings.pick(("wav2vec2",), ("wav2vec2", "hubert", "wavlm")):
+        t0 = time.perf_counter()
+        hf = hf_model(fam, settings.quick)
+        published = base_published.get(fam) or published_from_hf(hf)
+        parity = _parity(hf, published)
+        hf_spa = _hf_seconds_per_audio_s(hf, seconds, settings)
+        label = f"{fam}-{size}"
+        if (label, 320) in keep:
+            bundle = keep[(label, 320)][0]
+        else:
+            model = streaming_from_published(published, 320)
+            bundle, _ = export(model, settings.work / f"{label}_320ms", True, settings.log, "hf_compare")
+            keep[(label, 320)] = (bundle, model.config)
+            del model
+        ws_fp32 = rtf_ort(bundle, False, settings, audio)
+        ws_int8 = rtf_ort(bundle, True, settings, audio)
+        row = {
+            "family": fam, "size": size, "params_m": sum(p.numel() for p in hf.parameters()) / 1e6,
+            "import_max_abs_diff": parity, "hf_offline_torch_s_per_audio_s": hf_spa,
+            "wavstream_stream_ort_fp32_s_per_audio_s": ws_fp32, "wavstream_stream_ort_int8_s_per_audio_s": ws_int8,
+            "ratio_fp32": ws_fp32 / hf_spa, "ratio_int8": ws_int8 / hf_spa, "hf_utterance_s": seconds,
+            "chunk_ms": 320,
+        }
+        settings.log("hf_compare", f"{label}: HF offline {hf_spa:.4f} s/s, wavstream streaming ORT fp32 "
+                                   f"{ws_fp32:.4f} s/s -> ratio {row['ratio_fp32']:.2f} (int8 {row['ratio_int8']:.2f}); "
+                                   f"import |diff| {parity:.1e} ({time.perf_counter() - t0:.1f} s)")
+        rows.append(row)
+        del hf, published
+        gc.collect()
+    return {"size": size, "rows": rows}

@@ -1,0 +1,54 @@
+"""Resident memory per added stream.
+
+In process: one Recognizer (ORT fp32), streams added in steps, each fed two
+chunks of audio and decoded in one batched call (so its engine state, CTC
+decoder and queues are real arrays, not lazily-empty). Resident set size
+(/proc VmRSS) after each step; the slope of a least-squares line is the
+memory per stream. The state tensors' size from the bundle config is the
+floor it is compared with. The server section measures the same slope in the
+server process under load.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import Settings, linear_slope, noise, rss_bytes
+
+
+def run(settings: Settings, bundle: Path, label: str) -> dict:
+    from wavstream.stream import Recognizer, load_bundle
+
+    cfg = load_bundle(bundle).config
+    state_bytes = sum(int(np.prod([d for d in s.shape[1:]] or [1])) * np.dtype(s.np_dtype).itemsize
+                      for s in cfg.states)
+    rec = Recognizer.from_bundle(bundle, intra_op_threads=settings.threads, emit_features=True)
+    audio = noise(2 * cfg.chunk_samples / cfg.sample_rate + 0.01, seed=9)
+    # The first step (32 streams, the server's default max batch) sizes ORT's
+    # arena and the allocator pools; the slope is fitted over the later steps.
+    steps = settings.pick([8, 16, 24, 32], [32, 64, 128, 192, 256])
+    streams: list[Any] = []
+    xs, ys = [], []
+    for target in steps:
+        new = []
+        while len(streams) + len(new) < target:
+            s = rec.create_stream()
+            s.accept_waveform(audio, cfg.sample_rate)
+            new.append(s)
+        for g in range(0, len(new), 32):  # the server's default max batch
+            group = new[g:g + 32]
+            while any(s.queued_samples >= cfg.chunk_samples for s in group):
+                rec.decode_streams(group)
+        streams += new
+        gc.collect()
+        xs.append(len(streams))
+        ys.append(rss_bytes())
+    slope = linear_slope(xs[1:], ys[1:])
+    settings.log("memory", f"{label}: {0 if slope is None else slope / 1024:.0f} KiB per stream "
+                           f"(state tensors {state_bytes / 1024:.0f} KiB)")
+    return {"model": label, "streams": xs, "rss_bytes": ys, "rss_per_stream_bytes": slope,
+            "state_bytes_per_stream": state_bytes, "method": "in-process Recognizer streams, VmRSS slope"}

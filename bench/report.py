@@ -1,0 +1,166 @@
+"""bench.json, PNG plots and the printed summary table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+SCHEMA_VERSION = 1
+# Top-level keys of bench.json (tests/test_bench.py checks them).
+SECTIONS = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "server", "memory", "profile")
+
+
+def write_json(result: dict, out: Path) -> Path:
+    path = out / "bench.json"
+    path.write_text(json.dumps(result, indent=1, default=_jsonable) + "\n", encoding="utf-8")
+    return path
+
+
+def _jsonable(x: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(x, np.generic):
+            return x.item()
+    except Exception:
+        pass
+    return str(x)
+
+
+def _f(x: Optional[float], digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}f}"
+
+
+def summary_rows(r: dict) -> list[tuple[str, str, str]]:
+    """(metric, measured, goal or anchor) rows of the summary table."""
+    rows: list[tuple[str, str, str]] = []
+    ss = r.get("single_stream", {}).get("rows", [])
+    for row in ss:
+        if row["chunk_ms"] != 320:
+            continue
+        rows.append((f"RTF 1 stream, {row['model']} 320 ms (ORT fp32 / int8 / torch)",
+                     f"{_f(row['rtf_ort_fp32'], 4)} / {_f(row['rtf_ort_int8'], 4)} / {_f(row['rtf_torch'], 4)}",
+                     "sherpa-onnx 66M zipformer int8 2 threads: 0.062" if row["size"] == "base" else "< 1 (real time)"))
+    base = [x for x in ss if x["size"] in ("base", "hf-tiny")]
+    if base:
+        rows.append((f"RTF 1 stream, {base[0]['model']} ORT int8 at " + "/".join(str(x["chunk_ms"]) for x in base) + " ms",
+                     " / ".join(_f(x["rtf_ort_int8"], 4) for x in base), "smaller chunk costs more per second"))
+    off = r.get("offline_ratio", {})
+    if off.get("rows"):
+        rows.append((f"streaming / offline compute, {off['utterance_s']:.0f} s utterances (worst model)",
+                     f"{_f(off['worst_ratio'], 2)} ({', '.join(x['model'] + ' ' + _f(x['ratio'], 2) for x in off['rows'])})",
+                     "<= 1.2"))
+    for h in r.get("hf_compare", {}).get("rows", []):
+        rows.append((f"{h['family']}-{h['size']}: wavstream streaming ORT / HF offline torch (s per audio s)",
+                     f"{_f(h['ratio_fp32'], 2)} fp32, {_f(h['ratio_int8'], 2)} int8 "
+                     f"({_f(h['wavstream_stream_ort_fp32_s_per_audio_s'], 4)} vs {_f(h['hf_offline_torch_s_per_audio_s'], 4)})",
+                     "HF base offline RTF 0.11 here (ENVIRONMENT.md)"))
+    eff = r.get("efficiency", {})
+    if eff.get("rows"):
+        for label in dict.fromkeys(x["model"] for x in eff["rows"]):
+            best = max((x for x in eff["rows"] if x["model"] == label), key=lambda x: x["efficiency"])
+            rows.append((f"efficiency, batched server path, {label} (batch {best['batch']})",
+                         f"{100 * best['efficiency']:.0f} % of {eff['peak']['gflops']:.0f} GFLOP/s "
+                         f"({best['gflops_achieved']:.1f} GFLOP/s, {best['audio_seconds_per_second']:.0f}x real time)",
+                         "HF base offline ~70 % of peak"))
+    sv = r.get("server", {})
+    if sv.get("levels"):
+        top = max(sv["levels"], key=lambda x: x["streams"])
+        rows.append((f"real-time streams at p95 < {sv['p95_limit_ms']:.0f} ms, {sv['model']} ({sv['chunk_ms']:.0f} ms chunks)",
+                     f"{sv['max_streams_held']} (tried up to {top['streams']})",
+                     "WeNet GPU: 100 streams p99 192 ms"))
+        held = [x for x in sv["levels"] if x["streams"] == sv["max_streams_held"]]
+        if held:
+            p = held[0]["latency_ms"]
+            rows.append((f"chunk-to-partial latency at {sv['max_streams_held']} streams (p50/p95/p99 ms)",
+                         f"{_f(p['p50'], 0)} / {_f(p['p95'], 0)} / {_f(p['p99'], 0)}", "p95 < 200"))
+        e2e = sv.get("end_to_end", {})
+        rows.append(("speech end -> final text, default endpointing (s)",
+                     _f(e2e.get("speech_end_to_final_s"), 2) + (f" (text {e2e.get('final_text')!r})" if e2e.get("final_text") else ""),
+                     "sherpa rule2 1.2 s; Vosk 1.5-2.5 s"))
+        rows.append(("end message -> final (flush), s", _f(e2e.get("end_message_to_final_s"), 3),
+                     "Vosk EOF lag ~2 s (vosk-server#199)"))
+    mem = r.get("memory", {})
+    if mem:
+        srv = sv.get("rss_per_stream_bytes")
+        rows.append((f"resident memory per added stream, {mem.get('model')}",
+                     f"{_kib(mem.get('rss_per_stream_bytes'))} in process, {_kib(srv)} in the server "
+                     f"(state tensors {_kib(mem.get('state_bytes_per_stream'))})", "-"))
+    return rows
+
+
+def _kib(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x / 1024:.0f} KiB"
+
+
+def summary_table(r: dict) -> str:
+    lines = ["| metric | measured | goal / anchor |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in summary_rows(r)]
+    return "\n".join(lines)
+
+
+def plots(r: dict, out: Path) -> list[str]:
+    """Small PNGs (dpi 80). Returns the file names written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return []
+    written = []
+    ss = r.get("single_stream", {}).get("rows", [])
+    if ss:
+        fig, ax = plt.subplots(figsize=(7, 3.4), dpi=80)
+        labels = [f"{x['model']}\n{x['chunk_ms']} ms" for x in ss]
+        import numpy as np
+
+        pos = np.arange(len(ss))
+        for k, (key, name) in enumerate((("rtf_ort_fp32", "ORT fp32"), ("rtf_ort_int8", "ORT int8"), ("rtf_torch", "torch"))):
+            ax.bar(pos + (k - 1) * 0.27, [x[key] or 0 for x in ss], 0.27, label=name)
+        ax.set_yscale("log")
+        ax.set_xticks(pos)
+        ax.set_xticklabels(labels, fontsize=6, rotation=60, ha="right")
+        ax.set_ylabel("real-time factor (1 stream)")
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "rtf.png")
+        plt.close(fig)
+        written.append("rtf.png")
+    sv = r.get("server", {})
+    if sv.get("levels"):
+        fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=80)
+        xs = [x["streams"] for x in sv["levels"]]
+        for key in ("p50", "p95", "p99"):
+            ax.plot(xs, [x["latency_ms"][key] or float("nan") for x in sv["levels"]], marker="o", label=key)
+        ax.axhline(sv["p95_limit_ms"], color="gray", ls="--", lw=1, label=f"{sv['p95_limit_ms']:.0f} ms")
+        ax.set_xlabel("concurrent real-time streams")
+        ax.set_ylabel("chunk-to-partial latency (ms)")
+        ax.set_title(f"{sv['model']}, {sv['chunk_ms']:.0f} ms chunks", fontsize=9)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "latency.png")
+        plt.close(fig)
+        written.append("latency.png")
+    eff = r.get("efficiency", {})
+    if eff.get("rows"):
+        fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=80)
+        for label in dict.fromkeys(x["model"] for x in eff["rows"]):
+            pts = [x for x in eff["rows"] if x["model"] == label]
+            ax.plot([x["batch"] for x in pts], [100 * x["efficiency"] for x in pts], marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("streams per engine call (batch)")
+        ax.set_ylabel(f"% of fp32 matmul peak ({eff['peak']['gflops']:.0f} GFLOP/s)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / "efficiency.png")
+        plt.close(fig)
+        written.append("efficiency.png")
+    return written

@@ -1,0 +1,93 @@
+"""`wavstream bench --quick` runs end to end and writes bench.json with the documented schema.
+
+Checks structure and sanity (finite, positive numbers), never speed: speed
+depends on the machine and on what else runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("transformers")
+pytest.importorskip("websockets")
+
+from wavstream.bench import report  # noqa: E402
+from wavstream.cli.main import main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    rc = main(["bench", "--quick", "--out", str(out)])
+    data = json.loads((out / "bench.json").read_text())
+    return rc, data, out
+
+
+def _pos(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_quick_run_succeeds_and_writes_every_section(quick_run: tuple[int, dict, Path]) -> None:
+    rc, data, out = quick_run
+    assert data["errors"] == {}, data["errors"]
+    assert rc == 0
+    assert data["schema_version"] == report.SCHEMA_VERSION and data["quick"] is True
+    for name in report.SECTIONS:
+        assert name in data and "error" not in data[name] and not data[name].get("skipped"), name
+    assert _pos(data["matmul_peak"]["gflops"])
+    assert {"threads", "cpu_count", "onnxruntime", "torch"} <= set(data["environment"])
+    for png in ("rtf.png", "latency.png", "efficiency.png"):
+        assert (out / png).stat().st_size > 1000
+
+
+def test_single_stream_rows(quick_run: tuple[int, dict, Path]) -> None:
+    rows = quick_run[1]["single_stream"]["rows"]
+    assert {r["size"] for r in rows} >= {"tiny"} and len({r["family"] for r in rows}) >= 2
+    for r in rows:
+        assert r["chunk_ms"] in (160, 320, 640)
+        for k in ("rtf_ort_fp32", "rtf_ort_int8", "rtf_torch", "gflops_per_audio_s"):
+            assert _pos(r[k]), (k, r)
+        # the analytic FLOP count agrees with torch's counter within 15 %
+        assert 0.85 < r["flop_counter_ratio"] < 1.15, r
+
+
+def test_offline_and_hf_sections(quick_run: tuple[int, dict, Path]) -> None:
+    data = quick_run[1]
+    off = data["offline_ratio"]
+    assert off["goal"] == 1.2 and off["rows"]
+    for r in off["rows"]:
+        assert _pos(r["ratio"]) and _pos(r["flops_ratio"])
+    hf = data["hf_compare"]["rows"]
+    assert hf and {"wav2vec2"} <= {r["family"] for r in hf}
+    for r in hf:
+        assert _pos(r["ratio_fp32"]) and _pos(r["hf_offline_torch_s_per_audio_s"])
+        assert r["import_max_abs_diff"] < 1e-3  # identical weights through the importer
+
+
+def test_efficiency_server_memory_profile(quick_run: tuple[int, dict, Path]) -> None:
+    data = quick_run[1]
+    eff = data["efficiency"]
+    assert eff["rows"] and all(0 < r["efficiency"] < 2 for r in eff["rows"])
+    sv = data["server"]
+    assert sv["levels"] and sv["levels"][0]["streams"] == 1
+    for lv in sv["levels"]:
+        assert set(lv["latency_ms"]) == {"p50", "p95", "p99"}
+        assert lv["responses"] > 0 and lv["error_count"] == 0
+    assert isinstance(sv["max_streams_held"], int)
+    assert {"speech_end_to_final_s", "end_message_to_final_s"} <= set(sv["end_to_end"])
+    mem = data["memory"]
+    assert _pos(mem["state_bytes_per_stream"]) and len(mem["streams"]) == len(mem["rss_bytes"])
+    prof = data["profile"]["rows"]
+    assert prof and all("error" not in p and p["top_ops"] for p in prof)
+
+
+def test_summary_table_lists_the_headline_numbers(quick_run: tuple[int, dict, Path]) -> None:
+    table = report.summary_table(quick_run[1])
+    for needle in ("RTF 1 stream", "streaming / offline", "HF offline", "efficiency", "p95 <", "speech end", "per added stream"):
+        assert needle in table, needle
