@@ -381,6 +381,10 @@ def _run(objective, dataset, out, steps, lr=2e-3, chunks=True):
     return rows
 
 
+def _h(p):
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
 def _mean(rows, key, sl):
     return float(np.mean([r[key] for r in rows[sl]]))
 
@@ -399,8 +403,10 @@ def test_wav2vec_training_lowers_loss(corpus, tmp_path, family):
     obj = Wav2VecObjective(tiny_model(family), num_negatives=10, temp_anneal_steps=40)
     rows = _run(obj, _dataset(corpus), tmp_path / family, 60)
     first, last = _mean(rows, "loss", slice(0, 5)), _mean(rows, "loss", slice(-5, None))
-    print(f"{family}: loss {first:.3f} -> {last:.3f}")
-    assert last < 0.8 * first
+    print(f"{family}: loss {first:.3f} -> {last:.3f}, acc {rows[-1]['acc']:.3f}")
+    # 11 * H(1/11) = 3.35 is the loss of a calibrated but blind scorer; 60 tiny
+    # steps reach about that floor (discrimination needs many more steps)
+    assert last < 0.8 * first and last < 11 * _h(1 / 11) + 0.15
     if family == "vq_wav2vec":
         assert rows[-1]["temp"] < rows[0]["temp"] and rows[-1]["code_perplexity"] > 1
     assert (tmp_path / family / "final" / "model.safetensors").exists()
@@ -412,20 +418,28 @@ def test_vq_wav2vec_kmeans_training_lowers_loss(corpus, tmp_path):
     obj = Wav2VecObjective(tiny_model("vq_wav2vec", quantizer="kmeans"), num_negatives=10)
     rows = _run(obj, _dataset(corpus), tmp_path / "km", 60)
     first, last = _mean(rows, "loss", slice(0, 5)), _mean(rows, "loss", slice(-5, None))
-    print(f"vq_wav2vec kmeans: loss {first:.3f} -> {last:.3f}")
+    print(f"vq_wav2vec kmeans: loss {first:.3f} -> {last:.3f}, kmeans loss {rows[-1]['kmeans_loss']:.3f}")
     assert last < 0.8 * first and "kmeans_loss" in rows[-1]
 
 
 def test_wav2vec2_training_lowers_loss(corpus, tmp_path):
+    """Total loss falls without codebook collapse. (At lr 2e-3 with the published
+    diversity weight 0.1 the tiny-tiny codebook collapses to one code per group
+    within ~25 steps: every distractor then equals its positive, gets -inf and the
+    contrastive term reads 0. `distinct_negatives` catches that.) In 80 steps the
+    contrastive term itself only starts to move below chance (ln 21 = 3.04)."""
     from wavstream.training.objectives.wav2vec2 import Wav2Vec2Objective
 
-    obj = Wav2Vec2Objective(tiny_model("wav2vec2"), num_negatives=20, temp_anneal_steps=60)
-    rows = _run(obj, _dataset(corpus), tmp_path / "w2v2", 80)
+    obj = Wav2Vec2Objective(tiny_model("wav2vec2"), num_negatives=20, temp_anneal_steps=60, diversity_weight=0.5)
+    rows = _run(obj, _dataset(corpus), tmp_path / "w2v2", 80, lr=1e-3)
     first, last = _mean(rows, "loss", slice(0, 5)), _mean(rows, "loss", slice(-5, None))
     c0, c1 = _mean(rows, "contrastive", slice(0, 5)), _mean(rows, "contrastive", slice(-5, None))
-    print(f"wav2vec2: loss {first:.3f} -> {last:.3f}; contrastive {c0:.3f} -> {c1:.3f}")
-    assert last < 0.9 * first and c1 < c0
-    assert 0.3 < rows[-1]["masked_frac"] < 0.6
+    print(f"wav2vec2: loss {first:.3f} -> {last:.3f}; contrastive {c0:.3f} -> {c1:.3f}; "
+          f"code perplexity {rows[-1]['code_perplexity']:.1f}/32")
+    assert last < 0.7 * first and c1 < c0 + 0.05
+    assert _mean(rows, "distinct_negatives", slice(-5, None)) > 0.5  # no collapse
+    assert rows[-1]["code_perplexity"] > 4
+    assert all(0.15 < r["masked_frac"] < 0.6 for r in rows)
 
 
 def _labels_for(corpus, tmp_path):
@@ -477,3 +491,33 @@ def test_hubert_iteration2_labels_from_teacher(corpus, tmp_path):
     store = L.LabelStore(labs, 50.0)
     t = store.targets([0], [0], 10, 50.0, [10])
     assert t[0].tolist() == (labs[0][:10].astype(int) + 4).tolist()
+
+
+def test_pretrain_reuses_labels_and_refuses_the_wrong_iteration(tmp_path):
+    import argparse
+
+    from wavstream.training.dataset import read_manifest
+    from wavstream.training.pretrain import ensure_labels
+
+    tsv = make_corpus(tmp_path / "c", n=5, seconds=(0.5, 0.7))
+    utts = read_manifest(tsv)
+    args = argparse.Namespace(labels=str(tmp_path / "lab"), out=str(tmp_path / "run"), kmeans_iter=None,
+                              teacher=None, layer=None, num_clusters=6, kmeans_percent=1.0, kmeans_n_init=1,
+                              seed=0, threads=1)
+    d = ensure_labels(args, utts, 0, 1)  # builds MFCC labels
+    stamp = (d / "train.npy").stat().st_mtime_ns
+    assert ensure_labels(args, utts, 0, 1) == d and (d / "train.npy").stat().st_mtime_ns == stamp  # reused
+    args.kmeans_iter = 2
+    with pytest.raises(SystemExit, match="mfcc labels"):
+        ensure_labels(args, utts, 0, 1)
+    # iteration 2 into its own folder: k-means of the teacher's layer, 50 Hz labels
+    from wavstream.training.loop import save_checkpoint
+
+    save_checkpoint(tmp_path / "teacher", tiny_model("hubert", num_label_classes=10), {})
+    args.labels, args.teacher, args.layer = str(tmp_path / "lab2"), str(tmp_path / "teacher"), 1
+    d2 = ensure_labels(args, utts, 0, 1)
+    meta = json.loads((d2 / "meta.json").read_text())
+    assert meta["source"] == "teacher" and meta["label_rate"] == 50.0 and meta["layer"] == 1
+    args.layer = 2
+    with pytest.raises(SystemExit, match="layer 1"):
+        ensure_labels(args, utts, 0, 1)

@@ -60,11 +60,13 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                         "-1: 70%% of --steps for size tiny, the published rate otherwise; 0: published rate")
     g.add_argument("--vq-type", choices=["gumbel", "kmeans"], default=None, help="vq-wav2vec quantiser")
     g.add_argument("--labels", default=None, help="hubert/wavlm: label folder (built here when missing)")
-    g.add_argument("--kmeans-iter", type=int, choices=[1, 2], default=1,
-                   help="1: MFCC k-means labels; 2: k-means of --teacher's layer --layer")
+    g.add_argument("--kmeans-iter", type=int, choices=[1, 2], default=None,
+                   help="1: MFCC k-means labels; 2: k-means of --teacher's layer --layer "
+                        "(default: reuse the --labels folder as it is, or build MFCC labels)")
     g.add_argument("--teacher", default=None, help="iteration-1 checkpoint (run folder) for --kmeans-iter 2")
     g.add_argument("--layer", type=int, default=None, help="teacher Transformer layer, 1-based (default: middle)")
-    g.add_argument("--num-clusters", type=int, default=100)
+    g.add_argument("--num-clusters", type=int, default=100,
+                   help="k-means K (published: 100 for iteration 1, 500 for iteration 2; tiny recipes: 100)")
     g.add_argument("--kmeans-percent", type=float, default=0.1, help="fraction of utterances k-means is fit on")
     g.add_argument("--kmeans-n-init", type=int, default=20)
     g.add_argument("--mix-prob", type=float, default=0.2, help="wavlm: utterance mixing probability")
@@ -82,8 +84,21 @@ def ensure_labels(args: argparse.Namespace, utts, rank: int, world: int) -> Path
     from . import labels as L
 
     label_dir = Path(args.labels) if getattr(args, "labels", None) else Path(args.out) / "labels"
+    it = getattr(args, "kmeans_iter", None)
+    if rank == 0 and L.labels_ready(label_dir, "train", utts) and it is not None:
+        meta = L.read_meta(label_dir)
+        want = "teacher" if it == 2 else "mfcc"
+        if meta["source"] != want:
+            raise SystemExit(f"{label_dir} holds {meta['source']} labels, not iteration-{it} labels; "
+                             "use another --labels folder")
+        if it == 2 and args.teacher:
+            from .checkpoint import resolve
+
+            if meta["teacher"] != str(resolve(args.teacher)) or (args.layer and meta["layer"] != args.layer):
+                raise SystemExit(f"{label_dir} was made from {meta['teacher']} layer {meta['layer']}; "
+                                 "use another --labels folder")
     if rank == 0 and not L.labels_ready(label_dir, "train", utts):
-        if _get(args, "kmeans_iter", 1) == 2:
+        if it == 2:
             if not args.teacher:
                 raise SystemExit("--kmeans-iter 2 needs --teacher CKPT (the iteration-1 model)")
             from .checkpoint import read_config, resolve
