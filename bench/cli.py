@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             published["wav2vec2"] = single_stream.published_from_hf(single_stream.hf_model("wav2vec2", args.quick))
 
         section("single_stream", lambda: single_stream.run(settings, keep, published["wav2vec2"]))
-        section("offline_ratio", lambda: offline_ratio.run(settings, published.get("wav2vec2")))
+        section("offline_ratio", lambda: offline_ratio.run(settings, published.get("wav2vec2"), keep))
         section("hf_compare", lambda: hf_compare.run(settings, keep, published))
         published.clear()
         gc.collect()
@@ -166,7 +166,13 @@ def _service_model(model_arg, keep: dict, settings):
         p = Path(model_arg)
         return p, f"{p.name} ({_family(p)})"
     if (DEFAULT_MODEL_DIR / "config.json").is_file():
-        return DEFAULT_MODEL_DIR, f"default model ({_family(DEFAULT_MODEL_DIR)})"
+        try:  # an embedded model that is being (re)written must not sink the run
+            from wavstream.stream import OrtEngine
+
+            OrtEngine(DEFAULT_MODEL_DIR, device="cpu", intra_op_threads=1)
+            return DEFAULT_MODEL_DIR, f"default model ({_family(DEFAULT_MODEL_DIR)})"
+        except Exception as exc:
+            settings.log("bench", f"embedded default model not usable ({type(exc).__name__}: {exc}); using a tiny one")
     if model_arg == "default":
         raise SystemExit("wavstream bench: --model default, but no embedded default model is installed")
     key = ("wav2vec2-tiny", 320)

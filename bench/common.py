@@ -113,9 +113,25 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.05 * rng.standard_normal(int(seconds * SAMPLE_RATE))).astype(np.float32)
 
 
-def speech(text: str, seed: int = 0) -> tuple[np.ndarray, str]:
-    """An utterance of ``text`` at 16 kHz and where it came from.
+def packaged_sample() -> Optional[tuple[np.ndarray, str]]:
+    """The package's sample utterance (stream/samples/sample.wav), if installed."""
+    try:
+        import wavstream.stream as ws
 
+        wav = Path(ws.__file__).resolve().parent / "samples" / "sample.wav"
+        if wav.is_file():
+            x, rate = _read_wav(wav)
+            if rate == SAMPLE_RATE:
+                return x, f"stream/samples/sample.wav ({len(x) / SAMPLE_RATE:.1f} s)"
+    except Exception:
+        pass
+    return None
+
+
+def speech(text: str, seed: int = 0) -> tuple[np.ndarray, str]:
+    """An utterance at 16 kHz and where it came from.
+
+    The package's sample utterance when installed; else ``text`` spoken by
     espeak-ng when it is installed (the default model was trained on such
     voices); otherwise a speech-like signal (voiced harmonic bursts with
     syllable-rate amplitude modulation), so the benchmark runs anywhere.
@@ -124,6 +140,9 @@ def speech(text: str, seed: int = 0) -> tuple[np.ndarray, str]:
     import subprocess
     import tempfile
 
+    packaged = packaged_sample()
+    if packaged is not None:
+        return packaged
     if shutil.which("espeak-ng"):
         with tempfile.TemporaryDirectory() as d:
             wav = Path(d) / "u.wav"

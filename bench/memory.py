@@ -17,20 +17,39 @@ from typing import Any
 
 import numpy as np
 
-from .common import Settings, linear_slope, noise, rss_bytes
+from .common import Settings, linear_slope, noise, rss_bytes  # noqa: F401
 
 
 def run(settings: Settings, bundle: Path, label: str) -> dict:
+    """Measure in a fresh child process (memory freed by earlier sections would
+    otherwise be reused by the new streams and hide their cost)."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "wavstream.bench.memory", str(bundle), str(settings.threads),
+           "quick" if settings.quick else "full", label]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child failed ({proc.returncode}): {proc.stderr[-1500:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    slope = out["rss_per_stream_bytes"]
+    settings.log("memory", f"{label}: {0 if slope is None else slope / 1024:.0f} KiB per stream "
+                           f"(state tensors {out['state_bytes_per_stream'] / 1024:.0f} KiB)")
+    return out
+
+
+def measure(bundle: Path, threads: int, quick: bool, label: str) -> dict:
     from wavstream.stream import Recognizer, load_bundle
 
     cfg = load_bundle(bundle).config
     state_bytes = sum(int(np.prod([d for d in s.shape[1:]] or [1])) * np.dtype(s.np_dtype).itemsize
                       for s in cfg.states)
-    rec = Recognizer.from_bundle(bundle, intra_op_threads=settings.threads, emit_features=True)
+    rec = Recognizer.from_bundle(bundle, intra_op_threads=threads, emit_features=True)
     audio = noise(2 * cfg.chunk_samples / cfg.sample_rate + 0.01, seed=9)
     # The first step (32 streams, the server's default max batch) sizes ORT's
     # arena and the allocator pools; the slope is fitted over the later steps.
-    steps = settings.pick([8, 16, 24, 32], [32, 64, 128, 192, 256])
+    steps = [8, 16, 24, 32] if quick else [32, 64, 128, 192, 256]
     streams: list[Any] = []
     xs, ys = [], []
     for target in steps:
@@ -48,7 +67,13 @@ def run(settings: Settings, bundle: Path, label: str) -> dict:
         xs.append(len(streams))
         ys.append(rss_bytes())
     slope = linear_slope(xs[1:], ys[1:])
-    settings.log("memory", f"{label}: {0 if slope is None else slope / 1024:.0f} KiB per stream "
-                           f"(state tensors {state_bytes / 1024:.0f} KiB)")
     return {"model": label, "streams": xs, "rss_bytes": ys, "rss_per_stream_bytes": slope,
-            "state_bytes_per_stream": state_bytes, "method": "in-process Recognizer streams, VmRSS slope"}
+            "state_bytes_per_stream": state_bytes, "method": "Recognizer streams in a fresh process, VmRSS slope over the steps after the first"}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    b, t, q, lab = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "quick", sys.argv[4]
+    print(json.dumps(measure(Path(b), t, q, lab)))

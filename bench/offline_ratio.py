@@ -5,7 +5,9 @@ audio second of feeding a 30 s utterance chunk by chunk through ``step``,
 divided by torch seconds per audio second of the offline form
 ``model(wave)`` (the same chunk mask, one call over the utterance). Goal:
 <= 1.2. Both run in torch on the same threads, batch 1; the best of 2 runs
-each. The counted-FLOP ratio is reported beside it: the streaming step
+each. The same comparison runs in ONNX Runtime ("ort_rows"): the exported
+streaming step chunk by chunk against the exported offline graph
+(``export_offline``, whole utterance, same chunk mask). The counted-FLOP ratio is reported beside it: the streaming step
 multiplies a fixed (L+1)*C-key window while the offline form multiplies the
 full T x T score matrix (masked), so for long utterances streaming does
 *less* arithmetic, and what remains is per-call overhead.
@@ -72,7 +74,56 @@ def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
     return row
 
 
-def run(settings: Settings, base_published: Any) -> dict:
+def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, settings: Settings) -> dict:
+    """The same comparison in ONNX Runtime: the bundle's streaming step, chunk by
+    chunk, against the offline graph (``export_offline``: whole utterance, same chunk mask)."""
+    import onnxruntime as ort
+
+    from wavstream.export.onnx_export import export_offline
+    from wavstream.stream import OrtEngine
+
+    path = settings.work / f"{label}_offline.onnx"
+    t0 = time.perf_counter()
+    export_offline(model, path)
+    settings.log("offline_ratio", f"exported {path.name} in {time.perf_counter() - t0:.1f} s")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    eng = OrtEngine(stream_bundle, device="cpu", intra_op_threads=settings.threads, inter_op_threads=1)
+    n = eng.chunk_samples
+    audio = noise(seconds, seed=7)
+    usable = len(audio) // n * n
+    audio = audio[:usable]
+    chunks = [audio[None, i:i + n] for i in range(0, usable, n)]
+    out0 = sess.get_outputs()[0].name
+
+    def offline() -> None:
+        sess.run([out0], {"wave": audio[None, :]})
+
+    def streaming() -> None:
+        st = eng.init_state(1)
+        for x in chunks:
+            st = eng.step(x, st).states
+
+    sess.run([out0], {"wave": audio[None, : 4 * n]})
+    st = eng.init_state(1)
+    for x in chunks[:3]:
+        st = eng.step(x, st).states
+    reps = settings.pick(1, 2)
+    t_off = _seconds(offline, reps)
+    t_str = _seconds(streaming, reps)
+    dur = usable / 16000
+    row = {"model": label, "utterance_s": dur, "chunk_frames": model.config.chunk_frames,
+           "left_chunks": model.config.left_chunks, "offline_s_per_audio_s": t_off / dur,
+           "streaming_s_per_audio_s": t_str / dur, "ratio": t_str / t_off, "runtime": "onnxruntime"}
+    settings.log("offline_ratio", f"{label} (ORT): streaming/offline = {row['ratio']:.2f}")
+    path.unlink(missing_ok=True)
+    return row
+
+
+def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
     from wavstream.training.models import FAMILIES
 
     from .common import chunk_frames_for, set_torch_threads
@@ -80,16 +131,29 @@ def run(settings: Settings, base_published: Any) -> dict:
 
     set_torch_threads(settings.threads)
     seconds = settings.pick(6.0, 30.0)
-    rows = []
+    keep = keep or {}
+    rows, ort_rows = [], []
+    models = []
     for fam in settings.pick(("wav2vec2", "wav2vec"), FAMILIES):
         m = tiny_model(fam)
         C, L = chunk_frames_for(m.config, 320)
         m.set_chunking(C, L)
-        rows.append(measure(f"{fam}-tiny", m, seconds, settings))
+        models.append((f"{fam}-tiny", m))
     if base_published is not None:
-        size = settings.pick("hf-tiny", "base")
-        rows.append(measure(f"wav2vec2-{size}", streaming_from_published(base_published, 320), seconds, settings))
+        models.append((f"wav2vec2-{settings.pick('hf-tiny', 'base')}", streaming_from_published(base_published, 320)))
+    for label, m in models:
+        rows.append(measure(label, m, seconds, settings))
+        if (label, 320) in keep and not (settings.quick and ort_rows):  # quick: one ORT model
+            try:
+                ort_rows.append(measure_ort(label, m, keep[(label, 320)][0], seconds, settings))
+            except Exception as exc:  # the torch rows stand on their own
+                settings.log("offline_ratio", f"{label} (ORT) failed: {type(exc).__name__}: {exc}")
+                ort_rows.append({"model": label, "runtime": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"})
     worst = max((r["ratio"] for r in rows), default=None)
+    ok_ort = [r["ratio"] for r in ort_rows if "ratio" in r]
+    worst_ort = max(ok_ort, default=None)
     return {"utterance_s": seconds, "chunk_ms": 320, "goal": 1.2, "rows": rows, "worst_ratio": worst,
-            "meets_goal": bool(worst is not None and worst <= 1.2)}
+            "meets_goal": bool(worst is not None and worst <= 1.2),
+            "ort_rows": ort_rows, "worst_ratio_ort": worst_ort,
+            "meets_goal_ort": bool(worst_ort is not None and worst_ort <= 1.2)}
 

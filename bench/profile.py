@@ -15,8 +15,35 @@ from collections import defaultdict
 from pathlib import Path
 from .common import Settings, noise
 
-_PART_RE = re.compile(r"(feature_extractor|feature_projection|pos_conv|self_attn|attention|feed_forward|"
-                      r"layer_norm|lm_head|feature_aggregator|vector_quantizer)")
+_PARTS = (  # (regex on the torch module path of a node, part name); first match wins
+    (r"feature_extractor", "conv feature encoder"),
+    (r"feature_projection", "feature projection"),
+    (r"pos_conv", "positional conv"),
+    (r"attention\.(q_proj|k_proj|v_proj|out_proj)", "attention projections"),
+    (r"attention", "attention core (scores, softmax, cache)"),
+    (r"feed_forward", "feed-forward"),
+    (r"layer_norm", "layer norms"),
+    (r"lm_head", "CTC head"),
+    (r"feature_aggregator", "aggregator"),
+    (r"quantizer", "quantizer"),
+)
+
+
+def _node_parts(onnx_path: Path) -> dict[str, str]:
+    """ONNX node name -> model part, from the exporter's per-node module scope ("namespace")."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    out = {}
+    for n in m.graph.node:
+        scope = next((p.value for p in n.metadata_props if p.key == "namespace"), "")
+        part = "graph glue (top-level reshape/concat/slice)"
+        for rx, name in _PARTS:
+            if re.search(rx, scope):
+                part = name
+                break
+        out[n.name] = part
+    return out
 
 
 def profile_bundle(bundle: Path, settings: Settings, batch: int, label: str, chunks: int) -> dict:
@@ -48,6 +75,7 @@ def profile_bundle(bundle: Path, settings: Settings, batch: int, label: str, chu
     with open(path) as f:
         events = json.load(f)
     os.unlink(path)
+    parts_of = _node_parts(bundle / "model.onnx")
     by_op: dict[str, float] = defaultdict(float)
     by_part: dict[str, float] = defaultdict(float)
     total = 0.0
@@ -60,8 +88,8 @@ def profile_bundle(bundle: Path, settings: Settings, batch: int, label: str, chu
         dur = float(e.get("dur", 0))
         op = e.get("args", {}).get("op_name", "?")
         by_op[op] += dur
-        m = _PART_RE.search(str(e.get("name", "")))
-        by_part[m.group(1) if m else "other"] += dur
+        node = str(e.get("name", ""))[: -len("_kernel_time")]
+        by_part[parts_of.get(node, "nodes fused by ONNX Runtime")] += dur
         total += dur
     top = sorted(by_op.items(), key=lambda kv: -kv[1])
     parts = sorted(by_part.items(), key=lambda kv: -kv[1])

@@ -53,6 +53,11 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
         rows.append((f"streaming / offline compute, {off['utterance_s']:.0f} s utterances (worst model)",
                      f"{_f(off['worst_ratio'], 2)} ({', '.join(x['model'] + ' ' + _f(x['ratio'], 2) for x in off['rows'])})",
                      "<= 1.2"))
+    ort_rows = [x for x in off.get("ort_rows", []) if "ratio" in x]
+    if ort_rows:
+        rows.append((f"streaming / offline compute in ONNX Runtime, {off['utterance_s']:.0f} s utterances (worst model)",
+                     f"{_f(off.get('worst_ratio_ort'), 2)} ({', '.join(x['model'] + ' ' + _f(x['ratio'], 2) for x in ort_rows)})",
+                     "<= 1.2"))
     for h in r.get("hf_compare", {}).get("rows", []):
         rows.append((f"{h['family']}-{h['size']}: wavstream streaming ORT / HF offline torch (s per audio s)",
                      f"{_f(h['ratio_fp32'], 2)} fp32, {_f(h['ratio_int8'], 2)} int8 "
