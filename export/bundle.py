@@ -147,7 +147,7 @@ def export_bundle(model: Any, out: Union[str, Path], *, opset: int = 18, int8: b
         (out / "tokens.txt").unlink()
     # A stale model file from an earlier export of another model must not linger.
     for kind, name in (("int8", "model.int8.onnx"), ("tensorrt", "model.plan")):
-        if kind not in files and (out / name).exists() and not (kind == "tensorrt" and tensorrt):
+        if kind not in files and (out / name).exists():  # (model.plan is rebuilt below when asked for)
             (out / name).unlink()
     if tensorrt:
         from .tensorrt import build_engine

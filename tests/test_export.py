@@ -374,6 +374,8 @@ def test_cli_tensorrt_says_what_is_missing(tmp_path, capsys):
     from wavstream.cli.main import main
 
     ck = _save_checkpoint(small_model("wav2vec"), tmp_path / "ck", wrapped=False)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "model.plan").write_bytes(b"stale engine of an earlier export")
     rc = main(["export", str(ck), "--out", str(tmp_path / "b"), "--tensorrt", "--no-verify"])
     err = capsys.readouterr().err
     assert rc == 3
