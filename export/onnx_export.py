@@ -150,13 +150,13 @@ def export_step(model: nn.Module, path: Union[str, Path], opset: int = DEFAULT_O
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     _drop_pretraining(model)
-    if model.config.is_transformer and model.config.left_chunks < 0:
-        raise ExportError("streaming export needs a bounded left context (left_chunks >= 0), got -1")
     if not model.config.streamable:
         raise ExportError(
             f"this {model.config.family} model is in its published (offline) form and cannot stream "
             "(utterance normalisation, GroupNorm over time, unpadded or symmetric convs, or full attention); "
             "export it with --offline, or fine-tune it in streaming form first")
+    if model.config.is_transformer and model.config.left_chunks < 0:
+        raise ExportError("streaming export needs a bounded left context (left_chunks >= 0), got -1")
     wrapper = StreamingStep(model).eval()
     ins, outs = io_names(model)
     g = torch.Generator().manual_seed(seed)
