@@ -151,6 +151,9 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
         hyps.append(rec.transcribe(wave, 16000))
     el = time.perf_counter() - t0
     res = score([_normalise(u.text) for u in utts], hyps)
+    c = rec.config
     res.update(utterances=len(utts), audio_seconds=round(audio, 2), rtf=el / max(audio, 1e-9),
-               model=str(args.model), chunk_ms=getattr(rec, "chunk_ms", None), full_context=False)
+               model=str(args.model), chunk_ms=round(c.chunk_samples * 1000 / c.sample_rate),
+               chunk_frames=c.chunk_frames, left_chunks=c.left_chunks, full_context=False,
+               engine="onnxruntime")
     return res, hyps
