@@ -1,0 +1,40 @@
+"""`wavstream info`: parameter counts and configs of the five families."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--family", help="only this family")
+    p.add_argument("--size", help="only this size (tiny, base, large)")
+    p.add_argument("--config", action="store_true", help="print the full config JSON of each model")
+    p.add_argument("--json", action="store_true", help="one JSON object per model")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from wavstream.training.models import FAMILIES, SIZES, build_model
+
+    fams = [args.family] if args.family else list(FAMILIES)
+    sizes = [args.size] if args.size else list(SIZES)
+    if not args.json:
+        print(f"{'family':<11} {'size':<6} {'params':>13} {'backbone':>13} {'stride':>6} {'form':<10}")
+    for fam in fams:
+        for size in sizes:
+            with torch.device("meta"):  # counts without allocating 300M parameters
+                m = build_model(fam, size)
+            row = {"family": fam, "size": size, "params": m.num_parameters(),
+                   "backbone": m.num_parameters(backbone_only=True), "stride": m.stride,
+                   "form": "streaming" if m.config.streamable else "published"}
+            if args.json:
+                if args.config:
+                    row["config"] = m.config.to_dict()
+                print(json.dumps(row))
+            else:
+                print(f"{fam:<11} {size:<6} {row['params']:>13,} {row['backbone']:>13,} {m.stride:>6} {row['form']:<10}")
+                if args.config:
+                    print(m.config.to_json(indent=1))
+    return 0
