@@ -148,21 +148,29 @@ def plot_curve(log_path: Path, png_path: Path, title: str = "") -> None:
         import matplotlib.pyplot as plt
     except ImportError:  # plotting is a nicety, never a failure
         return
-    rows = [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()]
-    rows = [r for r in rows if "loss" in r]
+    allrows = [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()]
+    rows = [r for r in allrows if "loss" in r]
     if not rows:
         return
+    steps = [r["step"] for r in rows]
+    loss = np.array([r["loss"] for r in rows])
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1, label="train loss")
-    evals = [r for r in rows if any(k.startswith("dev_") for k in r)]
+    ax.plot(steps, loss, lw=0.6, alpha=0.4, color="C0", label="train loss (per batch)")
+    if len(loss) >= 10:  # batches differ in chunk size and length: show the trend too
+        k = max(5, len(loss) // 20)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=1.8, color="C0", label=f"running mean ({k})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    evals = [r for r in allrows if any(k.startswith("dev_") for k in r)]
     if evals:
-        key = next(k for k in evals[0] if k.startswith("dev_"))
+        key = "dev_cer" if "dev_cer" in evals[0] else next(k for k in evals[0] if k.startswith("dev_"))
         ax2 = ax.twinx()
         ax2.plot([r["step"] for r in evals], [r[key] for r in evals], "r.-", label=key)
-        ax2.set_ylabel(key)
+        ax2.set_ylabel(key, color="r")
+        ax2.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
