@@ -246,4 +246,4 @@ def test_mic_default_model_on_espeak_sample(vmic: VirtualMic) -> None:
     assert _cer(hyp, ref) < DEFAULT_MAX_CER, (hyp, ref)
 
 
-DEFAULT_MAX_CER = 0.9  # loose: the check is that the live path gives text, not the model's accuracy
+DEFAULT_MAX_CER = 0.6  # loose (the shipped model scored 0.30-0.37 here): the live path must give sensible text
