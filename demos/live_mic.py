@@ -135,7 +135,7 @@ class View:
         heat.rstrip()
         partial = Text(self.partial or " ", style="bold yellow")
         finals = Text("\n".join(self.finals) or "(none yet)", style="white")
-        parts = [
+        parts: list[Any] = [
             meter,
             Panel(heat, title=f"features · {self.frames_seen} frames", border_style="blue", expand=False),
             Panel(partial, title="partial", border_style="yellow"),
