@@ -257,3 +257,104 @@ def _cpu_model() -> Optional[str]:
     except OSError:
         pass
     return platform.processor() or None
+
+
+# ------------------------------------------------------------ other processes
+class ForeignCpu:
+    """CPU time used by processes outside this benchmark's process tree.
+
+    A daemon thread reads /proc/<pid>/stat of every process once a second and
+    sums the CPU-time growth of those that are neither this process nor one
+    of its descendants (the server child included). ``mark()`` returns a
+    (wall time, foreign CPU seconds) point; ``share(a, b)`` the foreign CPU
+    between two marks as a fraction of all cores. On a shared machine this
+    says how much of each measurement ran beside someone else's work.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        import threading
+
+        self.interval = interval
+        self.ncpu = os.cpu_count() or 1
+        self.hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.foreign_s = 0.0
+        self.available = os.path.isdir("/proc/self")
+        self._last: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        if self.available:
+            self._sample()
+            self._thread.start()
+
+    @staticmethod
+    def _read() -> dict[int, tuple[int, int]]:
+        out: dict[int, tuple[int, int]] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    s = f.read()
+            except OSError:
+                continue
+            rest = s[s.rfind(")") + 2:].split()
+            # fields after the name: state(0) ppid(1) ... utime(11) stime(12)
+            out[int(name)] = (int(rest[1]), int(rest[11]) + int(rest[12]))
+        return out
+
+    def _sample(self) -> None:
+        snap = self._read()
+        me = os.getpid()
+        mine: set[int] = set()
+        for pid in snap:
+            p, seen = pid, 0
+            while p and p in snap and seen < 64:
+                if p == me:
+                    mine.add(pid)
+                    break
+                p = snap[p][0]
+                seen += 1
+        ticks = 0
+        for pid, (_, t) in snap.items():
+            if pid in mine:
+                continue
+            prev = self._last.get(pid)
+            if prev is not None and t >= prev:
+                ticks += t - prev
+        with self._lock:
+            if self._last:
+                self.foreign_s += ticks / self.hz
+            self._last = {pid: t for pid, (_, t) in snap.items()}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._sample()
+            except Exception:
+                pass
+
+    def mark(self) -> tuple[float, float]:
+        with self._lock:
+            return time.perf_counter(), self.foreign_s
+
+    def share(self, a: tuple[float, float], b: Optional[tuple[float, float]] = None) -> Optional[float]:
+        if not self.available:
+            return None
+        b = b or self.mark()
+        wall = b[0] - a[0]
+        return None if wall <= 0 else round((b[1] - a[1]) / (wall * self.ncpu), 3)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+MONITOR: Optional[ForeignCpu] = None
+
+
+def foreign_mark() -> Optional[tuple[float, float]]:
+    return MONITOR.mark() if MONITOR is not None else None
+
+
+def foreign_share(a: Optional[tuple[float, float]]) -> Optional[float]:
+    return MONITOR.share(a) if (MONITOR is not None and a is not None) else None

@@ -4,8 +4,8 @@ For each model (streaming form, chunk C and left chunks L): torch seconds per
 audio second of feeding a 30 s utterance chunk by chunk through ``step``,
 divided by torch seconds per audio second of the offline form
 ``model(wave)`` (the same chunk mask, one call over the utterance). Goal:
-<= 1.2. Both run in torch on the same threads, batch 1; the best of 2 runs
-each. The same comparison runs in ONNX Runtime ("ort_rows"): the exported
+<= 1.2. Both run in torch on the same threads, batch 1, alternately, 3 times
+each; the best run of each counts. The same comparison runs in ONNX Runtime ("ort_rows"): the exported
 streaming step chunk by chunk against the exported offline graph
 (``export_offline``, whole utterance, same chunk mask). The counted-FLOP ratio is reported beside it: the streaming step
 multiplies a fixed (L+1)*C-key window while the offline form multiplies the
@@ -18,16 +18,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .common import Settings, noise
+from .common import Settings, foreign_mark, foreign_share, noise
 
 
-def _seconds(fn: Any, repeats: int) -> float:
-    best = float("inf")
+def _alternate(a: Any, b: Any, repeats: int) -> tuple[float, float]:
+    """Best wall time of ``a`` and of ``b``, run alternately ``repeats`` times each."""
+    best = [float("inf"), float("inf")]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        for i, fn in enumerate((a, b)):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best[0], best[1]
 
 
 def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
@@ -57,9 +59,8 @@ def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
         st = model.init_state(1)
         for x in chunks[:3]:
             _, _, st = model.step(x, st)
-    reps = settings.pick(1, 2)
-    t_off = _seconds(offline, reps)
-    t_str = _seconds(streaming, reps)
+    mark = foreign_mark()
+    t_off, t_str = _alternate(offline, streaming, settings.pick(1, 3))
     dur = usable / 16000
     cfg = model.config
     f_str = flops_per_audio_second(cfg, "stream")["total"]
@@ -68,6 +69,7 @@ def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
         "model": label, "utterance_s": dur, "chunk_frames": cfg.chunk_frames, "left_chunks": cfg.left_chunks,
         "offline_s_per_audio_s": t_off / dur, "streaming_s_per_audio_s": t_str / dur,
         "ratio": t_str / t_off, "flops_ratio": f_str / f_off, "runtime": "torch",
+        "foreign_cpu_share": foreign_share(mark),
     }
     settings.log("offline_ratio", f"{label}: streaming/offline = {row['ratio']:.2f} "
                                   f"(counted FLOPs {row['flops_ratio']:.2f})")
@@ -111,13 +113,13 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
     st = eng.init_state(1)
     for x in chunks[:3]:
         st = eng.step(x, st).states
-    reps = settings.pick(1, 2)
-    t_off = _seconds(offline, reps)
-    t_str = _seconds(streaming, reps)
+    mark = foreign_mark()
+    t_off, t_str = _alternate(offline, streaming, settings.pick(1, 3))
     dur = usable / 16000
     row = {"model": label, "utterance_s": dur, "chunk_frames": model.config.chunk_frames,
            "left_chunks": model.config.left_chunks, "offline_s_per_audio_s": t_off / dur,
-           "streaming_s_per_audio_s": t_str / dur, "ratio": t_str / t_off, "runtime": "onnxruntime"}
+           "streaming_s_per_audio_s": t_str / dur, "ratio": t_str / t_off, "runtime": "onnxruntime",
+           "foreign_cpu_share": foreign_share(mark)}
     settings.log("offline_ratio", f"{label} (ORT): streaming/offline = {row['ratio']:.2f}")
     path.unlink(missing_ok=True)
     return row

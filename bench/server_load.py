@@ -217,6 +217,9 @@ def load_levels(server: ServerProcess, audio: np.ndarray, levels: list[int], sec
 
         th = threading.Thread(target=sample_rss, daemon=True)
         th.start()
+        from .common import foreign_mark, foreign_share
+
+        mark = foreign_mark()
         t0 = time.perf_counter()
         results = asyncio.run(_level(server.url, n, audio, seconds, chunk_s, stride, seed=n))
         th.join()
@@ -237,7 +240,7 @@ def load_levels(server: ServerProcess, audio: np.ndarray, levels: list[int], sec
             "responses": len(lats), "expected_responses_min": expected, "errors": errors[:3],
             "error_count": len(errors), "mean_batch": (chunks / batches) if batches else None,
             "rss_before_bytes": rss_before, "rss_mid_bytes": box.get("rss_mid"),
-            "wall_s": time.perf_counter() - t0,
+            "wall_s": time.perf_counter() - t0, "foreign_cpu_share": foreign_share(mark),
         }
         row["held"] = bool(pct["p95"] is not None and pct["p95"] < P95_LIMIT_MS and not errors
                            and len(lats) >= expected)
