@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N utterances")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--batch", type=int, default=16, help="utterances decoded side by side")
+    p.add_argument("--int8", action="store_true", help="bundles: run model.int8.onnx")
 
 
 def score(refs: list[str], hyps: list[str]) -> dict:
@@ -141,7 +142,10 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
 
     from .dataset import load_audio
 
-    rec = Recognizer.default() if args.model == "default" else Recognizer.from_bundle(args.model)
+    opts = {"quantized": True} if getattr(args, "int8", False) else {}
+    if args.threads:
+        opts["intra_op_threads"] = args.threads
+    rec = Recognizer.default(**opts) if args.model == "default" else Recognizer.from_bundle(args.model, **opts)
     hyps = []
     audio = 0.0
     t0 = time.perf_counter()
@@ -155,5 +159,5 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     res.update(utterances=len(utts), audio_seconds=round(audio, 2), rtf=el / max(audio, 1e-9),
                model=str(args.model), chunk_ms=round(c.chunk_samples * 1000 / c.sample_rate),
                chunk_frames=c.chunk_frames, left_chunks=c.left_chunks, full_context=False,
-               engine="onnxruntime")
+               engine="onnxruntime int8" if opts.get("quantized") else "onnxruntime")
     return res, hyps
