@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated sections to run (default: all): " + ",".join(SECTION_NAMES))
     p.add_argument("--work", default=None, help="scratch folder for exported bundles (default: a temporary folder, removed)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--merge", action="store_true",
+                   help="with --only: keep the other sections of an existing OUT/bench.json and replace only "
+                        "those run now (e.g. re-measure one section that ran beside other work)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +71,21 @@ def run(args: argparse.Namespace) -> int:
     }
     for name in SECTION_NAMES:
         result[name] = {"skipped": True} if name not in only else {}
+    old_path = out / "bench.json"
+    if args.merge and old_path.is_file():
+        import json
+
+        old = json.loads(old_path.read_text())
+        for name in SECTION_NAMES:
+            if name not in only and name in old:
+                result[name] = old[name]
+        result["errors"] = {k: v for k, v in old.get("errors", {}).items() if k not in only}
+        result["merged_from"] = old.get("merged_from", []) + [
+            {k: old.get(k) for k in ("started_utc", "total_s", "foreign_cpu_share_total")}
+            | {"sections": [n for n in SECTION_NAMES if n not in only and not old.get(n, {}).get("skipped")]}]
+        for k in ("matmul_peak", "matmul_peak_end"):
+            if k in old:
+                result[f"{k}_previous"] = old[k]
     log("bench", f"{'quick' if args.quick else 'full'} run, {threads} threads, sections {','.join(s for s in SECTION_NAMES if s in only)}")
 
     common.MONITOR = ForeignCpu()

@@ -151,7 +151,7 @@ def plots(r: dict, out: Path) -> list[str]:
         ax.axhline(sv["p95_limit_ms"], color="gray", ls="--", lw=1, label=f"{sv['p95_limit_ms']:.0f} ms")
         ax.set_xlabel("concurrent real-time streams")
         ax.set_ylabel("chunk-to-partial latency (ms)")
-        ax.set_title(f"{sv['model']}, {sv['chunk_ms']:.0f} ms chunks", fontsize=9)
+        ax.set_title(f"{sv['model']}", fontsize=9)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
