@@ -121,10 +121,10 @@ def run(args: argparse.Namespace) -> int:
         keep: dict = {}
         size = "hf-tiny" if args.quick else "base"
         published: dict = {}
-        if only & {"single_stream", "offline_ratio", "hf_compare", "efficiency", "profile"}:
+        if only & {"single_stream", "offline_ratio", "hf_compare"}:
             published["wav2vec2"] = single_stream.published_from_hf(single_stream.hf_model("wav2vec2", args.quick))
 
-        section("single_stream", lambda: single_stream.run(settings, keep, published["wav2vec2"]))
+        section("single_stream", lambda: single_stream.run(settings, keep, published.get("wav2vec2")))
         section("offline_ratio", lambda: offline_ratio.run(settings, published.get("wav2vec2"), keep))
         section("hf_compare", lambda: hf_compare.run(settings, keep, published))
         published.clear()

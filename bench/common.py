@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -66,12 +65,6 @@ def time_loop(fn: Callable[[], Any], min_calls: int, min_seconds: float, warmup:
             return dt / n, n
 
 
-def best_of(fn: Callable[[], float], repeats: int) -> float:
-    """Median of ``repeats`` measurements (each a float returned by fn)."""
-    vals = [fn() for _ in range(max(1, repeats))]
-    return float(statistics.median(vals))
-
-
 def percentiles(values: list[float], ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, Optional[float]]:
     if not values:
         return {f"p{int(p)}": None for p in ps}
@@ -99,7 +92,7 @@ def rss_bytes(pid: Optional[int] = None) -> int:
         return 0
 
 
-def linear_slope(xs: list[float], ys: list[float]) -> Optional[float]:
+def linear_slope(xs: Sequence[float], ys: Sequence[float]) -> Optional[float]:
     if len(xs) < 2 or len(set(xs)) < 2:
         return None
     a, _b = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)

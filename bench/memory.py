@@ -53,7 +53,7 @@ def measure(bundle: Path, threads: int, quick: bool, label: str) -> dict:
     streams: list[Any] = []
     xs, ys = [], []
     for target in steps:
-        new = []
+        new: list[Any] = []
         while len(streams) + len(new) < target:
             s = rec.create_stream()
             s.accept_waveform(audio, cfg.sample_rate)

@@ -134,7 +134,8 @@ def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
     set_torch_threads(settings.threads)
     seconds = settings.pick(6.0, 30.0)
     keep = keep or {}
-    rows, ort_rows = [], []
+    rows: list[dict] = []
+    ort_rows: list[dict] = []
     models = []
     for fam in settings.pick(("wav2vec2", "wav2vec"), FAMILIES):
         m = tiny_model(fam)

@@ -13,6 +13,7 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 from .common import Settings, noise
 
 _PARTS = (  # (regex on the torch module path of a node, part name); first match wins
@@ -93,7 +94,7 @@ def profile_bundle(bundle: Path, settings: Settings, batch: int, label: str, chu
         total += dur
     top = sorted(by_op.items(), key=lambda kv: -kv[1])
     parts = sorted(by_part.items(), key=lambda kv: -kv[1])
-    out = {
+    out: dict[str, Any] = {
         "model": label, "batch": batch, "chunks": chunks,
         "node_time_share_of_run": (total / run_total) if run_total else None,
         "top_ops": [{"op": k, "share": v / total if total else 0.0, "ms_per_chunk": v / 1000 / chunks} for k, v in top[:8]],

@@ -278,7 +278,8 @@ def end_to_end(server: ServerProcess, utterance: np.ndarray, speech_end: int, st
     asyncio.run(_client(server.url, audio, len(audio) / 16000, 0.0, res, stride, speech_end=speech_end,
                         send_end=True, wait_after=5.0))
     ep = [t for t, d in res.finals if res.speech_end_sent is not None and t >= res.speech_end_sent]
-    endpoint_s = (ep[0] - res.speech_end_sent) if ep and res.end_sent and ep[0] < res.end_sent else None
+    endpoint_s = (ep[0] - res.speech_end_sent) if (ep and res.speech_end_sent is not None and res.end_sent
+                                                    and ep[0] < res.end_sent) else None
     res2 = ClientResult()
     speech_only = utterance[:speech_end]
     asyncio.run(_client(server.url, speech_only, len(speech_only) / 16000, 0.0, res2, stride,

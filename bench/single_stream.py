@@ -8,6 +8,7 @@ in turn, 3 rounds, >= 0.6 s per timed run; the fastest run of each counts.
 
 from __future__ import annotations
 
+import functools
 import gc
 import time
 from pathlib import Path
@@ -180,7 +181,7 @@ def run(settings: Settings, keep: dict, published: Any = None) -> dict:
     fams = settings.pick(("wav2vec2", "wav2vec"), FAMILIES)
     chunks = settings.pick((320,), CHUNK_MS)
     for fam in fams:
-        rows += measure_model(f"{fam}-tiny", fam, "tiny", lambda ms, f=fam: _tiny_at(f, ms), chunks, settings, keep)
+        rows += measure_model(f"{fam}-tiny", fam, "tiny", functools.partial(_tiny_at, fam), chunks, settings, keep)
     # Base size: wav2vec2 BASE built from the transformers config, imported, made streaming.
     size = settings.pick("hf-tiny", "base")
     if published is None:
