@@ -248,7 +248,6 @@ def test_parity_wav2vec2_pretraining_heads():
     assert d1 <= TOL and d2 <= TOL
 
 
-@pytest.mark.skipif(not os.environ.get("WAVSTREAM_SLOW"), reason="real BASE dims; set WAVSTREAM_SLOW=1")
 @pytest.mark.parametrize("kind", ["wav2vec2-group-postLN", "wavlm-base-style"])
 def test_parity_real_base_dims(kind):
     hf = hf_model(kind, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
