@@ -7,7 +7,6 @@ within 1e-4 (fp32). Run with -s to print the largest difference per check.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
