@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("transformers")
-pytest.importorskip("websockets")
+import torch  # noqa: F401
+import onnxruntime  # noqa: F401
+import transformers  # noqa: F401
+import websockets  # noqa: F401
 
 from wavstream.bench import report  # noqa: E402
 from wavstream.cli.main import main  # noqa: E402

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,11 +17,18 @@ from wavstream.training.data import text as T
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 HAVE_TEXT = T.FORTUNE_DIR.is_dir() and T.WORDNET_DIR.is_dir() and bool(T.load_wordlist())
-# CI installs espeak-ng, wamerican, fortunes, wordnet-base (.ci/system-packages.txt);
-# there these tests must run, not skip.
-needs_tts = pytest.mark.skipif(not (HAVE_ESPEAK and HAVE_TEXT) and not os.environ.get("CI"),
-                               reason="espeak-ng/fortunes/wordnet-base/wamerican not installed "
-                                      "(training/data/install_engines.sh)")
+TTS_HINT = ("espeak-ng/fortunes/wordnet-base/wamerican not installed: run bash scripts/test.sh "
+            "(or training/data/install_engines.sh)")
+
+
+@pytest.fixture
+def tts_tools():
+    """A missing system component is a failure with the install hint, never a skip."""
+    if not (HAVE_ESPEAK and HAVE_TEXT):
+        raise RuntimeError(TTS_HINT)
+
+
+needs_tts = pytest.mark.usefixtures("tts_tools")
 
 
 # ---------------------------------------------------------------- text
@@ -132,8 +138,8 @@ def _rows(path):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    if not (HAVE_ESPEAK and HAVE_TEXT) and not os.environ.get("CI"):
-        pytest.skip("espeak-ng and text packages not installed")
+    if not (HAVE_ESPEAK and HAVE_TEXT):
+        raise RuntimeError(TTS_HINT)
     out = tmp_path_factory.mktemp("corpus") / "c"
     meta = C.build(_cfg(out))
     return out, meta

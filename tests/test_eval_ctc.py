@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 UTTS = ROOT / "tests" / "data" / "eval_utts"

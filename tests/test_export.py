@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
+import torch
+import onnx
+import onnxscript  # noqa: F401
 
 from wavstream.export.bundle import export_bundle  # noqa: E402
 from wavstream.export.onnx_export import (  # noqa: E402
@@ -193,7 +192,7 @@ def test_bundle_contract(cache, family):
     assert not trt_unfriendly(m)
     assert not list(out.glob("*.data"))  # weights inline: one self-contained file
     # the runtime loads it (config <-> graph cross-check) and steps it
-    pytest.importorskip("wavstream.stream.engines")
+    import wavstream.stream.engines  # noqa: F401
     from wavstream.stream.engines import OrtEngine
 
     eng = OrtEngine(out, device="cpu")
@@ -244,7 +243,7 @@ def _copy(out: Path, dst: Path) -> Path:
 
 
 def test_bad_bundles_give_clear_errors(cache, tmp_path):
-    bundle_mod = pytest.importorskip("wavstream.stream.bundle")
+    import wavstream.stream.bundle as bundle_mod
     from wavstream.stream.engines import ChunkSizeError, OrtEngine, StateShapeError
 
     BundleError, load_bundle = bundle_mod.BundleError, bundle_mod.load_bundle
@@ -384,7 +383,7 @@ def test_cli_tensorrt_says_what_is_missing(tmp_path, capsys):
 
 
 def test_tensorrt_engine_build(cache, tmp_path):
-    pytest.importorskip("tensorrt")
+    pytest.importorskip("tensorrt")  # the GPU-only path: TensorRT cannot be installed without NVIDIA's index
     if not torch.cuda.is_available():
         pytest.skip("TensorRT is installed but no CUDA GPU is visible")
     from wavstream.export.tensorrt import build_engine
@@ -418,8 +417,8 @@ def test_offline_graph_published_form(tmp_path):
 
 @pytest.mark.parametrize("family", ["wav2vec2", "wavlm"])
 def test_offline_graph_of_transformers_model(tmp_path, family):
-    convert = pytest.importorskip("wavstream.training.convert")
-    transformers = pytest.importorskip("transformers")
+    import wavstream.training.convert as convert
+    import transformers
     kw = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
               conv_dim=(32, 32, 32), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2), num_conv_pos_embeddings=16,
               num_conv_pos_embedding_groups=4, vocab_size=len(CTC_VOCAB), do_stable_layer_norm=False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-transformers = pytest.importorskip("transformers")
+import transformers
 
 from wavstream.training.convert import (StateDictMismatch, from_transformers,  # noqa: E402
                                         hf_state_dict_to_wavstream, load_state_dict_any)

@@ -10,9 +10,9 @@ import math
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-sf = pytest.importorskip("soundfile")
-pytest.importorskip("sklearn")
+import torch
+import soundfile as sf
+import sklearn  # noqa: F401
 
 from wavstream.training.masking import compute_mask_indices  # noqa: E402
 from wavstream.training.objectives import losses as LS  # noqa: E402

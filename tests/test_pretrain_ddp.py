@@ -11,9 +11,9 @@ import textwrap
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("safetensors")
-pytest.importorskip("sklearn")
+import torch
+import safetensors  # noqa: F401
+import sklearn  # noqa: F401
 
 from test_objectives import TT, make_corpus  # noqa: E402
 

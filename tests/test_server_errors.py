@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from server_harness import raw_session, recv_until_close, run, running_server, silence, synth, toy_recognizer, utterance
+from server_harness import raw_session, recv_until_close, run, running_server, silence, synth, toy_recognizer
 
 from wavstream.stream.client import Client, ServerError, transcribe
 

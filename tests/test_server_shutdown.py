@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from server_harness import recv_until_close, run, synth, toy_recognizer

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-models = pytest.importorskip("wavstream.training.models")
-export_bundle_mod = pytest.importorskip("wavstream.export.bundle")
+import torch
+import wavstream.training.models as models
+import wavstream.export.bundle as export_bundle_mod
 
 from wavstream.stream import Features, OrtEngine, Recognizer, load_bundle  # noqa: E402
 

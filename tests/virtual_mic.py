@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import onnx
@@ -127,17 +126,14 @@ def portaudio_available() -> bool:
     return True
 
 
-def skip_or_fail_without_pulse() -> Optional[str]:
-    """Reason to skip, or None. In CI (env CI set) missing tools are a failure, not a skip."""
+def require_pulse() -> None:
+    """Missing tools are a failure with the install hint, not a skip: scripts/test.sh (and CI) install them."""
     missing = [b for b in PULSE_BINARIES if not shutil.which(b)]
     if not portaudio_available():
         missing.append("libportaudio2")
-    if not missing:
-        return None
-    msg = f"virtual microphone needs {', '.join(missing)} (apt-get install pulseaudio pulseaudio-utils libasound2-plugins libportaudio2)"
-    if os.environ.get("CI"):
-        raise RuntimeError(msg + " -- CI must install .ci/system-packages.txt")
-    return msg
+    if missing:
+        raise RuntimeError(f"virtual microphone needs {', '.join(missing)}: apt-get install pulseaudio "
+                           "pulseaudio-utils libasound2-plugins libportaudio2 (or run bash scripts/test.sh)")
 
 
 class VirtualMic:

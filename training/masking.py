@@ -7,7 +7,6 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import Tensor
 
 

@@ -53,7 +53,6 @@ def wav2vec_bce_loss(preds: Tensor, targets: Tensor, lengths: Tensor, offset: in
     B, T, K, C = preds.shape
     if neg_idx is None:
         neg_idx = sample_negatives(lengths, T, num_negatives, generator)  # (B, T, N)
-    N = neg_idx.shape[-1]
     bidx = torch.arange(B, device=targets.device).view(B, 1, 1)
     negs = targets[bidx, neg_idx]  # (B, T, N, C)
     cand = torch.cat([targets.unsqueeze(2), negs], dim=2)  # (B, T, 1+N, C): index 0 = positive
