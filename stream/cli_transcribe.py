@@ -10,7 +10,6 @@ Only argparse/stdlib are imported at module level (fast --help, no torch).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from .ctc import LmConfig
     from .endpoint import EndpointConfig
     from .engines import EngineUnavailableError
-    from .events import Final, Partial
+    from .terminal import EventPrinter
     from .recognizer import DecodingConfig, Recognizer, resolve_model
     from .sources import SourceError, open_source
 
@@ -77,25 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wavstream transcribe: bundle {rec.bundle.path} has no CTC head (no vocab); use 'wavstream features'", file=sys.stderr)
         return 2
 
-    out = sys.stdout
-    tty = out.isatty() and not args.json
-    width = 0
-
-    def show(ev: object) -> None:
-        nonlocal width
-        if args.json:
-            if isinstance(ev, (Partial, Final)):
-                out.write(json.dumps(ev.to_dict()) + "\n")
-                out.flush()
-        elif isinstance(ev, Partial):
-            if tty:  # rewrite the line in place
-                out.write("\r\033[K" + ev.text)
-                out.flush()
-                width = len(ev.text)
-        elif isinstance(ev, Final):
-            out.write(("\r\033[K" if tty and width else "") + ev.text + "\n")
-            out.flush()
-            width = 0
+    show = EventPrinter(sys.stdout, json_lines=args.json)
 
     try:
         for block in source:

@@ -8,7 +8,6 @@ level.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -42,27 +41,9 @@ async def _main(args: argparse.Namespace) -> int:
     import asyncio
 
     from .client import Client, ServerError
-    from .events import Final, Partial
+    from .terminal import EventPrinter
 
-    out = sys.stdout
-    tty = out.isatty() and not args.json
-    width = 0
-
-    def show(ev: object) -> None:
-        nonlocal width
-        if args.json:
-            if isinstance(ev, (Partial, Final)):
-                out.write(json.dumps(ev.to_dict()) + "\n")
-                out.flush()
-        elif isinstance(ev, Partial):
-            if tty:
-                out.write("\r\033[K" + ev.text)
-                out.flush()
-                width = len(ev.text)
-        elif isinstance(ev, Final):
-            out.write(("\r\033[K" if tty and width else "") + ev.text + "\n")
-            out.flush()
-            width = 0
+    show = EventPrinter(sys.stdout, json_lines=args.json)
 
     loop = asyncio.get_running_loop()
     if args.mic:

@@ -5,6 +5,8 @@ Stdlib + numpy only. Nothing here touches audio devices or models.
 - ``rms_dbfs(block)``: level of a block in dB relative to full scale.
 - ``level_bar(db)``: a fixed-width meter string (eighth-block resolution).
 - ``shade(values)`` / ``sparkline(values)``: one row of a text heatmap / plot.
+- ``EventPrinter``: Partial/Final events as live text or JSON lines
+  (`wavstream transcribe`, `wavstream client`).
 - ``StatusLine``: one line rewritten in place on a TTY (``\\r`` + clear line),
   with permanent lines (finals) printed above it; plain lines when the
   output is not a terminal.
@@ -17,9 +19,15 @@ import shutil
 import sys
 from typing import IO, Optional, Sequence
 
+import json
+from typing import Any
+
 import numpy as np
 
-__all__ = ["rms_dbfs", "peak_dbfs", "level_bar", "shade", "sparkline", "fit_tail", "StatusLine", "FLOOR_DB"]
+from .events import Final, Partial
+
+__all__ = ["rms_dbfs", "peak_dbfs", "level_bar", "shade", "sparkline", "fit_tail", "StatusLine", "EventPrinter",
+           "FLOOR_DB"]
 
 FLOOR_DB = -90.0  # what silence (all zeros) reports
 _EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -121,3 +129,30 @@ class StatusLine:
             self.out.write(CLEAR_LINE)
             self.out.flush()
             self._shown = False
+
+
+class EventPrinter:
+    """Print Partial/Final events: on a TTY a partial rewrites the current line
+    and a final replaces it with its own line; not on a TTY only finals are
+    printed; with ``json_lines`` every Partial/Final is one JSON object."""
+
+    def __init__(self, out: IO[str] = sys.stdout, json_lines: bool = False) -> None:
+        self.out = out
+        self.json_lines = json_lines
+        self.tty = out.isatty() and not json_lines
+        self._width = 0
+
+    def __call__(self, ev: Any) -> None:
+        if self.json_lines:
+            if isinstance(ev, (Partial, Final)):
+                self.out.write(json.dumps(ev.to_dict()) + "\n")
+                self.out.flush()
+        elif isinstance(ev, Partial):
+            if self.tty:
+                self.out.write(CLEAR_LINE + ev.text)
+                self.out.flush()
+                self._width = len(ev.text)
+        elif isinstance(ev, Final):
+            self.out.write((CLEAR_LINE if self.tty and self._width else "") + ev.text + "\n")
+            self.out.flush()
+            self._width = 0
