@@ -114,7 +114,6 @@ def _run_ctc(args: argparse.Namespace) -> int:
         model.train()
         for k, v in overrides.items():
             setattr(model.config, k, v)
-        model.drop_pretraining_modules()
         if model.lm_head is None:
             model.add_ctc_head(CTC_VOCAB)
         init = str(args.init)

@@ -7,7 +7,6 @@ faster than decoding files in loader workers.
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 from typing import Callable
@@ -15,7 +14,6 @@ from typing import Callable
 import numpy as np
 import soundfile as sf
 import torch
-from torch import Tensor
 
 from .data.manifest import Entry, read_manifest, subset_hours
 from .data.manifest import total_hours as hours
@@ -118,11 +116,3 @@ def bucket_batches(lengths: list[int], batch_samples: int, seed: int, max_batch:
     if shuffle:
         random.Random(seed).shuffle(batches)
     return batches
-
-
-def steps_per_epoch(n_batches: int, world: int) -> int:
-    return math.ceil(n_batches / max(world, 1))
-
-
-def pad_to(x: Tensor, n: int) -> Tensor:
-    return torch.nn.functional.pad(x, (0, n - x.shape[-1])) if x.shape[-1] < n else x

@@ -35,9 +35,11 @@ def score(refs: list[str], hyps: list[str]) -> dict:
 
 
 def _normalise(text: str) -> str:
-    import re
+    """References in the model's vocabulary: the corpus builder's normaliser
+    (numbers spelled out, punctuation removed)."""
+    from .data.text import normalize
 
-    return " ".join(re.sub(r"[^a-z' ]", " ", text.lower()).split())
+    return normalize(text)
 
 
 def transcribe_checkpoint(model, waves: list, chunk_frames: int, left_chunks: int, full_context: bool,
@@ -46,9 +48,9 @@ def transcribe_checkpoint(model, waves: list, chunk_frames: int, left_chunks: in
     import numpy as np
     import torch
 
-    from .tokens import greedy_decode
+    from wavstream.stream.ctc import Vocabulary, greedy_decode
 
-    vocab = model.config.vocab
+    vocab = Vocabulary(tuple(model.config.vocab))
     hyps: list[str] = [""] * len(waves)
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
     if not full_context:
@@ -74,9 +76,9 @@ def transcribe_checkpoint(model, waves: list, chunk_frames: int, left_chunks: in
                     parts.append(lg)
                 logits = torch.cat(parts, dim=1)
                 flen = model.frame_lengths(lens)
-            ids = logits.argmax(-1)
+            logits = logits.float().numpy()
             for b, i in enumerate(idx):
-                hyps[i] = greedy_decode(ids[b, : int(flen[b])].tolist(), vocab)
+                hyps[i] = vocab.ids_to_text(greedy_decode(logits[b, : int(flen[b])], vocab.blank_id))
     return hyps
 
 

@@ -229,7 +229,8 @@ def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
     t0 = time.time()
     audio_s = 0.0
     step = start_step
-    epoch = start_step // max(len(_batches(dataset, cfg, rank, world, 0)), 1)
+    per_epoch = max(len(_batches(dataset, cfg, rank, world, 0)), 1)  # the count does not depend on the seed
+    epoch, skip = divmod(start_step, per_epoch)  # resume mid-epoch
     metrics: dict = {}
     stop_reason = "max_steps"
     objective.train()
@@ -242,7 +243,6 @@ def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
         save_checkpoint(out / name, model, {**meta, "step": step}, opt, st)
         plot_curve(log_path, out / "loss.png", out.name)
 
-    skip = start_step % max(len(_batches(dataset, cfg, rank, world, 0)), 1)  # resume mid-epoch
     while step < cfg.max_steps:
         batches = _batches(dataset, cfg, rank, world, epoch)[skip:]
         skip = 0

@@ -20,15 +20,3 @@ def encode(text: str, vocab: Sequence[str] = CTC_VOCAB) -> list[int]:
             out.append(index["|"])
         out.extend(index[c] for c in word if c in index)
     return out
-
-
-def greedy_decode(ids: Sequence[int], vocab: Sequence[str] = CTC_VOCAB, blank: int = BLANK) -> str:
-    """Collapse repeats, drop blanks, map "|" to spaces."""
-    chars: list[str] = []
-    prev = -1
-    for i in ids:
-        i = int(i)
-        if i != prev and i != blank:
-            chars.append(vocab[i])
-        prev = i
-    return " ".join("".join(chars).replace("|", " ").split())
