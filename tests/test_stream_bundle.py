@@ -56,6 +56,19 @@ def test_good_bundle_loads(good: Path) -> None:
     assert OrtEngine(b, quantized=True).model_path.name == "model.int8.onnx"
 
 
+def test_pool_threads_do_not_spin_by_default(good: Path) -> None:
+    # A live stream steps once per chunk; spinning pool threads would burn a core each in between.
+    def spinning(e: OrtEngine) -> str:
+        opts = e.session.get_session_options()
+        try:
+            return opts.get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:  # unset: onnxruntime's default, which spins
+            return "unset"
+
+    assert spinning(OrtEngine(good, intra_op_threads=2)) == "0"
+    assert spinning(OrtEngine(good, intra_op_threads=2, spin=True)) == "unset"
+
+
 # -- bad bundles: each raises BundleError naming the problem ------------------
 def test_missing_folder(tmp_path: Path) -> None:
     """Bundle path does not exist."""

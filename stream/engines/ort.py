@@ -37,6 +37,9 @@ class OrtEngine(Engine):
         intra_op_threads / inter_op_threads: onnxruntime thread pools; None
             keeps onnxruntime's default (all cores). One stream on a laptop:
             1-2 intra-op threads is usually best.
+        spin: let onnxruntime's pool threads busy-wait between runs. Off by
+            default: a live stream runs one short step every chunk, and
+            spinning threads burn a core each while they wait for it.
     Raises:
         BundleError: the model file is missing, not loadable, or disagrees
             with config.json.
@@ -51,6 +54,7 @@ class OrtEngine(Engine):
         device: str = "auto",
         intra_op_threads: Optional[int] = None,
         inter_op_threads: Optional[int] = None,
+        spin: bool = False,
     ) -> None:
         import onnxruntime as ort  # light enough, but keep module import cheap
 
@@ -63,6 +67,9 @@ class OrtEngine(Engine):
             opts.intra_op_num_threads = int(intra_op_threads)
         if inter_op_threads is not None:
             opts.inter_op_num_threads = int(inter_op_threads)
+        if not spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         opts.log_severity_level = 3  # errors only; a bundle problem is reported by us
         self.providers = _providers(device, ort.get_available_providers())
         try:
