@@ -17,6 +17,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--schedule", choices=["linear", "tristage", "cosine", "constant"], default=None,
+                   help="learning-rate schedule (default: the recipe's)")
     p.add_argument("--batch-seconds", type=float, default=80.0, help="padded audio seconds per batch")
     p.add_argument("--max-utt-seconds", type=float, default=16.0, help="longer utterances are randomly cropped")
     p.add_argument("--max-minutes", type=float, default=0.0, help="stop with a checkpoint after this wall time")
@@ -52,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ctc.add_argument("--size", default="tiny", choices=["tiny", "base", "large"])
     ctc.add_argument("--freeze-transformer-steps", type=int, default=None,
                      help="only the CTC head trains at first (default: 10%% of steps with --init, 0 without)")
+    ctc.add_argument("--train-conv", action="store_true",
+                     help="with --init: train the conv encoder too (published recipes freeze it)")
     ctc.add_argument("--mask-prob", type=float, default=0.3)
     ctc.add_argument("--mask-channel-prob", type=float, default=0.1)
     ctc.add_argument("--hours", type=float, default=0.0, help="use a random labelled subset of this many hours")
@@ -75,7 +79,7 @@ def make_train_config(args: argparse.Namespace, lr: float, warmup: int, schedule
 
     return TrainConfig(
         out_dir=args.out, max_steps=args.steps, lr=args.lr or lr,
-        warmup_steps=args.warmup if args.warmup is not None else warmup, schedule=schedule,
+        warmup_steps=args.warmup if args.warmup is not None else warmup, schedule=args.schedule or schedule,
         batch_seconds=args.batch_seconds, seed=args.seed, ckpt_every=args.ckpt_every,
         eval_every=args.eval_every, threads=args.threads, max_minutes=args.max_minutes,
         dynamic_chunks=not args.no_dynamic_chunks, full_context_prob=args.full_context_prob,
@@ -121,7 +125,8 @@ def _run_ctc(args: argparse.Namespace) -> int:
     freeze_steps = args.freeze_transformer_steps
     if freeze_steps is None:
         freeze_steps = args.steps // 10 if init else 0
-    objective = CTCObjective(model, freeze_encoder=init is not None, freeze_transformer_steps=freeze_steps,
+    objective = CTCObjective(model, freeze_encoder=init is not None and not args.train_conv,
+                             freeze_transformer_steps=freeze_steps,
                              mask_prob=args.mask_prob, mask_channel_prob=args.mask_channel_prob)
     utts = read_manifest(args.train)
     if args.hours:
@@ -139,7 +144,8 @@ def _run_ctc(args: argparse.Namespace) -> int:
 
     cfg = make_train_config(args, lr=1e-3 if init is None else 5e-4, warmup=max(args.steps // 10, 1),
                             schedule="tristage" if init else "linear")
-    meta = {"objective": "ctc", "init": init, "train_hours": round(hours(utts), 3)}
+    meta = {"objective": "ctc", "init": init, "train_hours": round(hours(utts), 3),
+            "conv_frozen": objective.freeze_encoder, "freeze_transformer_steps": freeze_steps}
     res = train(objective, ds, cfg, evaluator=evaluator, resume=not args.no_resume, meta=meta)
     print(json.dumps(res))
     return 0

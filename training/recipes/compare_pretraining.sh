@@ -18,18 +18,24 @@ C=${CORPUS:-data/corpus}; R=${RUNS:-runs}; HUMAN=${HUMAN:-runs/human}
 PT_STEPS=${PT_STEPS:-500}   # pretraining updates of 60 s of audio (~13 min each)
 FT_STEPS=${FT_STEPS:-600}   # CTC updates of 40 s of audio, pretrained and scratch alike
 TABLE=${TABLE:-$R/compare.jsonl}
-PT=(--train "$C/train.tsv" --steps "$PT_STEPS" --batch-seconds 60 --threads 2 --ckpt-every 100 --max-minutes 16)
-# Identical CTC settings for both arms; --init adds the published fine-tuning
-# treatment (conv encoder frozen, CTC head alone for the first 10% of updates).
+PT=(--train "$C/train.tsv" --steps "$PT_STEPS" --batch-seconds 60 --threads 2 --ckpt-every 100 --max-minutes "${PT_MINUTES:-16}")
+# Identical CTC settings for both arms, so that only the initial weights differ:
+# everything trains from the first update, one linear schedule. The published
+# fine-tuning treatment (conv encoder frozen, CTC head alone for the first 10%
+# of updates, tri-stage schedule) is the extra arm FROZEN_ARM=1; with 600
+# updates of pretraining behind it, it left HuBERT tiny all-blank (README).
 FT=(--train "$C/train_1h.tsv" --steps "$FT_STEPS" --lr 1.5e-3 --batch-seconds 40 --threads 2
     --mask-prob 0.2 --ckpt-every 100 --max-minutes 20)
+SAME_AS_SCRATCH=(--train-conv --freeze-transformer-steps 0 --schedule linear)
+FROZEN_ARM=${FROZEN_ARM:-0}
 
 pretrain() {  # family run-folder extra-args...
   local fam=$1 out=$2; shift 2
   [ -f "$out/final/config.json" ] || wavstream train pretrain --family "$fam" --out "$out" "${PT[@]}" "$@"
 }
-finetune() {  # init run-folder family
-  [ -f "$2/final/config.json" ] || wavstream train ctc --init "$1" --family "$3" --out "$2" "${FT[@]}"
+finetune() {  # init run-folder family [extra args]
+  local init=$1 out=$2 fam=$3; shift 3
+  [ -f "$out/final/config.json" ] || wavstream train ctc --init "$init" --family "$fam" --out "$out" "${FT[@]}" "$@"
 }
 evaluate() {  # run-folder family arm
   for ms in 160 320 640 full; do
@@ -57,7 +63,10 @@ run() {
     *) echo "unknown family $fam" >&2; return 2 ;;
   esac || return 1
   local pt="$R/pt_$fam"; [ "$fam" = hubert ] && pt="$R/pt_hubert_it1"
-  finetune "$pt" "$R/ft1h_$fam" "$fam" && evaluate "$R/ft1h_$fam" "$fam" pretrained || return 1
+  finetune "$pt" "$R/ft1h_$fam" "$fam" "${SAME_AS_SCRATCH[@]}" && evaluate "$R/ft1h_$fam" "$fam" pretrained || return 1
+  if [ "$FROZEN_ARM" = 1 ]; then
+    finetune "$pt" "$R/ft1h_${fam}_frozen" "$fam" && evaluate "$R/ft1h_${fam}_frozen" "$fam" pretrained_frozen || return 1
+  fi
   local arch=$fam; [ "$fam" = hubert ] && arch=wav2vec2   # the shared transformer control
   if [ ! -f "$R/scratch1h_$arch/final/config.json" ]; then
     finetune none "$R/scratch1h_$arch" "$arch" && evaluate "$R/scratch1h_$arch" "$arch" scratch || return 1
