@@ -83,3 +83,26 @@ def test_finetune_lowers_ctc_loss(tmp_path):
             assert torch.equal(p, ft.state_dict()[name]), name
     assert not torch.equal(pre.state_dict()["encoder.layers.0.attention.q_proj.weight"],
                            ft.state_dict()["encoder.layers.0.attention.q_proj.weight"])
+
+
+def test_finetune_train_conv_differs_from_scratch_only_in_init(tmp_path):
+    """`--train-conv --freeze-transformer-steps 0 --schedule linear`: the recipe of the scratch control."""
+    from wavstream.training.checkpoint import load_checkpoint, read_config
+    from wavstream.training.loop import save_checkpoint
+    from wavstream.training.models import build_model
+
+    torch.manual_seed(0)
+    pre = build_model("wav2vec2", "tiny", num_layers=1)
+    save_checkpoint(tmp_path / "pre", pre, {"objective": "wav2vec2"})
+    out = tmp_path / "ft"
+    cmd = [sys.executable, "-m", "wavstream.cli.main", "train", "ctc", "--init", str(tmp_path / "pre"),
+           "--train", str(UTTS), "--out", str(out), "--steps", "3", "--lr", "3e-3", "--warmup", "1",
+           "--batch-seconds", "10", "--threads", "2", "--train-conv", "--freeze-transformer-steps", "0",
+           "--schedule", "linear", "--no-dynamic-chunks", "--seed", "0"]
+    subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    ft = load_checkpoint(out)
+    name = "feature_extractor.conv_layers.0.conv.weight"
+    assert not torch.equal(pre.state_dict()[name], ft.state_dict()[name])  # the conv encoder trained
+    _, extra = read_config(out / "final")
+    assert extra["train_config"]["schedule"] == "linear"
+    assert extra["conv_frozen"] is False and extra["freeze_transformer_steps"] == 0
