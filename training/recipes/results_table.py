@@ -1,6 +1,6 @@
 """Markdown tables from the JSON lines that compare_pretraining.sh appends.
 
-    python training/recipes/results_table.py runs/compare.jsonl
+    python training/recipes/results_table.py runs/compare.jsonl [--curves docs/pretraining_ctc_curves.png]
 
 One row per family and arm (pretrained; pretrained_frozen, the published
 fine-tuning treatment, where it was run; scratch): dev CER and WER at
@@ -50,10 +50,52 @@ def table(rows: dict) -> str:
     return "\n".join(out)
 
 
+def plot_curves(runs: Path, png: Path, window: int = 10) -> None:
+    """CTC loss per update (moving mean) of each family's pretrained and scratch runs, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fams = [f for f in FAMILIES if (runs / f"ft1h_{f}" / "log.jsonl").exists()]
+    if not fams:
+        raise SystemExit(f"no ft1h_* runs in {runs}")
+    fig, axes = plt.subplots(1, len(fams), figsize=(3.2 * len(fams), 3), sharey=True, squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        for name, label in ((f"ft1h_{fam}", "pretrained"), (f"ft1h_{fam}_frozen", "pretrained, conv frozen"),
+                            (f"scratch1h_{SCRATCH_OF.get(fam, fam)}", "scratch")):
+            log = runs / name / "log.jsonl"
+            if not log.exists():
+                continue
+            rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+            pts = sorted((r["step"], r["loss"]) for r in rows if "loss" in r)
+            steps, loss = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+            if len(loss) >= window:
+                loss = np.convolve(loss, np.ones(window) / window, mode="valid")
+                steps = steps[window - 1:]
+            ax.plot(steps, loss, label=label)
+        ax.set_title(fam)
+        ax.set_xlabel("CTC update")
+    axes[0][0].set_ylabel("CTC loss per utterance")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
 def main(argv: list[str]) -> int:
-    path = Path(argv[1] if len(argv) > 1 else "runs/compare.jsonl")
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("table", nargs="?", default="runs/compare.jsonl", help="JSON lines from compare_pretraining.sh")
+    ap.add_argument("--curves", help="also plot the CTC loss curves of the runs beside it into this PNG")
+    args = ap.parse_args(argv[1:])
+    path = Path(args.table)
     print("dev CER / WER (greedy CTC, streaming unless full context)\n")
     print(table(load(path)))
+    if args.curves:
+        plot_curves(path.parent, Path(args.curves))
+        print(f"\ncurves: {args.curves}")
     return 0
 
 
