@@ -50,6 +50,40 @@ def table(rows: dict) -> str:
     return "\n".join(out)
 
 
+PT_RUNS = {"wav2vec": "pt_wav2vec", "vq_wav2vec": "pt_vq_wav2vec", "wav2vec2": "pt_wav2vec2",
+           "hubert": "pt_hubert_it1", "wavlm": "pt_wavlm"}
+# the metric each objective is judged by, and its chance level where one exists
+PT_METRIC = {"wav2vec": ("acc", "1/11 = 0.091"), "vq_wav2vec": ("acc", "1/11 = 0.091"),
+             "wav2vec2": ("acc", "1/51 = 0.020"), "hubert": ("acc_m", "1/100 uniform"), "wavlm": ("acc_m", "1/100 uniform")}
+
+
+def pretraining_table(runs: Path, n: int = 3) -> str:
+    """Loss and accuracy at the start and end of each pretraining run (mean of the first/last n log lines)."""
+    out = ["| family | updates | wall time | loss start → end | accuracy start → end (chance) | other |",
+           "|---|---|---|---|---|---|"]
+    for fam in FAMILIES:
+        log = runs / PT_RUNS[fam] / "log.jsonl"
+        if not log.exists():
+            continue
+        rows = [r for r in (json.loads(x) for x in log.read_text().splitlines() if x.strip()) if "loss" in r]
+        if not rows:
+            continue
+        head, tail = rows[:n], rows[-n:]
+
+        def mean(rs: list[dict], key: str) -> float:
+            vals = [r[key] for r in rs if key in r]
+            return sum(vals) / max(len(vals), 1)
+
+        key, chance = PT_METRIC[fam]
+        other = ""
+        if "code_perplexity" in rows[-1]:
+            other = f"code perplexity {mean(head, 'code_perplexity'):.0f} → {mean(tail, 'code_perplexity'):.0f}"
+        out.append(f"| {fam} | {rows[-1]['step']} | {rows[-1]['elapsed_s'] / 60:.1f} min | "
+                   f"{mean(head, 'loss'):.2f} → {mean(tail, 'loss'):.2f} | "
+                   f"{mean(head, key):.3f} → {mean(tail, key):.3f} ({chance}) | {other} |")
+    return "\n".join(out)
+
+
 def plot_curves(runs: Path, png: Path, window: int = 10) -> None:
     """CTC loss per update (moving mean) of each family's pretrained and scratch runs, one panel each."""
     import matplotlib
@@ -93,6 +127,8 @@ def main(argv: list[str]) -> int:
     path = Path(args.table)
     print("dev CER / WER (greedy CTC, streaming unless full context)\n")
     print(table(load(path)))
+    print("\npretraining runs\n")
+    print(pretraining_table(path.parent))
     if args.curves:
         plot_curves(path.parent, Path(args.curves))
         print(f"\ncurves: {args.curves}")
