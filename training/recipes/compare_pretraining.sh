@@ -18,6 +18,12 @@ C=${CORPUS:-data/corpus}; R=${RUNS:-runs}; HUMAN=${HUMAN:-runs/human}
 PT_STEPS=${PT_STEPS:-500}   # pretraining updates of 60 s of audio (~13 min each)
 FT_STEPS=${FT_STEPS:-600}   # CTC updates of 40 s of audio, pretrained and scratch alike
 TABLE=${TABLE:-$R/compare.jsonl}
+# Weight of the conv-feature L2 penalty (wav2vec2/HuBERT/WavLM; published 10).
+# At 10 the tiny runs shrank the conv output ~350x and left it of effective
+# rank ~2 (README), so the default here is 0. TAG names the pretrained runs
+# of a variant (pt_${fam}${TAG}, ft1h_${fam}${TAG}, arm pretrained${TAG}).
+FEATURE_PENALTY=${FEATURE_PENALTY:-0}
+TAG=${TAG:-}
 PT=(--train "$C/train.tsv" --steps "$PT_STEPS" --batch-seconds 60 --threads 2 --ckpt-every 100 --max-minutes "${PT_MINUTES:-16}")
 # Identical CTC settings for both arms, so that only the initial weights differ:
 # everything trains from the first update, one linear schedule. The published
@@ -53,19 +59,23 @@ run() {
   local fam=$1
   case "$fam" in
     hubert)  # iteration 1 only (MFCC k-means, K=100): iteration 2 does not fit the session
-      pretrain hubert "$R/pt_hubert_it1" --labels "$R/labels_mfcc_k100" --num-clusters 100 ;;
+      pretrain hubert "$R/pt_hubert_it1$TAG" --labels "$R/labels_mfcc_k100" --num-clusters 100 \
+        --feature-penalty "$FEATURE_PENALTY" ;;
     wav2vec2)  # diversity 0.5 and 50 distractors: see pretrain_tiny.sh
-      pretrain wav2vec2 "$R/pt_wav2vec2" --num-negatives 50 --diversity-weight 0.5 ;;
+      pretrain wav2vec2 "$R/pt_wav2vec2$TAG" --num-negatives 50 --diversity-weight 0.5 \
+        --feature-penalty "$FEATURE_PENALTY" ;;
     wavlm)  # targets: the iteration-1 MFCC labels of the clean audio (published: HuBERT it-2 labels)
-      pretrain wavlm "$R/pt_wavlm" --labels "$R/labels_mfcc_k100" ;;
-    wav2vec|vq_wav2vec)
-      pretrain "$fam" "$R/pt_$fam" ;;
+      pretrain wavlm "$R/pt_wavlm$TAG" --labels "$R/labels_mfcc_k100" --feature-penalty "$FEATURE_PENALTY" ;;
+    wav2vec|vq_wav2vec)  # no feature penalty in these objectives
+      pretrain "$fam" "$R/pt_$fam$TAG" ;;
     *) echo "unknown family $fam" >&2; return 2 ;;
   esac || return 1
-  local pt="$R/pt_$fam"; [ "$fam" = hubert ] && pt="$R/pt_hubert_it1"
-  finetune "$pt" "$R/ft1h_$fam" "$fam" "${SAME_AS_SCRATCH[@]}" && evaluate "$R/ft1h_$fam" "$fam" pretrained || return 1
+  local pt="$R/pt_$fam$TAG"; [ "$fam" = hubert ] && pt="$R/pt_hubert_it1$TAG"
+  finetune "$pt" "$R/ft1h_$fam$TAG" "$fam" "${SAME_AS_SCRATCH[@]}" &&
+    evaluate "$R/ft1h_$fam$TAG" "$fam" "pretrained$TAG" || return 1
   if [ "$FROZEN_ARM" = 1 ]; then
-    finetune "$pt" "$R/ft1h_${fam}_frozen" "$fam" && evaluate "$R/ft1h_${fam}_frozen" "$fam" pretrained_frozen || return 1
+    finetune "$pt" "$R/ft1h_${fam}${TAG}_frozen" "$fam" &&
+      evaluate "$R/ft1h_${fam}${TAG}_frozen" "$fam" "pretrained${TAG}_frozen" || return 1
   fi
   local arch=$fam; [ "$fam" = hubert ] && arch=wav2vec2   # the shared transformer control
   if [ ! -f "$R/scratch1h_$arch/final/config.json" ]; then

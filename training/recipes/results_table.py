@@ -2,8 +2,8 @@
 
     python training/recipes/results_table.py runs/compare.jsonl [--curves docs/pretraining_ctc_curves.png]
 
-One row per family and arm (pretrained; pretrained_frozen, the published
-fine-tuning treatment, where it was run; scratch): dev CER and WER at
+One row per family and arm (each pretrained variant, e.g. pretrained_frozen
+for the published fine-tuning treatment, then scratch): dev CER and WER at
 160/320/640 ms chunks and full context, CER on human speech, and the relative
 gap of 320 ms streaming to full context.
 """
@@ -34,7 +34,9 @@ def table(rows: dict) -> str:
             + " | 320 ms vs full | human (320 ms) |")
     out = [head, "|" + "---|" * (len(SETTINGS) + 4)]
     for fam in FAMILIES:
-        for arm in ("pretrained", "pretrained_frozen", "scratch"):
+        # pretrained arms (variants carry a tag, e.g. pretrained_fp10), then the scratch control
+        arms = sorted({k[1] for k in rows if k[0] == fam and k[1].startswith("pretrained")}) + ["scratch"]
+        for arm in arms:
             src = SCRATCH_OF.get(fam, fam) if arm == "scratch" else fam
             cells = []
             for s in SETTINGS:
@@ -51,7 +53,12 @@ def table(rows: dict) -> str:
 
 
 PT_RUNS = {"wav2vec": "pt_wav2vec", "vq_wav2vec": "pt_vq_wav2vec", "wav2vec2": "pt_wav2vec2",
-           "hubert": "pt_hubert_it1", "wavlm": "pt_wavlm"}
+           "hubert": "pt_hubert_it1", "wavlm": "pt_wavlm"}  # + a variant's tag
+
+
+def runs_of(runs: Path, stem: str) -> list[Path]:
+    """stem itself and its tagged variants (stem_fp10, ...), not another family's runs."""
+    return sorted(p for p in runs.glob(stem + "*") if p.name == stem or p.name.startswith(stem + "_"))
 # the metric each objective is judged by, and its chance level where one exists
 PT_METRIC = {"wav2vec": ("acc", "1/11 = 0.091"), "vq_wav2vec": ("acc", "1/11 = 0.091"),
              "wav2vec2": ("acc", "1/51 = 0.020"), "hubert": ("acc_m", "1/100 uniform"), "wavlm": ("acc_m", "1/100 uniform")}
@@ -59,10 +66,10 @@ PT_METRIC = {"wav2vec": ("acc", "1/11 = 0.091"), "vq_wav2vec": ("acc", "1/11 = 0
 
 def pretraining_table(runs: Path, n: int = 3) -> str:
     """Loss and accuracy at the start and end of each pretraining run (mean of the first/last n log lines)."""
-    out = ["| family | updates | wall time | loss start → end | accuracy start → end (chance) | other |",
+    out = ["| run | updates | wall time | loss start → end | accuracy start → end (chance) | other |",
            "|---|---|---|---|---|---|"]
-    for fam in FAMILIES:
-        log = runs / PT_RUNS[fam] / "log.jsonl"
+    for fam, run in ((f, r) for f in FAMILIES for r in runs_of(runs, PT_RUNS[f])):
+        log = run / "log.jsonl"
         if not log.exists():
             continue
         rows = [r for r in (json.loads(x) for x in log.read_text().splitlines() if x.strip()) if "loss" in r]
@@ -78,7 +85,7 @@ def pretraining_table(runs: Path, n: int = 3) -> str:
         other = ""
         if "code_perplexity" in rows[-1]:
             other = f"code perplexity {mean(head, 'code_perplexity'):.0f} → {mean(tail, 'code_perplexity'):.0f}"
-        out.append(f"| {fam} | {rows[-1]['step']} | {rows[-1]['elapsed_s'] / 60:.1f} min | "
+        out.append(f"| {run.name} | {rows[-1]['step']} | {rows[-1]['elapsed_s'] / 60:.1f} min | "
                    f"{mean(head, 'loss'):.2f} → {mean(tail, 'loss'):.2f} | "
                    f"{mean(head, key):.3f} → {mean(tail, key):.3f} ({chance}) | {other} |")
     return "\n".join(out)
@@ -92,14 +99,14 @@ def plot_curves(runs: Path, png: Path, window: int = 10) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fams = [f for f in FAMILIES if (runs / f"ft1h_{f}" / "log.jsonl").exists()]
+    fams = [f for f in FAMILIES if any((r / "log.jsonl").exists() for r in runs_of(runs, f"ft1h_{f}"))]
     if not fams:
         raise SystemExit(f"no ft1h_* runs in {runs}")
     fig, axes = plt.subplots(1, len(fams), figsize=(3.2 * len(fams), 3), sharey=True, squeeze=False)
     for ax, fam in zip(axes[0], fams):
-        for name, label in ((f"ft1h_{fam}", "pretrained"), (f"ft1h_{fam}_frozen", "pretrained, conv frozen"),
-                            (f"scratch1h_{SCRATCH_OF.get(fam, fam)}", "scratch")):
-            log = runs / name / "log.jsonl"
+        curves = [(r, "pretrained" + r.name[len(f"ft1h_{fam}"):]) for r in runs_of(runs, f"ft1h_{fam}")]
+        for run, label in curves + [(runs / f"scratch1h_{SCRATCH_OF.get(fam, fam)}", "scratch")]:
+            log = run / "log.jsonl"
             if not log.exists():
                 continue
             rows = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
