@@ -231,6 +231,34 @@ def test_hubert_loss_ignores_unmasked_frames():
     assert float(LS.masked_label_loss(perfect, targets, mask)[0]) < 1e-6
 
 
+def test_hubert_unmasked_weight_adds_unmasked_frames():
+    """HuBERT's alpha < 1 variant: unmasked frames count with their weight, still per masked frame."""
+    import argparse
+
+    from wavstream.training.pretrain import build_objective
+
+    g = torch.Generator().manual_seed(1)
+    B, T, C = 2, 30, 10
+    logits = torch.randn(B, T, C, generator=g)
+    targets = torch.randint(0, C, (B, T), generator=g)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[:, 3:13] = True
+    loss, m = LS.masked_label_loss(logits, targets, mask, 1.0, 0.5)
+    ce = torch.nn.functional.cross_entropy
+    want = (ce(logits[mask], targets[mask], reduction="sum")
+            + 0.5 * ce(logits[~mask], targets[~mask], reduction="sum")) / int(mask.sum())
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
+    assert "acc_u" in m and "acc_m" in m
+    # the command line reaches the objective (published default: 0)
+    from wavstream.training.labels import LabelStore
+
+    model = tiny_model("hubert", num_label_classes=20)
+    store = LabelStore([np.zeros(10, dtype=np.int64)], 100.0)
+    for given, want_w in ((None, 0.0), (0.5, 0.5)):
+        obj = build_objective("hubert", model, argparse.Namespace(unmasked_weight=given), None, store)
+        assert obj.unmasked_weight == want_w
+
+
 def test_hubert_objective_unmasked_frames_do_not_matter():
     """End to end: different labels at unmasked frames leave the loss unchanged."""
     from wavstream.training.labels import LabelStore

@@ -55,6 +55,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--diversity-weight", type=float, default=None,
                    help="wav2vec2: 0.1; vq-wav2vec: 0 (the README Gumbel recipe has none)")
     g.add_argument("--feature-penalty", type=float, default=10.0, help="weight of the L2 conv-feature penalty")
+    g.add_argument("--unmasked-weight", type=float, default=0.0,
+                   help="hubert/wavlm: weight of the prediction loss on unmasked frames (published: 0)")
     g.add_argument("--temp-anneal-steps", type=int, default=-1,
                    help="Gumbel temperature reaches its floor after this many updates; "
                         "-1: 70%% of --steps for size tiny, the published rate otherwise; 0: published rate")
@@ -141,7 +143,8 @@ def build_objective(family: str, model, args: argparse.Namespace, dataset=None, 
                                  feature_penalty_weight=_get(args, "feature_penalty", 10.0),
                                  temp_anneal_steps=anneal)
     crops = dataset.crop_starts if isinstance(dataset, CropTrackingDataset) else None
-    kw = dict(mask_prob=_get(args, "mask_prob", 0.8), feature_penalty_weight=_get(args, "feature_penalty", 10.0))
+    kw = dict(mask_prob=_get(args, "mask_prob", 0.8), feature_penalty_weight=_get(args, "feature_penalty", 10.0),
+              unmasked_weight=_get(args, "unmasked_weight", 0.0))
     if family == "hubert":
         from .objectives.hubert import HubertObjective
 

@@ -18,11 +18,13 @@ C=${CORPUS:-data/corpus}; R=${RUNS:-runs}; HUMAN=${HUMAN:-runs/human}
 PT_STEPS=${PT_STEPS:-500}   # pretraining updates of 60 s of audio (~13 min each)
 FT_STEPS=${FT_STEPS:-600}   # CTC updates of 40 s of audio, pretrained and scratch alike
 TABLE=${TABLE:-$R/compare.jsonl}
-# Weight of the conv-feature L2 penalty (wav2vec2/HuBERT/WavLM; published 10).
-# At 10 the tiny runs shrank the conv output ~350x and left it of effective
-# rank ~2 (README), so the default here is 0. TAG names the pretrained runs
-# of a variant (pt_${fam}${TAG}, ft1h_${fam}${TAG}, arm pretrained${TAG}).
-FEATURE_PENALTY=${FEATURE_PENALTY:-0}
+# Objective knobs for variants (the defaults are the published values):
+# FEATURE_PENALTY, the conv-feature L2 weight (wav2vec2/HuBERT/WavLM; 10), and
+# UNMASKED_WEIGHT, the HuBERT/WavLM loss weight of unmasked frames (0). TAG
+# names a variant's pretrained runs: pt_${fam}${TAG}, ft1h_${fam}${TAG}, and
+# the arm pretrained${TAG} in the table.
+FEATURE_PENALTY=${FEATURE_PENALTY:-10}
+UNMASKED_WEIGHT=${UNMASKED_WEIGHT:-0}
 TAG=${TAG:-}
 PT=(--train "$C/train.tsv" --steps "$PT_STEPS" --batch-seconds 60 --threads 2 --ckpt-every 100 --max-minutes "${PT_MINUTES:-16}")
 # Identical CTC settings for both arms, so that only the initial weights differ:
@@ -60,12 +62,13 @@ run() {
   case "$fam" in
     hubert)  # iteration 1 only (MFCC k-means, K=100): iteration 2 does not fit the session
       pretrain hubert "$R/pt_hubert_it1$TAG" --labels "$R/labels_mfcc_k100" --num-clusters 100 \
-        --feature-penalty "$FEATURE_PENALTY" ;;
+        --feature-penalty "$FEATURE_PENALTY" --unmasked-weight "$UNMASKED_WEIGHT" ;;
     wav2vec2)  # diversity 0.5 and 50 distractors: see pretrain_tiny.sh
       pretrain wav2vec2 "$R/pt_wav2vec2$TAG" --num-negatives 50 --diversity-weight 0.5 \
         --feature-penalty "$FEATURE_PENALTY" ;;
     wavlm)  # targets: the iteration-1 MFCC labels of the clean audio (published: HuBERT it-2 labels)
-      pretrain wavlm "$R/pt_wavlm$TAG" --labels "$R/labels_mfcc_k100" --feature-penalty "$FEATURE_PENALTY" ;;
+      pretrain wavlm "$R/pt_wavlm$TAG" --labels "$R/labels_mfcc_k100" --feature-penalty "$FEATURE_PENALTY" \
+        --unmasked-weight "$UNMASKED_WEIGHT" ;;
     wav2vec|vq_wav2vec)  # no feature penalty in these objectives
       pretrain "$fam" "$R/pt_$fam$TAG" ;;
     *) echo "unknown family $fam" >&2; return 2 ;;
