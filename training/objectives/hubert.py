@@ -19,7 +19,12 @@
 Departures for the tiny CPU recipe: the streaming model form (causal convs,
 per-frame LayerNorm extractor, chunked attention) and tiny sizes; K = 100
 clusters in both iterations by default in the tiny recipe (published: 100
-then 500), since a 5-hour corpus with a 4-layer model supports fewer units.
+then 500), since a 5-hour corpus with a 4-layer model supports fewer units;
+and the tiny recipes weight the unmasked frames 1.0 (`unmasked_weight`,
+published 0.0): with masked frames alone, 600 CPU updates collapsed the
+encoder to 1-3 dimensions and the model fine-tuned worse than a random start;
+the unmasked term keeps each frame's own cluster recoverable, and the same
+run then beat its scratch control (docs/pretraining.md).
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@
 # form, tiny sizes, learning rates, the Gumbel temperature annealed over 70%
 # of this run instead of ~277k updates, 50 wav2vec 2.0 distractors instead of
 # 100 and diversity weight 0.5 instead of 0.1, K=100 clusters for both HuBERT
-# iterations (layer 3 of the 4-layer tiny model for iteration 2).
+# iterations (layer 3 of the 4-layer tiny model for iteration 2), and for
+# HuBERT/WavLM a loss on unmasked frames too (--unmasked-weight 1; published
+# 0): without it the tiny encoders collapsed to 1-3 dimensions and fine-tuned
+# worse than a random start (docs/pretraining.md).
 #
 # Usage: bash training/recipes/pretrain_tiny.sh [family ...]
 #   families: wav2vec vq_wav2vec vq_wav2vec_kmeans wav2vec2 hubert hubert_it2 wavlm
@@ -37,10 +40,10 @@ run() {
         --out "$RUNS/pt_wav2vec2" "${COMMON[@]}" ;;
     hubert)  # iteration 1: MFCC(39) k-means, K=100, 100 Hz labels (built once, ~2 min)
       wavstream train pretrain --family hubert --labels "$RUNS/labels_mfcc_k100" --num-clusters 100 \
-        --out "$RUNS/pt_hubert_it1" "${COMMON[@]}" ;;
+        --unmasked-weight 1 --out "$RUNS/pt_hubert_it1" "${COMMON[@]}" ;;
     hubert_it2)  # iteration 2: k-means of layer 3 (of 4) of the iteration-1 model, 50 Hz labels
       wavstream train pretrain --family hubert --labels "$RUNS/labels_it2_k100" --kmeans-iter 2 \
-        --teacher "$RUNS/pt_hubert_it1" --layer 3 --num-clusters 100 \
+        --teacher "$RUNS/pt_hubert_it1" --layer 3 --num-clusters 100 --unmasked-weight 1 \
         --out "$RUNS/pt_hubert_it2" "${COMMON[@]}" ;;
     wavlm)  # HuBERT-style labels of the clean audio (iteration-2 labels), noisy/mixed input
       if [ ! -f "$RUNS/labels_it2_k100/meta.json" ]; then
@@ -49,7 +52,8 @@ run() {
           "${COMMON[@]}" --steps 0
       fi
       wavstream train pretrain --family wavlm --labels "$RUNS/labels_it2_k100" \
-        --mix-prob 0.2 --noise-prob 0.25 --reverb-prob 0.15 --out "$RUNS/pt_wavlm" "${COMMON[@]}" ;;
+        --mix-prob 0.2 --noise-prob 0.25 --reverb-prob 0.15 --unmasked-weight 1 \
+        --out "$RUNS/pt_wavlm" "${COMMON[@]}" ;;
     *) echo "unknown recipe $1" >&2; exit 2 ;;
   esac
 }
