@@ -4,7 +4,8 @@
 
 Float tensors are stored as float16 (the loader casts them back to float32
 when it copies them into the model), everything else as it is; config.json
-is copied unchanged, the optimizer state (trainer.pt) is left out. A tiny
+is copied unchanged, and so is the run's log.jsonl (its training curve); the
+optimizer state (trainer.pt) is left out. A tiny
 model goes from ~14 MB to ~7 MB; on the dev split this changes greedy CER by
 less than 0.001 (checked for each committed checkpoint, see the README).
 """
@@ -28,6 +29,9 @@ def pack(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     save_file(half, str(dst / "model.safetensors"))
     shutil.copyfile(folder / "config.json", dst / "config.json")
+    log = folder.parent / "log.jsonl"
+    if log.exists():
+        shutil.copyfile(log, dst / "log.jsonl")
     mb = sum(v.numel() * v.element_size() for v in half.values()) / 1e6
     print(f"{folder} -> {dst} ({mb:.1f} MB of tensors, dtype {torch.float16} for floats)")
 
