@@ -118,8 +118,8 @@ def plot_curves(runs: Path, png: Path, window: int = 10) -> None:
             ax.plot(steps, loss, label=label)
         ax.set_title(fam)
         ax.set_xlabel("CTC update")
+        ax.legend(fontsize=6)
     axes[0][0].set_ylabel("CTC loss per utterance")
-    axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
