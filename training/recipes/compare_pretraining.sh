@@ -13,6 +13,12 @@
 #
 # Usage: bash training/recipes/compare_pretraining.sh [family ...]
 #   families: hubert wav2vec2 wavlm wav2vec vq_wav2vec (default: all, this order)
+#
+# The runs behind README's table (docs/pretraining.md), with RUNS=runs:
+#   TAG=_fp10 FROZEN_ARM=1 bash training/recipes/compare_pretraining.sh hubert wav2vec2  # published objectives
+#   TAG=_u1 UNMASKED_WEIGHT=1 bash training/recipes/compare_pretraining.sh hubert wavlm  # + unmasked-frame loss
+#   PT_STEPS=300 PT_MINUTES=7 FT_STEPS=400 bash training/recipes/compare_pretraining.sh wav2vec vq_wav2vec
+#   python training/recipes/results_table.py runs/compare.jsonl --curves docs/pretraining_ctc_curves.png
 set -uo pipefail
 C=${CORPUS:-data/corpus}; R=${RUNS:-runs}; HUMAN=${HUMAN:-runs/human}
 PT_STEPS=${PT_STEPS:-500}   # pretraining updates of 60 s of audio (~13 min each)
