@@ -51,15 +51,16 @@ finetune() {  # init run-folder family [extra args]
   local init=$1 out=$2 fam=$3; shift 3
   [ -f "$out/final/config.json" ] || wavstream train ctc --init "$init" --family "$fam" --out "$out" "${FT[@]}" "$@"
 }
+record() {  # family arm split setting: tag one `wavstream eval` JSON result and append it to the table
+  python3 -c "import json,sys; r=json.load(sys.stdin); r.update(family='$1', arm='$2', split='$3', setting='$4'); print(json.dumps(r))" >> "$TABLE"
+}
 evaluate() {  # run-folder family arm
   for ms in 160 320 640 full; do
     if [ $ms = full ]; then opt=(--full-context); else opt=(--chunk-ms $ms); fi
-    wavstream eval --model "$1" "$C/dev.tsv" "${opt[@]}" --threads 2 |
-      python3 -c "import json,sys; r=json.load(sys.stdin); r.update(family='$2', arm='$3', split='dev', setting='$ms'); print(json.dumps(r))" >> "$TABLE"
+    wavstream eval --model "$1" "$C/dev.tsv" "${opt[@]}" --threads 2 | record "$2" "$3" dev $ms
   done
   if [ -d "$HUMAN" ]; then
-    wavstream eval --model "$1" "$HUMAN" --chunk-ms 320 --threads 2 |
-      python3 -c "import json,sys; r=json.load(sys.stdin); r.update(family='$2', arm='$3', split='human', setting='320'); print(json.dumps(r))" >> "$TABLE"
+    wavstream eval --model "$1" "$HUMAN" --chunk-ms 320 --threads 2 | record "$2" "$3" human 320
   fi
 }
 

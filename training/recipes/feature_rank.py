@@ -53,8 +53,7 @@ def main(argv: list[str]) -> int:
         with torch.no_grad():
             for w in waves:
                 x, n = torch.from_numpy(w)[None], torch.tensor([len(w)])
-                z = model.feature_extractor(x)[0]
-                z = z.T if z.shape[0] == model.config.conv_layers[-1][0] else z  # (T, C)
+                z = model.feature_extractor(x)[0].T  # (C, T) -> (T, C)
                 conv.append(effective_rank(z))
                 msq.append(float(z.pow(2).mean()))
                 out = model(x, n, chunk_frames=16, left_chunks=4, output_hidden_states=True)
