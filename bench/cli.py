@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 
-SECTION_NAMES = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "server", "memory", "profile")
+SECTION_NAMES = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "server", "memory", "profile",
+                 "training")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         import torch  # noqa: F401
         import onnxruntime  # noqa: F401
-        import transformers  # noqa: F401
+        if only - {"training"}:
+            import transformers  # noqa: F401
     except ImportError as exc:
         print(f"wavstream bench needs torch, onnxruntime and transformers (pip install 'wavstream[export]'): {exc}",
               file=sys.stderr)
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             log(name, f"FAILED: {type(exc).__name__}: {exc}")
             return None
 
-    from . import efficiency, hf_compare, memory, offline_ratio, profile, server_load, single_stream
+    from . import efficiency, hf_compare, memory, offline_ratio, profile, server_load, single_stream, training
     from .common import set_torch_threads
 
     set_torch_threads(threads)
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         result["matmul_peak"] = peak
         keep: dict = {}
         size = "hf-tiny" if args.quick else "base"
+        section("training", lambda: training.run(settings))
         published: dict = {}
         if only & {"single_stream", "offline_ratio", "hf_compare"}:
             published["wav2vec2"] = single_stream.published_from_hf(single_stream.hf_model("wav2vec2", args.quick))
@@ -131,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         gc.collect()
 
         # The model the server, memory and efficiency sections use.
-        model_bundle, model_label = _service_model(args.model, keep, settings)
+        need_service = bool(only & {"efficiency", "profile", "memory", "server"})
+        model_bundle, model_label = _service_model(args.model, keep, settings) if need_service else (None, "")
         base_key = (f"wav2vec2-{size}", 320)
         if only & {"efficiency", "profile"} and base_key not in keep:
             m = single_stream.streaming_from_published(

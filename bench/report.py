@@ -48,6 +48,13 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
     if base:
         rows.append((f"RTF 1 stream, {base[0]['model']} ORT int8 at " + "/".join(str(x["chunk_ms"]) for x in base) + " ms",
                      " / ".join(_f(x["rtf_ort_int8"], 4) for x in base), "smaller chunk costs more per second"))
+    tr = r.get("training", {})
+    if tr.get("audio_per_s"):
+        a = tr["audio_per_s"]
+        rows.append((f"training audio-s per wall-s, {tr['model']} (old / new / new+augment)",
+                     f"{a['old']:.0f} / {a['new']:.0f} / {a['new+augment']:.0f} "
+                     f"({tr['speedup_new']:.2f}x / {tr['speedup_new_augment']:.2f}x)",
+                     ">= 2.5x new, >= 2x with augmentation"))
     off = r.get("offline_ratio", {})
     if off.get("rows"):
         rows.append((f"streaming / offline compute, {off['utterance_s']:.0f} s utterances (worst model)",

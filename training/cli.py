@@ -27,8 +27,15 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--ckpt-every", type=int, default=200)
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--resume-from", default="",
+                   help="a compact checkpoint (pack_checkpoint.py --resumable) to continue from when --out has none")
     p.add_argument("--no-dynamic-chunks", action="store_true", help="train with the config's fixed chunk")
     p.add_argument("--full-context-prob", type=float, default=0.1)
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16 autocast (losses in fp32); auto: bf16 where the CPU/GPU has native bf16")
+    p.add_argument("--workers", type=int, default=None,
+                   help="batch-preparing DataLoader processes (default 0: one prefetch thread, "
+                        "the fastest on 2 cores; more cores may prefer processes)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a model config field, e.g. --set num_layers=6")
 
@@ -46,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_pretrain_arguments(pre)
     except ImportError:
         pass
-    pre.set_defaults(train_run=_run_pretrain)
+    # the self-supervised losses are not yet measured under bf16: fp32 unless asked
+    pre.set_defaults(train_run=_run_pretrain, precision="fp32")
 
     ctc = sub.add_parser("ctc", help="fine-tune with CTC (or train from scratch with --init none)")
     ctc.add_argument("--init", required=True, help="pretrained checkpoint folder, or 'none'")
@@ -58,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="with --init: train the conv encoder too (published recipes freeze it)")
     ctc.add_argument("--mask-prob", type=float, default=0.3)
     ctc.add_argument("--mask-channel-prob", type=float, default=0.1)
+    ctc.add_argument("--augment", choices=["channel", "none"], default="channel",
+                     help="speaker/channel augmentation redrawn every epoch (training/data/channel.py)")
     ctc.add_argument("--hours", type=float, default=0.0, help="use a random labelled subset of this many hours")
     add_common(ctc)
     ctc.set_defaults(train_run=_run_ctc)
@@ -74,10 +84,21 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def make_train_config(args: argparse.Namespace, lr: float, warmup: int, schedule: str):
-    from .loop import TrainConfig
+def make_train_config(args: argparse.Namespace, lr: float, warmup: int, schedule: str,
+                      workers: int = 0):
+    import torch
 
+    from .loop import TrainConfig, bf16_supported
+
+    precision = getattr(args, "precision", "fp32")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = precision == "bf16" or (precision == "auto" and bf16_supported(device))
+    if getattr(args, "workers", None) is not None:
+        workers = args.workers
+    if workers < 0:
+        raise SystemExit("--workers must be >= 0")
     return TrainConfig(
+        bf16=bf16, workers=workers, resume_from=getattr(args, "resume_from", ""),
         out_dir=args.out, max_steps=args.steps, lr=args.lr or lr,
         warmup_steps=args.warmup if args.warmup is not None else warmup, schedule=args.schedule or schedule,
         batch_seconds=args.batch_seconds, seed=args.seed, ckpt_every=args.ckpt_every,
@@ -133,7 +154,12 @@ def _run_ctc(args: argparse.Namespace) -> int:
         utts = subset_hours(utts, args.hours, args.seed)
     print(f"training on {len(utts)} utterances ({hours(utts):.2f} h); model "
           f"{model.config.family} {model.num_parameters() / 1e6:.2f}M params; init={init}")
-    ds = AudioDataset(utts, max_samples=int(args.max_utt_seconds * 16000), progress=True)
+    transform = None
+    if args.augment == "channel":
+        from .data.channel import ChannelAugment
+
+        transform = ChannelAugment()
+    ds = AudioDataset(utts, max_samples=int(args.max_utt_seconds * 16000), progress=True, transform=transform)
     evaluator = None
     if args.dev:
         dev = read_manifest(args.dev)[:200]
@@ -144,7 +170,7 @@ def _run_ctc(args: argparse.Namespace) -> int:
 
     cfg = make_train_config(args, lr=1e-3 if init is None else 5e-4, warmup=max(args.steps // 10, 1),
                             schedule="tristage" if init else "linear")
-    meta = {"objective": "ctc", "init": init, "train_hours": round(hours(utts), 3),
+    meta = {"objective": "ctc", "init": init, "train_hours": round(hours(utts), 3), "augment": args.augment,
             "conv_frozen": objective.freeze_encoder, "freeze_transformer_steps": freeze_steps}
     res = train(objective, ds, cfg, evaluator=evaluator, resume=not args.no_resume, meta=meta)
     print(json.dumps(res))

@@ -46,6 +46,10 @@ class AudioDataset(torch.utils.data.Dataset):
         self.utts = utterances
         self.max_samples = max_samples
         self.transform = transform
+        # (seed, epoch) key the per-utterance generator: crops and augmentation
+        # are redrawn every epoch, and the same after a resume
+        self.seed = 0
+        self.epoch = 0
         self._audio: list[np.ndarray] | None = None
         if preload:
             it = utterances
@@ -67,11 +71,19 @@ class AudioDataset(torch.utils.data.Dataset):
         n = [u.num_samples for u in self.utts]
         return [min(x, self.max_samples) for x in n] if self.max_samples else n
 
+    def set_epoch(self, epoch: int, seed: int | None = None) -> None:
+        self.epoch = epoch
+        if seed is not None:
+            self.seed = seed
+
     def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
         wave = self.audio(i)
         if self.max_samples and len(wave) > self.max_samples:
-            start = random.randint(0, len(wave) - self.max_samples)
+            start = int(rng.integers(0, len(wave) - self.max_samples + 1))
             wave = wave[start:start + self.max_samples]
+        if self.transform is not None:  # after the crop: cheaper (speed may stretch it by ~18%)
+            wave = self.transform(wave, rng)
         return {"index": i, "wave": wave, "text": self.utts[i].text}
 
 

@@ -25,6 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--batch", type=int, default=16, help="utterances decoded side by side")
     p.add_argument("--int8", action="store_true", help="bundles: run model.int8.onnx")
+    p.add_argument("--channel", default="clean", choices=["clean", "telephone", "telephone_mulaw", "mp3", "noisy"],
+                   help="pass the audio through a fixed channel first: clean, telephone (300-3400 Hz + GSM), "
+                        "telephone_mulaw, mp3, noisy (pink noise at 10 dB SNR)")
+    p.add_argument("--by-engine", action="store_true",
+                   help="also score each TTS engine apart (reads <manifest>_utts.tsv from the corpus build)")
 
 
 def score(refs: list[str], hyps: list[str]) -> dict:
@@ -82,17 +87,48 @@ def transcribe_checkpoint(model, waves: list, chunk_frames: int, left_chunks: in
     return hyps
 
 
-def evaluate_checkpoint(model, utts, chunk_ms: int = 320, left_chunks: int | None = None,
-                        full_context: bool = False, batch: int = 16) -> tuple[dict, list[str]]:
+def load_waves(utts, channel: str = "clean") -> list:
+    """The utterances' audio at 16 kHz, through a fixed evaluation channel."""
+    from .data.channel import apply_channel
     from .dataset import load_audio
 
+    return [apply_channel(load_audio(u.path), channel, seed=i) for i, u in enumerate(utts)]
+
+
+def engine_of(utts) -> dict[str, str]:
+    """path -> TTS engine, from the corpus builder's `<split>_utts.tsv` beside each manifest."""
+    import csv
+
+    out: dict[str, str] = {}
+    folders = {Path(u.path).parent.parent for u in utts}
+    for root in folders:
+        for tsv in root.glob("*_utts.tsv"):
+            with open(tsv, encoding="utf-8", newline="") as f:
+                for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+                    out[str((root / row["path"]).resolve())] = row["engine"]
+    return out
+
+
+def score_by_engine(utts, hyps: list[str]) -> dict[str, dict]:
+    eng = engine_of(utts)
+    groups: dict[str, tuple[list[str], list[str]]] = {}
+    for u, h in zip(utts, hyps):
+        refs, hs = groups.setdefault(eng.get(str(Path(u.path).resolve()), "unknown"), ([], []))
+        refs.append(_normalise(u.text))
+        hs.append(h)
+    return {k: {**score(r, h), "utterances": len(r)} for k, (r, h) in sorted(groups.items())}
+
+
+def evaluate_checkpoint(model, utts, chunk_ms: int = 320, left_chunks: int | None = None,
+                        full_context: bool = False, batch: int = 16, channel: str = "clean"
+                        ) -> tuple[dict, list[str]]:
     frame_ms = model.stride * 1000 // 16000
     C = max(1, chunk_ms // frame_ms)
     if left_chunks is None:
         # keep the model's left context in frames, expressed in chunks of the new size
         base = model.config.chunk_frames * max(model.config.left_chunks, 0)
         left_chunks = max(1, base // C) if base else 1
-    waves = [load_audio(u.path) for u in utts]
+    waves = load_waves(utts, channel)
     t0 = time.perf_counter()
     hyps = transcribe_checkpoint(model, waves, C, left_chunks, full_context, batch)
     el = time.perf_counter() - t0
@@ -100,7 +136,7 @@ def evaluate_checkpoint(model, utts, chunk_ms: int = 320, left_chunks: int | Non
     res = score([_normalise(u.text) for u in utts], hyps)
     res.update(utterances=len(utts), audio_seconds=round(audio, 2), rtf=el / max(audio, 1e-9),
                chunk_ms=None if full_context else C * frame_ms, chunk_frames=None if full_context else C,
-               left_chunks=None if full_context else left_chunks, full_context=full_context)
+               left_chunks=None if full_context else left_chunks, full_context=full_context, channel=channel)
     return res, hyps
 
 
@@ -127,8 +163,10 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         res, hyps = evaluate_checkpoint(model, utts, args.chunk_ms, args.left_chunks, args.full_context,
-                                        args.batch)
+                                        args.batch, args.channel)
         res["model"] = str(args.model)
+    if args.by_engine:
+        res["by_engine"] = score_by_engine(utts, hyps)
     if args.per_utt:
         with open(args.per_utt, "w") as f:
             f.write("path\treference\thypothesis\n")
@@ -142,8 +180,6 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     """Run an exported bundle through the torch-free runtime."""
     from wavstream.stream import Recognizer
 
-    from .dataset import load_audio
-
     opts = {"quantized": True} if getattr(args, "int8", False) else {}
     if args.threads:
         opts["intra_op_threads"] = args.threads
@@ -151,8 +187,7 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     hyps = []
     audio = 0.0
     t0 = time.perf_counter()
-    for u in utts:
-        wave = load_audio(u.path)
+    for wave in load_waves(utts, args.channel):
         audio += len(wave) / 16000
         hyps.append(rec.transcribe(wave, 16000))
     el = time.perf_counter() - t0
@@ -161,5 +196,5 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     res.update(utterances=len(utts), audio_seconds=round(audio, 2), rtf=el / max(audio, 1e-9),
                model=str(args.model), chunk_ms=round(c.chunk_samples * 1000 / c.sample_rate),
                chunk_frames=c.chunk_frames, left_chunks=c.left_chunks, full_context=False,
-               engine="onnxruntime int8" if opts.get("quantized") else "onnxruntime")
+               engine="onnxruntime int8" if opts.get("quantized") else "onnxruntime", channel=args.channel)
     return res, hyps

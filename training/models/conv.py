@@ -2,6 +2,11 @@
 causal context network (aggregator).
 
 Layout of tensors here is channels-first (B, C, T), as in the published code.
+In training, the feature encoder computes the same stack time-major instead
+(`ConvFeatureEncoder.forward_time_major`): with only per-frame LayerNorms and
+no GroupNorm, channels-first spends most of its time in transposes around the
+norms and in strided GELU/conv backward; time-major memory needs none of them.
+Same weights, same outputs to float rounding.
 """
 
 from __future__ import annotations
@@ -110,14 +115,49 @@ class ConvFeatureEncoder(nn.Module):
             cin = cout
         self.conv_layers = nn.ModuleList(blocks)
         self.log_compression = log_compression
+        self.time_major = True  # training layout switch (benchmarks compare both)
+
+    @property
+    def supports_time_major(self) -> bool:
+        """Per-frame norms only (GroupNorm normalises over time: kept channels-first)."""
+        return all(b.layer_norm is None or isinstance(b.layer_norm, ChannelLayerNorm)
+                   for b in self.conv_layers)
 
     def forward(self, wave: Tensor) -> Tensor:
+        """(B, L) -> (B, C, T). Training takes the time-major path when it can;
+        evaluation and export keep the published channels-first graph."""
+        if self.training and self.time_major and self.supports_time_major:
+            return self.forward_time_major(wave)
         x = wave.unsqueeze(1)
         for block in self.conv_layers:
             x = block(x)
         if self.log_compression:
             x = torch.log(x.abs() + 1)
         return x
+
+    def forward_time_major(self, wave: Tensor) -> Tensor:
+        """The same stack with time-major memory: each Conv1d runs as a Conv2d
+        over (B, C, 1, T) in channels-last memory, which is (B, T, C) in
+        memory, so the LayerNorm over channels is a view, not a transpose.
+        Returns a (B, C, T) view of (B, T, C) memory: `.transpose(1, 2)` is free."""
+        x = wave[:, None, None, :].contiguous(memory_format=torch.channels_last)
+        for b in self.conv_layers:
+            T = x.shape[-1]
+            # symmetric conv padding, then drop the outputs that saw right padding:
+            # equals the causal left pad, and keeps channels-last memory (F.pad would not)
+            y = F.conv2d(x, b.conv.weight.unsqueeze(2), b.conv.bias, stride=(1, b.stride), padding=(0, b.pad))
+            n = (T + b.pad - b.kernel) // b.stride + 1
+            if y.shape[-1] != n:
+                y = y[..., :n]
+            y = y.permute(0, 2, 3, 1)  # (B, 1, T, C): a view
+            if b.layer_norm is not None:
+                ln = b.layer_norm
+                y = F.layer_norm(y, (y.shape[-1],), ln.weight, ln.bias, ln.eps)  # type: ignore[arg-type]
+            x = b.activation(y).permute(0, 3, 1, 2)
+        out = x.squeeze(2)
+        if self.log_compression:
+            out = torch.log(out.abs() + 1)
+        return out
 
     def state_specs(self) -> list[StateSpec]:
         return [s for b in self.conv_layers for s in b.state_specs()]

@@ -63,8 +63,9 @@ class CTCObjective(nn.Module):
             cmask = torch.from_numpy(c).to(wave.device)
         out = model(wave, lengths, chunk_frames=chunk[0], left_chunks=chunk[1], mask_time_indices=mask,
                     mask_channel_indices=cmask)
-        logits = out.logits
-        log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)
-        loss = F.ctc_loss(log_probs, batch["tokens"], out.lengths, batch["token_lengths"], blank=0,
-                          reduction="sum", zero_infinity=True) / wave.shape[0]
+        # the loss in fp32 even under bf16 autocast: CTC sums many small log-probabilities
+        with torch.autocast(wave.device.type, enabled=False):
+            log_probs = F.log_softmax(out.logits.float(), dim=-1).transpose(0, 1)
+            loss = F.ctc_loss(log_probs, batch["tokens"], out.lengths, batch["token_lengths"], blank=0,
+                              reduction="sum", zero_infinity=True) / wave.shape[0]
         return loss, {"frames": float(out.lengths.sum())}

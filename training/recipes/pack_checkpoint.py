@@ -1,6 +1,11 @@
 """Copy a run's final checkpoint into the repository at half the size.
 
     python training/recipes/pack_checkpoint.py runs/ft1h_hubert training/recipes/checkpoints/hubert_tiny_ctc_1h
+    python training/recipes/pack_checkpoint.py --resumable runs/ctc_v2/last training/recipes/checkpoints/ctc_v2_resume
+
+``--resumable`` keeps what a later session needs to continue the run
+(``train ctc --resume-from DST``): fp16 weights, the step and the chunk
+sampler's state (resume.json), and the log; it replaces DST.
 
 Float tensors are stored as float16 (the loader casts them back to float32
 when it copies them into the model), everything else as it is; config.json
@@ -37,6 +42,15 @@ def pack(src: Path, dst: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    args = sys.argv[1:]
+    resumable = "--resumable" in args
+    args = [a for a in args if a != "--resumable"]
+    if len(args) != 2:
         raise SystemExit(__doc__)
-    pack(Path(sys.argv[1]), Path(sys.argv[2]))
+    if resumable:
+        from wavstream.training.loop import save_compact
+
+        save_compact(Path(args[0]), Path(args[1]))
+        print(f"{args[0]} -> {args[1]} (resumable, fp16)")
+    else:
+        pack(Path(args[0]), Path(args[1]))

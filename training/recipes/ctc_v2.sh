@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The second default model: tiny wav2vec 2.0 (streaming form) made deeper
+# (8 layers x 256, 6.8 M parameters), CTC from scratch on corpus v2 (>= 20 h,
+# Kokoro and every Debian English voice, espeak-ng <= 30 %), speaker/channel
+# augmentation redrawn every epoch, bf16 autocast, dynamic chunks.
+#
+# Budget: 15,000 steps of 80 s = 333 h of audio-seconds (10x what the first
+# default saw), one cosine schedule over all of it. At ~60 audio-s per second
+# on 2 cores that is ~5.5 h: more than one 3-hour session. Each session runs
+# this script; it stops after MAX_MINUTES with a checkpoint, and
+#   python training/recipes/pack_checkpoint.py --resumable runs/ctc_v2/last training/recipes/checkpoints/ctc_v2_resume
+# leaves a compact resumable copy (fp16 weights, step, chunk-sampler state,
+# log) for the next session, which may start on a fresh machine: the run then
+# continues from it (fresh optimizer moments, lr re-warmed over 200 steps).
+# The corpus rebuilds identically from corpus_v2.sh.
+set -euo pipefail
+CORPUS=${CORPUS:-data/corpus_v2}
+RUN=${RUN:-runs/ctc_v2}
+MAX_MINUTES=${MAX_MINUTES:-120}
+RESUME=training/recipes/checkpoints/ctc_v2_resume
+
+# 1. corpus (once per machine; resumable)
+[ -f "$CORPUS/train.tsv" ] || bash training/recipes/corpus_v2.sh
+
+# 2. training: continues runs/ctc_v2/last when present, else the committed compact checkpoint
+resume=()
+[ -f "$RESUME/resume.json" ] && resume=(--resume-from "$RESUME")
+nice -n 10 wavstream train ctc --init none --family wav2vec2 --set num_layers=8 \
+  --train "$CORPUS/train.tsv" --dev "$CORPUS/dev.tsv" --out "$RUN" \
+  --steps 15000 --lr 1e-3 --warmup 1000 --schedule cosine --batch-seconds 80 \
+  --eval-every 500 --ckpt-every 200 --threads 2 --mask-prob 0.2 --augment channel --precision bf16 \
+  --max-minutes "$MAX_MINUTES" "${resume[@]}"
+
+# 3. the compact copy to commit at the end of the session
+python training/recipes/pack_checkpoint.py --resumable "$RUN/last" "$RESUME"
+
+# 4. when step 15000 is reached: evaluation and export (see ctc_default.sh for the form)
+#    wavstream eval --model "$RUN" "$CORPUS/dev.tsv" --chunk-ms 320 --by-engine
+#    wavstream eval --model "$RUN" "$CORPUS/dev.tsv" --chunk-ms 320 --channel telephone
+#    wavstream export "$RUN" --out stream/default_model --chunk-ms 320 --int8
