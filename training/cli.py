@@ -29,6 +29,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--resume-from", default="",
                    help="a compact checkpoint (pack_checkpoint.py --resumable) to continue from when --out has none")
+    p.add_argument("--rewarm-steps", type=int, default=200,
+                   help="after --resume-from (no optimizer moments), ramp the lr up over this many steps")
     p.add_argument("--no-dynamic-chunks", action="store_true", help="train with the config's fixed chunk")
     p.add_argument("--full-context-prob", type=float, default=0.1)
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
@@ -99,6 +101,7 @@ def make_train_config(args: argparse.Namespace, lr: float, warmup: int, schedule
         raise SystemExit("--workers must be >= 0")
     return TrainConfig(
         bf16=bf16, workers=workers, resume_from=getattr(args, "resume_from", ""),
+        rewarm_steps=getattr(args, "rewarm_steps", 200),
         out_dir=args.out, max_steps=args.steps, lr=args.lr or lr,
         warmup_steps=args.warmup if args.warmup is not None else warmup, schedule=args.schedule or schedule,
         batch_seconds=args.batch_seconds, seed=args.seed, ckpt_every=args.ckpt_every,
