@@ -1,10 +1,11 @@
-"""Corpus text normalisation, TTS engines and the corpus builder (espeak-ng)."""
+"""Corpus text normalisation, TTS engines (espeak-ng, Kokoro) and the corpus builder."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from wavstream.training.data import corpus as C
 from wavstream.training.data import engines as E
+from wavstream.training.data import kokoro as K
 from wavstream.training.data import manifest as M
 from wavstream.training.data import text as T
 
@@ -120,6 +122,174 @@ def test_speaker_split_is_disjoint():
     assert "one" not in sp["train"] and sp["test"]["one"]  # a single-voice engine is held out
     assert len(sp["train"]["three"]) == 2
     assert C.split_voices(engs, seed=3) == sp
+
+
+# ---------------------------------------------------------------- Kokoro
+
+def _espeak_ipa_batch(sentences):
+    """espeak-ng's IPA for many sentences in one process, one output line each."""
+    out = subprocess.run(["espeak-ng", "-q", "--ipa", "--tie=^", "-v", "en-us"], capture_output=True,
+                         text=True, check=True, input="".join(f"{s}.\n" for s in sentences)).stdout
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == len(sentences)
+    return lines
+
+
+def test_kokoro_symbol_rewrite():
+    # espeak-ng 1.51 output -> Kokoro's American symbols
+    assert K.ipa_to_kokoro("həlˈo^ʊ wˈɜːld") == "həlˈO wˈɜɹld"
+    assert K.ipa_to_kokoro("ma^ɪ bˈɔ^ɪ d^ʒˈʌd^ʒ ˈa^ʊt t^ʃˈuː") == "mI bˈY ʤˈʌʤ ˈWt ʧˈu"
+    assert K.ipa_to_kokoro("ðə bˈɜːd wʌz bˈɛɾɚ ðɐn ðə bˈʌʔn̩") == "ðə bˈɜɹd wʌz bˈɛɾəɹ ðən ðə bˈʌtᵊn"
+    assert K.ipa_to_kokoro("lˈɪɾə^l fˈoː^ɹ ˈɑː^ɹɾɪst a^ɪdˈi^ə mˌe^ɪd") == "lˈɪɾᵊl fˈɔɹ ˈɑɹɾɪst Idˈiə mˌAd"
+    assert K.ipa_to_kokoro("rˈɛd lˈɔx bˈʌʔn̩") == "ɹˈɛd lˈɔk bˈʌtᵊn"  # loan-word r and x
+    with pytest.raises(ValueError, match="no Kokoro symbol"):
+        K.ipa_to_kokoro("ʙˈɛd")
+
+
+@needs_tts
+def test_kokoro_symbols_cover_espeak_output():
+    """Every symbol espeak-ng emits on 1000 corpus sentences maps into Kokoro's vocabulary."""
+    sents = T.load_sentences()
+    sample = [sents[i] for i in np.random.default_rng(0).choice(len(sents), 1000, replace=False)]
+    vocab = set(K.load_vocab())
+    raw, mapped = set(), set()
+    for ipa in _espeak_ipa_batch(sample):
+        raw |= set(ipa)
+        mapped |= set(K.ipa_to_kokoro(ipa))  # raises on a symbol it does not handle
+    assert mapped <= vocab, sorted(mapped - vocab)
+    # the rewrite is exercised: ties, diphthongs, r-coloured vowels, length marks all occur
+    assert {"^", "ː", "ɚ", "ɐ"} <= raw and {"A", "I", "O", "ʤ", "ʧ"} <= mapped
+    # the production path (one espeak call per sentence) agrees
+    assert K.phonemize(sample[0]) == K.ipa_to_kokoro(_espeak_ipa_batch(sample[:1])[0]) + "."
+
+
+def test_kokoro_mixtures_are_stable_speakers():
+    mix = K.mixtures(40)
+    assert len(set(mix)) == 40 and K.mixtures(10) == mix[:10]
+    for m in mix:
+        w = K.parse_mixture(m)
+        assert 2 <= len(w) <= 3 and abs(sum(w.values()) - 1) < 1e-9
+        assert min(w.values()) >= K.MIN_STEPS / K.GRID - 1e-9
+        assert K.mixture_spec(w) == m
+    voices = E.Kokoro().declared_voices()
+    assert len({v.speaker for v in voices}) == len(voices) == len(K.STYLES) + E.Kokoro.N_MIXTURES
+
+
+@needs_tts
+def test_kokoro_synth():
+    eng = E.Kokoro()
+    assert eng.available(), eng.missing()
+    text = "the cat sat on the mat"
+    pure = eng.synth(text, E.Voice("kokoro", "jf_alpha", "", "kokoro:jf_alpha"), {"speed": 1.0})
+    spec = "jf_alpha=0.50+jm_kumo=0.50"
+    mixed = eng.synth(text, E.Voice("kokoro", "mix", spec, f"kokoro:{spec}"), {"speed": 1.0})
+    fast = eng.synth(text, E.Voice("kokoro", "jm_kumo", "", "kokoro:jm_kumo"), {"speed": 1.3, "warp": 1.0})
+    for audio in (pure, mixed, fast):
+        assert audio.dtype == np.float32 and audio.ndim == 1 and np.isfinite(audio).all()
+        assert 0.6 < len(audio) / 16000 < 4.0  # six words
+        # speech, not silence or a click: loud over a good part of the utterance
+        frames = audio[: len(audio) // 320 * 320].reshape(-1, 320)
+        assert (np.sqrt((frames ** 2).mean(axis=1)) > 0.02).mean() > 0.4
+    assert len(fast) < 0.9 * len(pure)
+    n = min(len(pure), len(mixed))
+    assert not np.allclose(pure[:n], mixed[:n], atol=1e-3)  # a mixture is another voice
+
+
+# ---------------------------------------------------------------- the corpus v2 recipe
+
+RECIPE_ENGINES = ("espeak", "mbrola", "flite", "festival", "pico", "piper", "kokoro")
+
+
+def _recipe_engines():
+    """The recipe's engines with all their voices, installed here or not (planning needs no synthesis)."""
+    engs = []
+    for name in RECIPE_ENGINES:
+        eng = E.get_engine(name)
+        declared = eng.declared_voices()
+        eng.voices = lambda declared=declared: list(declared)
+        engs.append(eng)
+    return engs
+
+
+@needs_tts
+def test_recipe_speakers_disjoint_and_shared_keys():
+    engs = _recipe_engines()
+    sp = C.split_voices(engs, seed=0)
+    speakers = {s: {v.speaker for vs in sp[s].values() for v in vs} for s in C.SPLITS}
+    for s in ("dev", "test"):
+        assert speakers[s] and not (speakers[s] & speakers["train"])
+    # one speaker, one split: festival's MBROLA front ends follow espeak-ng's mb-* voices
+    def splits_of(engine, key):
+        return {s for s in C.SPLITS for v in sp[s].get(engine, []) if v.speaker == key}
+
+    for voice in ("us1_mbrola", "us2_mbrola", "us3_mbrola", "en1_mbrola"):
+        key = E.Festival.VOICES[voice][1]
+        assert splits_of("festival", key) == splits_of("mbrola", key) != set()
+    assert splits_of("festival", "spk:arctic-slt") == splits_of("flite", "spk:arctic-slt")
+    assert splits_of("festival", "spk:rab") and splits_of("festival", "spk:don")
+    # Kokoro holds out styles/mixtures for dev and for test; Piper is an unseen engine
+    assert sp["dev"]["kokoro"] and sp["test"]["kokoro"] and len(sp["train"]["kokoro"]) > 40
+    assert "piper" not in sp["train"] and sp["dev"]["piper"] and sp["test"]["piper"]
+
+
+@pytest.fixture(scope="module")
+def recipe_plan():
+    if not (HAVE_ESPEAK and HAVE_TEXT):
+        raise RuntimeError(TTS_HINT)
+    engs = _recipe_engines()
+    cfg = C.BuildConfig(out="unused", hours=20, dev=300, test=300, seed=0)
+    plan, voices = C.make_plan(cfg, engs, T.load_sentences())
+    return cfg, engs, plan
+
+
+@needs_tts
+def test_recipe_balance(recipe_plan):
+    """The 20 h recipe: espeak-ng <= 30% of train hours, ~2 h of Kokoro, Piper only in dev/test."""
+    _, engs, plan = recipe_plan
+    hours = C.planned_hours(plan, engs)
+    train = sum(hours["train"].values())
+    assert 20.0 <= train < 20.1
+    assert hours["train"]["espeak"] / train <= 0.30
+    assert 1.6 < hours["train"]["kokoro"] < 2.4
+    assert "piper" not in hours["train"] and hours["dev"]["piper"] > 0 and hours["test"]["piper"] > 0
+    for name in ("mbrola", "flite", "festival", "pico"):
+        assert hours["train"][name] / train > 0.08, name
+    assert len(plan["dev"]) == len(plan["test"]) == 300
+    festival_voices = {u.voice.voice for u in plan["train"] if u.voice.engine == "festival"}
+    assert {"rab_diphone", "don_diphone"} <= festival_voices
+
+
+@needs_tts
+def test_growing_hours_keeps_plan(recipe_plan):
+    cfg, engs, plan = recipe_plan
+    small, _ = C.make_plan(C.BuildConfig(out="unused", hours=5, dev=300, test=300, seed=0), engs,
+                           T.load_sentences())
+    n = len(small["train"])
+    assert 0 < n < len(plan["train"])
+    assert [C.utt_digest(u) for u in small["train"]] == [C.utt_digest(u) for u in plan["train"][:n]]
+    for split in ("dev", "test"):
+        assert [C.utt_digest(u) for u in small[split]] == [C.utt_digest(u) for u in plan[split]]
+
+
+@needs_tts
+def test_growing_build_appends(tmp_path, monkeypatch):
+    out = tmp_path / "c"
+    C.build(_cfg(out, train=4, dev=2, test=2))
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("*/*.wav")}
+    assert len(stamp) == 8
+    meta = C.build(_cfg(out, train=7, dev=2, test=2))
+    assert meta["build"]["generated_this_run"] == 3
+    for p, t in stamp.items():
+        assert p.stat().st_mtime_ns == t, f"{p} was rewritten"
+    assert [r["path"] for r in _rows(out / "train.tsv")] == [f"train/train-{i:06d}.wav" for i in range(7)]
+    assert len((out / "plan.tsv").read_text().splitlines()) == 1 + 7 + 2 + 2
+    # a smaller size is a prefix of the same plan
+    meta = C.build(_cfg(out, train=5, dev=2, test=2))
+    assert meta["build"]["generated_this_run"] == 0 and len(_rows(out / "train.tsv")) == 5
+    # code that would plan other utterances for the same settings is refused
+    monkeypatch.setattr(E.EspeakNG, "sample_params", lambda self, rng: {"speed": 150})
+    with pytest.raises(RuntimeError, match="planned differently"):
+        C.build(_cfg(out, train=7, dev=2, test=2))
 
 
 # ---------------------------------------------------------------- builder

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-ENGINE_NAMES = ("espeak", "mbrola", "flite", "festival", "pico", "piper")
+ENGINE_NAMES = ("espeak", "mbrola", "flite", "festival", "pico", "piper", "kokoro")
 
 
 def _weights(spec: str) -> dict[str, float]:
@@ -30,10 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="corpus_action", metavar="ACTION")
     b = sub.add_parser("build", help="synthesise a corpus (resumable)",
                        description="Synthesise a transcribed corpus with the offline TTS engines. "
-                       "Rerunning the same command resumes an interrupted build.")
+                       "Rerunning the same command resumes an interrupted build; rerunning it with "
+                       "a larger --hours (or --train) keeps every utterance and appends new ones.")
     b.add_argument("--out", required=True, help="corpus folder")
     g = b.add_argument_group("size (either --hours, or --train)")
-    g.add_argument("--hours", type=float, default=None, help="hours of train audio (default 1)")
+    g.add_argument("--hours", type=float, default=None,
+                   help="hours of train audio, estimated from each engine's speech rate (default 1)")
     g.add_argument("--train", type=int, default=None, help="number of train utterances")
     g.add_argument("--dev", type=int, default=300, help="dev utterances (default 300)")
     g.add_argument("--test", type=int, default=300, help="test utterances (default 300)")
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--engines", nargs="+", choices=ENGINE_NAMES, default=None,
                    help="engines to use (default: every available one)")
     b.add_argument("--weights", type=_weights, default={},
-                   help="engine shares, e.g. espeak=0.4,festival=0.05 (default: built-in)")
+                   help="engine shares of the hours, e.g. espeak=0.3,festival=0.05 (default: built-in)")
     b.add_argument("--holdout-frac", type=float, default=0.1,
                    help="share of an engine's speakers held out for dev and for test each")
     b.add_argument("--subset-hours", type=float, nargs="*", default=[1.0],

@@ -2,7 +2,8 @@
 
 Layout of a corpus folder::
 
-    build.json              settings of the build (checked on resume)
+    build.json              settings that fix every utterance (checked on resume)
+    plan.tsv                split, index, digest of each planned utterance (checked on resume)
     train/train-000000.wav  16 kHz mono PCM-16, with train-000000.txt beside it
     dev/...  test/...
     train.tsv dev.tsv test.tsv          manifests: path, num_samples, text
@@ -12,20 +13,29 @@ Layout of a corpus folder::
 
 How the build works:
 
-1. **Plan** (deterministic from the seed). Sentences (``text.load_sentences``)
-   are shuffled; test takes the first ones, dev the next, train the rest, so
-   dev/test sentences never occur in train. Voices of every available engine
-   are split by *speaker key* (see ``engines.Voice``): per engine, ~10% of the
-   speaker keys go to dev and ~10% to test (at least one each) when it has
-   >= 4 keys; an engine with 2..3 keys gives one key to dev+test and the rest
-   to train; a single-voice engine (Piper) is held out entirely (dev+test),
-   which makes it an unseen engine. A speaker key shared by two engines
-   (flite ``slt`` and festival's ``cmu_us_slt_arctic_hts``) keeps one split.
-   Each utterance then gets an engine (by weight), a voice of that split, the
-   engine's random parameters, silence padding (0.1..0.3 s at each end) and a
-   peak level (0.3..0.95).
+1. **Plan** (deterministic from the seed and the recipe). Sentences
+   (``text.load_sentences``) are shuffled; test takes the first ones, dev the
+   next, train the rest, so dev/test sentences never occur in train. Voices of
+   every available engine are split by *speaker key* (see ``engines.Voice``):
+   per engine, ~10% of the speaker keys go to dev and ~10% to test (at least
+   one each) when it has >= 4 keys; an engine with 2..3 keys gives one key to
+   dev+test and the rest to train; a single-voice engine (Piper) is held out
+   entirely (dev+test), which makes it an unseen engine. A speaker key shared
+   by two engines (flite ``slt`` and festival's ``cmu_us_slt_arctic_hts``;
+   espeak-ng's and festival's MBROLA voices) keeps one split.
+   Utterance ``i`` of a split is drawn from its own generator, seeded by
+   (seed, split, i): an engine (weights are shares of the *hours*, see
+   ``engine_probabilities``), a voice of that split, the engine's random
+   parameters, silence padding (0.1..0.3 s at each end) and a peak level
+   (0.3..0.95); its sentence is the i-th of the split's pool. So an utterance
+   depends on nothing but its index: ``--hours 30`` plans the utterances of
+   ``--hours 20`` and appends more, and dev/test do not depend on the train
+   size. ``plan.tsv`` keeps a digest of every planned utterance; a build
+   whose plan disagrees with the digests of utterances already planned in the
+   folder (other code, other engines) stops instead of mixing two plans.
 2. **Synthesis** of the utterances whose ``.wav`` and ``.txt`` are not
-   already there, in a process pool (``jobs``) with a tqdm bar. Every file is
+   already there (dev and test first, so a stopped build has whole eval
+   sets), in a process pool (``jobs``) with a tqdm bar. Every file is
    written under a temporary name and renamed with ``os.replace``, the
    transcript first and the audio last, so an interrupted build leaves no
    half-written file under a valid name and simply continues when rerun.
@@ -34,6 +44,7 @@ How the build works:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -51,10 +62,9 @@ from . import text as T
 
 SPLITS = ("train", "dev", "test")
 SAMPLE_RATE = 16000
-# speech rate used to turn --hours into a number of utterances (calibrated
-# on this corpus: characters of normalised text per second of speech,
-# padding excluded)
-CHARS_PER_SECOND = 17.5
+# bump when the same settings would plan other utterances (build.json refuses
+# to resume a folder planned by another version)
+PLAN_VERSION = 2
 
 
 @dataclass
@@ -75,10 +85,17 @@ class BuildConfig:
     progress: bool = True
 
     def plan_settings(self) -> dict[str, Any]:
-        """The settings that determine the plan (must match on resume)."""
-        return {"seed": self.seed, "train": self.train, "dev": self.dev, "test": self.test,
-                "hours": self.hours, "engines": self.engines, "weights": self.weights,
-                "holdout_frac": self.holdout_frac, "pad": list(self.pad), "peak": list(self.peak)}
+        """The settings that fix every utterance (must match on resume).
+
+        The train size (``hours``/``train``) is not one of them: it only says
+        how many utterances of the same sequence to make, so a folder can grow.
+        """
+        return {"plan_version": PLAN_VERSION, "seed": self.seed, "dev": self.dev, "test": self.test,
+                "engines": self.engines, "weights": self.weights, "holdout_frac": self.holdout_frac,
+                "pad": list(self.pad), "peak": list(self.peak)}
+
+    def size_settings(self) -> dict[str, Any]:
+        return {"train": self.train, "hours": self.hours}
 
 
 @dataclass
@@ -142,20 +159,44 @@ def _engine_weights(engine_list: list[E.Engine], weights: dict[str, float]) -> d
     return {e.name: float(weights.get(e.name, e.weight)) for e in engine_list}
 
 
+def engine_probabilities(engine_list: list[E.Engine], weights: dict[str, float]) -> dict[str, float]:
+    """Per-utterance engine probabilities that give each engine ``weight`` of the hours.
+
+    An engine that speaks faster (more characters per second) makes shorter
+    utterances, so it is drawn proportionally more often.
+    """
+    w = _engine_weights(engine_list, weights)
+    raw = {e.name: w[e.name] * e.chars_per_second for e in engine_list if w[e.name] > 0}
+    total = sum(raw.values())
+    return {k: v / total for k, v in raw.items()}
+
+
 def _post(rng: np.random.Generator, cfg: BuildConfig) -> dict[str, float]:
     return {"pad_start": round(float(rng.uniform(*cfg.pad)), 3),
             "pad_end": round(float(rng.uniform(*cfg.pad)), 3),
             "peak": round(float(rng.uniform(*cfg.peak)), 3)}
 
 
-def _estimate_seconds(text: str, params: dict[str, Any], post: dict[str, float]) -> float:
-    return len(text) / CHARS_PER_SECOND / params.get("warp", 1.0) + post["pad_start"] + post["pad_end"]
+def estimate_seconds(utt: Utt, chars_per_second: float) -> float:
+    """Planned duration: the engine's measured speech rate, warp, padding."""
+    return (len(utt.text) / chars_per_second / utt.params.get("warp", 1.0)
+            + utt.post["pad_start"] + utt.post["pad_end"])
+
+
+def _draw(cfg: BuildConfig, split: str, index: int, text: str, engs: list[E.Engine], p: np.ndarray,
+          voices: dict[str, list[E.Voice]]) -> Utt:
+    # one generator per utterance: utterance i never depends on how many come before or after
+    rng = np.random.default_rng([cfg.seed, 100 + SPLITS.index(split), index])
+    eng = engs[int(rng.choice(len(engs), p=p))]
+    vlist = voices[eng.name]
+    voice = vlist[int(rng.integers(len(vlist)))]
+    params = eng.sample_params(rng)
+    return Utt(split, index, text, voice, params, _post(rng, cfg))
 
 
 def make_plan(cfg: BuildConfig, engine_list: list[E.Engine], sentences: list[str]
               ) -> tuple[dict[str, list[Utt]], dict[str, dict[str, list[E.Voice]]]]:
     voices = split_voices(engine_list, cfg.seed, cfg.holdout_frac)
-    weights = _engine_weights(engine_list, cfg.weights)
     order = np.random.default_rng([cfg.seed, 1]).permutation(len(sentences))
     shuffled = [sentences[i] for i in order]
     n_test, n_dev = cfg.test, cfg.dev
@@ -163,35 +204,74 @@ def make_plan(cfg: BuildConfig, engine_list: list[E.Engine], sentences: list[str
         raise ValueError(f"only {len(shuffled)} sentences for {n_dev} dev + {n_test} test utterances")
     pools = {"test": shuffled[:n_test], "dev": shuffled[n_test:n_test + n_dev],
              "train": shuffled[n_test + n_dev:]}
+    rate = {e.name: e.chars_per_second for e in engine_list}
     plan: dict[str, list[Utt]] = {}
-    for si, split in enumerate(SPLITS):
-        engs = [e for e in engine_list if voices[split].get(e.name) and weights[e.name] > 0]
+    for split in SPLITS:
+        engs = [e for e in engine_list if voices[split].get(e.name)]
+        probs = engine_probabilities(engs, cfg.weights)
+        engs = [e for e in engs if e.name in probs]
         if not engs:
             raise RuntimeError(f"no voices for split {split}")
-        w = np.array([weights[e.name] for e in engs])
-        w = w / w.sum()
-        rng = np.random.default_rng([cfg.seed, 100 + si])
+        p = np.array([probs[e.name] for e in engs])
         pool = pools[split]
         utts: list[Utt] = []
         total = 0.0
-        i = 0
         while True:
+            i = len(utts)
             if split == "train" and cfg.train is None:
                 if total >= (cfg.hours or 1.0) * 3600.0:
                     break
             elif i >= {"train": cfg.train, "dev": n_dev, "test": n_test}[split]:
                 break
-            eng = engs[int(rng.choice(len(engs), p=w))]
-            vlist = voices[split][eng.name]
-            voice = vlist[int(rng.integers(len(vlist)))]
-            params = eng.sample_params(rng)
-            post = _post(rng, cfg)
-            text = pool[i % len(pool)]  # train reuses sentences only past the pool
-            utts.append(Utt(split, i, text, voice, params, post))
-            total += _estimate_seconds(text, params, post)
-            i += 1
+            # train reuses sentences only past the pool (~60k sentences)
+            utt = _draw(cfg, split, i, pool[i % len(pool)], engs, p, voices[split])
+            utts.append(utt)
+            total += estimate_seconds(utt, rate[utt.voice.engine])
         plan[split] = utts
     return plan, voices
+
+
+def planned_hours(plan: dict[str, list[Utt]], engine_list: list[E.Engine]) -> dict[str, dict[str, float]]:
+    """{split: {engine: estimated hours}} of a plan."""
+    rate = {e.name: e.chars_per_second for e in engine_list}
+    out: dict[str, dict[str, float]] = {}
+    for split, utts in plan.items():
+        hours = out.setdefault(split, {})
+        for u in utts:
+            hours[u.voice.engine] = hours.get(u.voice.engine, 0.0) + estimate_seconds(
+                u, rate[u.voice.engine]) / 3600
+    return out
+
+
+def utt_digest(utt: Utt) -> str:
+    """What an utterance is (text, voice, parameters), as a short hex digest."""
+    spec = json.dumps([utt.text, utt.voice.to_dict(), utt.params, utt.post], sort_keys=True)
+    return hashlib.sha1(spec.encode()).hexdigest()[:16]
+
+
+def check_and_record_plan(root: Path, plan: dict[str, list[Utt]]) -> None:
+    """Compare the plan with ``plan.tsv`` and write the union back.
+
+    Raises:
+        RuntimeError: when an utterance planned before is now planned differently.
+    """
+    path = root / "plan.tsv"
+    old: dict[tuple[str, int], str] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+            split, index, digest = line.split("\t")
+            old[(split, int(index))] = digest
+    new = {(u.split, u.index): utt_digest(u) for us in plan.values() for u in us}
+    changed = sorted(k for k in new.keys() & old.keys() if new[k] != old[k])
+    if changed:
+        split, index = changed[0]
+        raise RuntimeError(f"{root} was planned differently: {len(changed)} utterances differ "
+                           f"(first {split}-{index:06d}); the engines, their voices or the code "
+                           "changed since. Use another --out")
+    merged = {**old, **new}
+    rows = "".join(f"{s}\t{i}\t{merged[(s, i)]}\n" for s, i in sorted(
+        merged, key=lambda k: (SPLITS.index(k[0]), k[1])))
+    _atomic_write_text(path, "split\tindex\tdigest\n" + rows)
 
 
 # --------------------------------------------------------------------------
@@ -302,6 +382,11 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         _atomic_write_text(bj, json.dumps(settings, indent=1) + "\n")
 
     plan, voices = make_plan(cfg, engine_list, sentences)
+    check_and_record_plan(root, plan)
+    hours = planned_hours(plan, engine_list)
+    for split in SPLITS:
+        per = ", ".join(f"{k} {v:.2f}" for k, v in sorted(hours[split].items(), key=lambda kv: -kv[1]))
+        _log(f"planned {split}: {len(plan[split])} utterances, {sum(hours[split].values()):.2f} h ({per})")
     for split in SPLITS:
         (root / split).mkdir(exist_ok=True)
     # stale temp files of an interrupted build are never valid: remove them
@@ -309,7 +394,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         for tmp in (root / split).glob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 
-    todo = [u for split in SPLITS for u in plan[split] if not is_done(root, u)]
+    # dev and test first: a build stopped part-way still has whole eval sets
+    todo = [u for split in ("dev", "test", "train") for u in plan[split] if not is_done(root, u)]
     n_all = sum(len(v) for v in plan.values())
     _log(f"{n_all} utterances planned, {n_all - len(todo)} already done, {len(todo)} to synthesise "
          f"with {cfg.jobs} job(s)")
@@ -320,8 +406,9 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     if jobs:
         from tqdm import tqdm
 
+        # a log file (nohup) gets a line every 30 s rather than every 0.1 s
         bar = tqdm(total=len(jobs), unit="utt", disable=not cfg.progress, dynamic_ncols=True,
-                   desc="synthesising")
+                   desc="synthesising", mininterval=1.0 if sys.stderr.isatty() else 30.0)
         if cfg.jobs > 1:
             import multiprocessing as mp
 
@@ -362,9 +449,11 @@ def write_manifests(root: Path, cfg: BuildConfig, plan: dict[str, list[Utt]],
         "format": "wavstream-corpus-1",
         "sample_rate": SAMPLE_RATE,
         "seed": cfg.seed,
-        "settings": cfg.plan_settings(),
+        "settings": {**cfg.plan_settings(), **cfg.size_settings()},
         "engines_available": [e.name for e in engine_list],
-        "engine_weights": _engine_weights(engine_list, cfg.weights),
+        "engine_weights": _engine_weights(engine_list, cfg.weights),  # shares of the hours
+        "planned_hours": {k: {e: round(h, 4) for e, h in v.items()}
+                          for k, v in planned_hours(plan, engine_list).items()},
         "sentences_total": len(sentences),
         "sentences_digest": T.sentences_digest(sentences),
         "splits": {},

