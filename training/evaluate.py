@@ -105,7 +105,11 @@ def evaluate_checkpoint(model, utts, chunk_ms: int = 320, left_chunks: int | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from .dataset import read_manifest
+    # Before any decoding: a missing scorer should not cost a whole run.
+    # (A bundle needs only jiwer, pip install 'wavstream[eval]'; a checkpoint needs torch too.)
+    import jiwer  # noqa: F401
+
+    from .data.manifest import read_manifest
 
     utts = read_manifest(args.data)
     if args.limit:
@@ -142,7 +146,7 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     """Run an exported bundle through the torch-free runtime."""
     from wavstream.stream import Recognizer
 
-    from .dataset import load_audio
+    from .data.manifest import load_audio
 
     opts = {"quantized": True} if getattr(args, "int8", False) else {}
     if args.threads:
