@@ -13,6 +13,24 @@ import argparse
 import importlib
 import sys
 
+# Optional modules -> the extra that installs them ("torch" depends on the
+# command: see _install_hint). A runtime-only install (pip install wavstream)
+# has none of them.
+EXTRA_OF_MODULE: dict[str, str] = {
+    "torch": "train",
+    "safetensors": "train",
+    "sklearn": "train",
+    "tqdm": "train",
+    "matplotlib": "train",
+    "jiwer": "eval",
+    "onnx": "export",
+    "onnxscript": "export",
+    "rich": "demos",
+    "piper": "corpus",
+}
+# Commands whose torch comes with another extra than [train].
+TORCH_EXTRA_OF_COMMAND = {"export": "export", "bench": "export"}
+
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "mic": ("wavstream.stream.cli_mic", "live transcription from a microphone"),
@@ -29,11 +47,33 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wavstream")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _install_hint(command: str, exc: ModuleNotFoundError) -> str | None:
+    """'wavstream eval needs jiwer: pip install 'wavstream[eval]'' for an optional module; None for anything else."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRA_OF_MODULE:
+        return None  # a real bug (e.g. a wavstream module missing): let the traceback show
+    extra = TORCH_EXTRA_OF_COMMAND.get(command, "train") if top == "torch" else EXTRA_OF_MODULE[top]
+    hint = f"wavstream {command} needs {top}, which is not installed: pip install 'wavstream[{extra}]'"
+    if command == "eval" and top == "torch":
+        hint += " (an exported bundle needs only 'wavstream[eval]')"
+    return hint
+
+
 def build_parser(load_all: bool = True, only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="wavstream",
         description="Streaming wav2vec-family speech front-end.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -43,7 +83,8 @@ def build_parser(load_all: bool = True, only: str | None = None) -> argparse.Arg
             except ModuleNotFoundError as exc:
                 # A command whose module is missing (not yet built, or an
                 # optional part not installed) stays listed but says why.
-                p.set_defaults(_missing=f"{name}: unavailable ({exc})")
+                hint = _install_hint(name, exc)
+                p.set_defaults(_missing=hint[len("wavstream "):] if hint else f"{name}: unavailable ({exc})")
                 continue
             module.add_arguments(p)
             p.set_defaults(_run=module.run)
@@ -63,7 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_missing", None):
         print(f"wavstream {args._missing}", file=sys.stderr)
         return 2
-    rc = args._run(args)
+    try:
+        rc = args._run(args)
+    except ModuleNotFoundError as exc:
+        # Heavy imports happen inside run(): a runtime-only install lacks them.
+        hint = _install_hint(args.command, exc)
+        if hint is None:
+            raise
+        print(hint, file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -5,8 +5,8 @@ text out. Start with ``Recognizer`` (recognizer.py has the full usage)::
 
     from wavstream.stream import Recognizer, Partial, Final
     rec = Recognizer.from_bundle("my_bundle")          # or Recognizer.default()
-    for event in rec.feed(samples, 44100): ...
-    for event in rec.finish(): ...
+    for event in rec.feed(samples, 44100): ...        # as audio arrives
+    for event in rec.finish(): ...                    # at the end: the last Final
 
 Nothing in this package imports torch.
 """
@@ -27,9 +27,9 @@ from .engines import (
 )
 from .events import Event, Features, Final, Partial
 from .recognizer import DEFAULT_MODEL_DIR, DecodingConfig, Recognizer, Stream, resolve_model
-from .resample import StreamResampler
+from .resample import AudioFormatError, StreamResampler
 from .ring_buffer import RingBuffer, RingBufferClosed
-from .sources import FileSource, MicrophoneSource, SourceError, StdinSource, list_input_devices
+from .sources import DeviceLostError, FileSource, MicrophoneSource, SourceError, StdinSource, list_input_devices
 
 __all__ = [
     # API
@@ -74,9 +74,11 @@ __all__ = [
     "RingBuffer",
     "RingBufferClosed",
     "StreamResampler",
+    "AudioFormatError",
     "MicrophoneSource",
     "FileSource",
     "StdinSource",
     "SourceError",
+    "DeviceLostError",
     "list_input_devices",
 ]

@@ -11,16 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_args import sample_rate
 from .cli_transcribe import add_model_arguments, engine_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument("file", help="audio file, or '-' for raw s16le PCM on stdin (see --rate)")
-    parser.add_argument("--out", required=True, help="output .npy path")
+    parser.add_argument("file", help="audio file, or '-' for stdin (WAV/FLAC/OGG/... by its header, else raw s16le at --rate)")
+    parser.add_argument("--out", required=True, help="output .npy path (numpy appends .npy when missing)")
     parser.add_argument("--layer", type=int, default=None,
                         help="encoder layer to output; must be the bundle's exported feature_layer (-1 = last)")
-    parser.add_argument("--rate", type=int, default=16000, help="sample rate of raw PCM on stdin")
+    parser.add_argument("--rate", type=sample_rate, default=16000, help="sample rate of raw PCM on stdin (headerless input only)")
     add_model_arguments(parser)
 
 
@@ -54,12 +55,17 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
     frames, codes = [], []
-    for block in source:
-        for ev in rec.feed(block, source.sample_rate):
-            if isinstance(ev, Features):
-                frames.append(ev.frames)
-                if ev.codes is not None:
-                    codes.append(ev.codes)
+    try:
+        for block in source:
+            for ev in rec.feed(block, source.sample_rate):
+                if isinstance(ev, Features):
+                    frames.append(ev.frames)
+                    if ev.codes is not None:
+                        codes.append(ev.codes)
+    except ValueError as exc:  # AudioFormatError: e.g. NaN samples in a float WAV
+        # No file rather than a file silently cut short at the bad block.
+        print(f"wavstream features: {args.file}: {exc}; nothing written", file=sys.stderr)
+        return 2
     for ev in rec.finish():
         if isinstance(ev, Features):
             frames.append(ev.frames)
@@ -67,11 +73,13 @@ def run(args: argparse.Namespace) -> int:
                 codes.append(ev.codes)
     feats = np.concatenate(frames) if frames else np.zeros((0, cfg.feature_dim), np.float32)
     out = Path(args.out)
+    if out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")  # what np.save writes; say that path, not the one asked for
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, feats)
     msg = f"wrote {out} {feats.shape[0]} frames x {feats.shape[1]} (layer {have}, {cfg.frame_shift_s * 1000:.0f} ms/frame)"
     if codes:
-        cpath = out.with_suffix(".codes.npy") if out.suffix == ".npy" else Path(str(out) + ".codes.npy")
+        cpath = out.with_suffix(".codes.npy")
         np.save(cpath, np.concatenate(codes))
         msg += f"; codes -> {cpath}"
     print(msg, file=sys.stderr)

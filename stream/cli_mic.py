@@ -10,7 +10,10 @@ Dropped-sample warnings (inference fell behind the microphone) go to stderr.
 Threads: the PortAudio callback only copies samples into the ring buffer
 (sources.MicrophoneSource); model inference and drawing run here, in the main
 loop. Ctrl-C (or SIGTERM) stops capture, decodes what is buffered and prints
-the last final; ``--seconds N`` does the same after N seconds.
+the last final; ``--seconds N`` does the same after N seconds. If the input
+device goes away mid-capture (unplugged, PulseAudio stopped) or stops
+delivering audio for --stall-timeout seconds, the same flush runs, then the
+loss is reported on stderr and the exit status is 1.
 
 Only argparse/stdlib are imported at module level (fast --help, no torch).
 """
@@ -19,10 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from typing import Any, Optional
+
+from .cli_args import int_at_least, positive_float, sample_rate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,26 +37,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     audio.add_argument("--device", default=None,
                        help="input device: index or (part of) its name, as --list-devices shows; default: the system's default input")
     audio.add_argument("--list-devices", action="store_true", help="list input devices and exit")
-    audio.add_argument("--rate", type=int, default=None, help="capture rate in Hz (default: the device's native rate; audio is resampled to the model's)")
-    audio.add_argument("--channel", type=int, default=0, help="input channel to use (0 = first)")
-    audio.add_argument("--block-ms", type=float, default=100.0, help="capture block size in ms (one PortAudio callback)")
-    audio.add_argument("--buffer-s", type=float, default=10.0, help="ring buffer size in s; older audio is dropped (and reported) past it")
-    audio.add_argument("--seconds", type=float, default=None, help="stop after this many seconds of capture (default: until Ctrl-C)")
+    audio.add_argument("--rate", type=sample_rate, default=None, help="capture rate in Hz (default: the device's native rate; audio is resampled to the model's)")
+    audio.add_argument("--channel", type=int_at_least(0), default=0, help="input channel to use (0 = first)")
+    audio.add_argument("--block-ms", type=positive_float, default=100.0, help="capture block size in ms (one PortAudio callback)")
+    audio.add_argument("--buffer-s", type=positive_float, default=10.0, help="ring buffer size in s; older audio is dropped (and reported) past it")
+    audio.add_argument("--seconds", type=positive_float, default=None, help="stop after this many seconds of capture (default: until Ctrl-C)")
+    audio.add_argument("--stall-timeout", type=positive_float, default=5.0,
+                       help="s without audio from the device before it counts as lost (report, exit 1)")
     m = parser.add_argument_group("model")
     m.add_argument("--model", default="default", help="bundle folder, or 'default' for the embedded model")
     m.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="inference engine")
     # `--device` is the audio device here; the engine device has its own flag.
     m.add_argument("--engine-device", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime device")
     m.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx")
-    m.add_argument("--threads", type=int, default=1,
+    m.add_argument("--threads", type=int_at_least(0), default=1,
                    help="onnxruntime intra-op threads; 0 = runtime's choice. One live stream rarely needs more than 1, "
                         "and extra threads spin: 3x the CPU at idle for no lower latency on a busy 2-core machine")
     dec = parser.add_argument_group("decoding and endpointing")
     dec.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
-    dec.add_argument("--beam-size", type=int, default=8, help="prefix beam search width")
-    dec.add_argument("--rule1-silence", type=float, default=2.4, help="s of silence ending an utterance with nothing decoded")
-    dec.add_argument("--rule2-silence", type=float, default=1.2, help="s of silence ending an utterance after speech")
-    dec.add_argument("--max-utterance", type=float, default=20.0, help="s; longer utterances are cut")
+    dec.add_argument("--beam-size", type=int_at_least(1), default=8, help="prefix beam search width")
+    dec.add_argument("--rule1-silence", type=positive_float, default=2.4, help="s of silence ending an utterance with nothing decoded")
+    dec.add_argument("--rule2-silence", type=positive_float, default=1.2, help="s of silence ending an utterance after speech")
+    dec.add_argument("--max-utterance", type=positive_float, default=20.0, help="s; longer utterances are cut")
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="JSON lines: partial/final (with times), dropped, level (with --meter)")
     out.add_argument("--meter", action="store_true", help="also report the input level when not on a terminal (once per second)")
@@ -115,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from .engines import EngineUnavailableError
     from .events import Final, Partial
     from .recognizer import DecodingConfig, Recognizer, resolve_model
-    from .sources import MicrophoneSource, SourceError
+    from .sources import DeviceLostError, MicrophoneSource, SourceError
     from .terminal import StatusLine, fit_tail, level_bar, rms_dbfs
 
     prog = "wavstream mic"
@@ -172,9 +180,10 @@ def run(args: argparse.Namespace) -> int:
             block_s=args.block_ms / 1000.0,
             buffer_s=args.buffer_s,
             channel=args.channel,
+            stall_timeout_s=max(args.stall_timeout, 2 * args.block_ms / 1000.0),
         )
         mic.start()
-    except SourceError as exc:
+    except (SourceError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         if "no audio input device" in str(exc):
             print(f"{prog}: {_NO_DEVICE_HINT}", file=sys.stderr)
@@ -261,13 +270,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"{prog}: warning: {msg}", file=sys.stderr)
 
     t_start = time.monotonic()
+    lost: Optional[str] = None  # why the device went away mid-capture, if it did
     # Tell the user (and tests) when audio is really flowing, not just when the device opened.
-    while mic.ring.total_written == 0 and time.monotonic() - t_start < 5.0 and not stop["flag"]:
-        time.sleep(0.01)
+    try:
+        while mic.ring.total_written == 0 and time.monotonic() - t_start < 5.0 and not stop["flag"]:
+            time.sleep(0.01)
+            mic.check()
+    except DeviceLostError as exc:
+        lost = str(exc)
     rate_note = f"{mic.sample_rate} Hz" + (f" -> {model_rate} Hz" if mic.sample_rate != model_rate else "")
-    if mic.ring.total_written == 0:
+    if lost is None and mic.ring.total_written == 0:
         print(f"{prog}: warning: no audio from {mic.device_name!r} after 5 s; still waiting", file=sys.stderr)
-    else:
+    elif lost is None:
         print(f"{prog}: listening on {mic.device_name!r} ({rate_note}); Ctrl-C to stop", file=sys.stderr)
     sys.stderr.flush()
 
@@ -278,12 +292,16 @@ def run(args: argparse.Namespace) -> int:
     wall0 = time.monotonic()
     samples_in = 0
     try:
-        while not stop["flag"]:
+        while not stop["flag"] and lost is None:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - now))
-            block = mic.read(timeout=wait)
+            try:
+                block = mic.read(timeout=wait)
+            except DeviceLostError as exc:
+                lost = str(exc)  # flush what was captured below, then report it
+                break
             if block is None:
                 if mic.ring.closed:
                     break
@@ -351,4 +369,13 @@ def run(args: argparse.Namespace) -> int:
             "portaudio_overflows": mic.status_overflows,
         }
         print(json.dumps(stats), file=sys.stderr)
+    if lost is not None:
+        print(f"{prog}: {lost}; the text above covers the audio captured until then", file=sys.stderr)
+        if mic.stuck:
+            # PortAudio is blocked on the dead device and sounddevice's atexit
+            # handler would block on it too: leave without running it.
+            out.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        return 1
     return 0

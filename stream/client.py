@@ -13,45 +13,103 @@
             async for ev in c.events():                         # Partial / Final / Features
                 print(ev)
             await sender
+            if not c.complete:                                  # the server ended the session first
+                print("incomplete:", c.done_reason)
 
 or in one call: ``finals = await transcribe(url, samples, rate)``.
-An ``error`` from the server raises ``ServerError(code, reason)`` from ``events()``.
+
+Any input rate works: rates the protocol refuses (outside 8-48 kHz) are
+resampled here to 16 kHz with soxr before sending.
+
+Errors (all ``ServerError``, so one ``except`` catches a server that said
+no, broke the protocol or went silent):
+
+    ServerError            the server sent ``error`` (code, reason) or closed without ``done``
+      ServerProtocolError  the server sent something protocol v1 does not allow (code "protocol_error")
+      ServerTimeoutError   no handshake, no ``ready``, or no answer after ``end()`` in time
+                           (code "connect_timeout" / "ready_timeout" / "result_timeout")
+
+``transcribe()`` also raises ServerError (code = the ``done`` reason, e.g.
+"shutting_down") when the server ended the session before all the audio was
+decoded. Whatever it raises carries the finals received so far (``.finals``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from typing import Any, AsyncIterator, Optional
 
 import numpy as np
 
 from .events import Event, Features, Final, Partial
+from .resample import AudioFormatError, StreamResampler, check_sample_rate, to_mono_float32
 
-__all__ = ["Client", "ServerError", "transcribe"]
+__all__ = ["Client", "ServerError", "ServerProtocolError", "ServerTimeoutError", "transcribe"]
+
+# The protocol's accepted input rates (stream/server/protocol.py); anything
+# else is resampled here to WIRE_RATE, the rate every bundle runs at, so the
+# server does no resampling of its own for it.
+_MIN_WIRE_RATE = 8000
+_MAX_WIRE_RATE = 48000
+WIRE_RATE = 16000
 
 
 class ServerError(RuntimeError):
-    """The server answered with an ``error`` message (``code``, ``reason``) or closed unexpectedly."""
+    """The server answered with an ``error`` message (``code``, ``reason``) or closed unexpectedly.
+
+    ``finals``: the Final events received before the failure (filled by transcribe()).
+    """
 
     def __init__(self, code: str, reason: str, close_code: Optional[int] = None) -> None:
         super().__init__(f"{code}: {reason}")
         self.code = code
         self.reason = reason
         self.close_code = close_code
+        self.finals: list[Final] = []
+
+
+class ServerProtocolError(ServerError):
+    """The server sent a message that protocol v1 does not allow (not JSON, a field missing or of the wrong type)."""
+
+    def __init__(self, reason: str, close_code: Optional[int] = None) -> None:
+        super().__init__("protocol_error", reason, close_code)
+
+
+class ServerTimeoutError(ServerError):
+    """The server did not answer in time: ``code`` is connect_timeout, ready_timeout or result_timeout."""
 
 
 class Client:
     """One session with a wavstream server. Create with ``await Client.connect(url, ...)``."""
 
-    def __init__(self, ws: Any, start: dict, ready: dict) -> None:
+    def __init__(
+        self,
+        ws: Any,
+        start: dict,
+        ready: dict,
+        *,
+        input_rate: Optional[int] = None,
+        channels: int = 1,
+        result_timeout: Optional[float] = 30.0,
+    ) -> None:
         self.ws = ws
         self.start = start
         self.ready = ready  # the server's ready message (chunk_ms, feature_dim, ...)
         self.done_reason: Optional[str] = None  # "end", "shutting_down", ... once `done` arrived
         self.segments: dict[int, int] = {}
+        self.input_rate = input_rate or int(start["sample_rate"])  # rate of the arrays given to send_audio
+        self.channels = channels  # channels of the arrays given to send_audio
+        self.result_timeout = result_timeout
+        # Rates the protocol refuses are resampled (mono) to WIRE_RATE before sending.
+        self._resampler: Optional[StreamResampler] = (
+            StreamResampler(self.input_rate, int(start["sample_rate"])) if self.input_rate != start["sample_rate"] else None
+        )
         self._ended = False
+        self._end_sent = asyncio.Event()
+        self._pending: Optional[asyncio.Future] = None  # a recv() in flight, kept across calls
 
     @classmethod
     async def connect(
@@ -66,52 +124,73 @@ class Client:
         layer: Optional[int] = None,
         endpoint: Optional[dict] = None,
         token: Optional[str] = None,
-        open_timeout: float = 10.0,
+        open_timeout: Optional[float] = 10.0,
+        ready_timeout: Optional[float] = 10.0,
+        result_timeout: Optional[float] = 30.0,
     ) -> "Client":
         """Open a session: connect, send ``start``, wait for ``ready``.
 
+        ``sample_rate`` is the rate of the audio you will send, 1000 to 768000
+        Hz; outside the protocol's 8000..48000 Hz it is resampled to 16 kHz
+        here (and mixed down to mono). Timeouts are seconds, None for none:
+        ``open_timeout`` for TCP and the websocket handshake, ``ready_timeout``
+        for the answer to ``start``, ``result_timeout`` for each message after
+        ``end()`` (the server then owes only finals and ``done``).
         Raises:
             ServerError: the server refused the start (bad field, full, unauthorized...).
+            ServerTimeoutError: no handshake within open_timeout, or no ready within ready_timeout.
+            ServerProtocolError: the answer to start is not a ready or error message.
+            ValueError: a sample rate that is not audio.
             OSError / websockets.exceptions.InvalidStatus: could not connect (403 origin, 401 token).
         """
         from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
 
+        input_rate = check_sample_rate(sample_rate, "sample_rate")
+        wire_rate = input_rate if _MIN_WIRE_RATE <= input_rate <= _MAX_WIRE_RATE else WIRE_RATE
         headers = {"Authorization": f"Bearer {token}"} if token else None
-        ws = await connect(url, additional_headers=headers, open_timeout=open_timeout, max_size=1 << 24)
+        try:
+            ws = await connect(url, additional_headers=headers, open_timeout=open_timeout, max_size=1 << 24)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise ServerTimeoutError("connect_timeout", f"no websocket handshake from {url} within {open_timeout:g} s") from None
         start: dict[str, Any] = {
             "type": "start",
             "protocol": 1,
-            "sample_rate": sample_rate,
+            "sample_rate": wire_rate,
             "format": format,
-            "channels": channels,
+            # Resampling here mixes down to mono first (the server would mix down anyway).
+            "channels": channels if wire_rate == input_rate else 1,
             "features": features,
             "feature_dtype": feature_dtype,
             "layer": layer,
         }
         if endpoint is not None:
             start["endpoint"] = endpoint
-        from websockets.exceptions import ConnectionClosed
-
         try:
             try:
                 await ws.send(json.dumps(start))
             except ConnectionClosed:
                 pass  # refused before the start (server full): its error message is still to be read
             try:
-                msg = await asyncio.wait_for(ws.recv(), open_timeout)
+                msg = await asyncio.wait_for(ws.recv(), ready_timeout)
             except ConnectionClosed as exc:
                 raise ServerError("closed", f"server closed the connection at start ({exc})", ws.close_code) from None
-        except BaseException:
+            except (asyncio.TimeoutError, TimeoutError):
+                raise ServerTimeoutError(
+                    "ready_timeout", f"the server accepted the connection but sent no ready within {ready_timeout:g} s"
+                ) from None
+            ready = _parse(msg)
+            kind = ready.get("type")
+            if kind == "error":
+                raise _error_from(ready, ws.close_code)
+            if kind != "ready":
+                raise ServerProtocolError(f"expected a ready message after start, got {_show(msg)}")
+        except BaseException as exc:
             await ws.close()
+            if isinstance(exc, ServerError) and exc.close_code is None:
+                exc.close_code = ws.close_code  # known once the close handshake is done
             raise
-        ready = _parse(msg)
-        if ready.get("type") == "error":
-            await ws.close()
-            raise ServerError(ready.get("code", "?"), ready.get("reason", ""), ws.close_code)
-        if ready.get("type") != "ready":
-            await ws.close()
-            raise ServerError("unexpected", f"expected a ready message, got {msg!r:.200}")
-        return cls(ws, start, ready)
+        return cls(ws, start, ready, input_rate=input_rate, channels=channels, result_timeout=result_timeout)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -119,39 +198,106 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def complete(self) -> bool:
+        """True once ``done`` arrived with reason "end": every sample sent before end() was decoded.
+
+        Any other reason (shutting_down, idle_timeout, session_too_long) means
+        the server stopped the session itself, so the transcript may be cut off.
+        """
+        return self.done_reason == "end"
+
     # ---------------------------------------------------------------- send
+    def _frames(self, samples: Any) -> np.ndarray:
+        return _as_frames(samples, self.channels)
+
     def encode(self, samples: Any) -> bytes:
-        """Samples ((n,) or (n, channels), float in [-1, 1] or int16) -> bytes in the session format."""
-        x = np.asarray(samples)
+        """Samples ((n,), (n, channels) or (channels, n), float in [-1, 1] or int PCM) -> bytes in the session format.
+
+        Raises:
+            AudioFormatError: a shape that does not match the session's channels, a dtype
+                that is not audio, or NaN/infinite samples (refused, nothing is sent).
+        """
+        x = self._frames(samples)
+        if self._resampler is not None:
+            # to_mono_float32 also checks dtype and finiteness.
+            x = self._resampler.process(to_mono_float32(x, channels_first=False))
+        return self._pack(x)
+
+    def _pack(self, x: np.ndarray) -> bytes:
+        if self.start["format"] == "int16" and x.dtype == np.int16:
+            return np.ascontiguousarray(x, dtype="<i2").tobytes()
+        f = _float_frames(x)
         if self.start["format"] == "int16":
-            if x.dtype != np.int16:
-                x = np.clip(np.nan_to_num(x.astype(np.float32)) * 32768.0, -32768, 32767).astype("<i2")
-        else:
-            x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype("<f4")
-        return np.ascontiguousarray(x).tobytes()
+            return np.clip(f * 32768.0, -32768, 32767).astype("<i2").tobytes()
+        return np.ascontiguousarray(f, dtype="<f4").tobytes()
 
     async def send_audio(self, samples: Any) -> None:
-        await self.ws.send(self.encode(samples))
+        """Send a block of audio at the rate and channels given to connect(). Raises AudioFormatError as encode()."""
+        data = self.encode(samples)
+        if data:
+            await self.ws.send(data)
 
     async def send_bytes(self, data: bytes) -> None:
-        """Raw audio bytes, already in the session format."""
+        """Raw audio bytes, already in the session format (and at its wire rate, ``start['sample_rate']``)."""
         await self.ws.send(data)
 
     async def end(self) -> None:
-        """No more audio: the server decodes the rest, sends the finals and `done`, then closes."""
+        """No more audio: the server decodes the rest, sends the finals and `done`, then closes.
+
+        From here on each message must come within ``result_timeout`` s.
+        """
         if not self._ended:
             self._ended = True
+            if self._resampler is not None:
+                tail = self._resampler.flush()
+                if tail.size:
+                    await self.ws.send(self._pack(tail))
             await self.ws.send(json.dumps({"type": "end"}))
+            self._end_sent.set()
 
     async def close(self) -> None:
+        if self._pending is not None and not self._pending.done():
+            self._pending.cancel()  # cancelling a websockets recv() loses nothing
+        self._pending = None
         await self.ws.close()
 
     # ------------------------------------------------------------- receive
+    async def _recv(self) -> Any:
+        """The next message. Before end() it may take any time (speech may be silent);
+        after end() each message must come within result_timeout."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self.ws.recv())
+        while not self._pending.done():
+            if self._end_sent.is_set():
+                done, _ = await asyncio.wait({self._pending}, timeout=self.result_timeout)
+                if not done:
+                    raise ServerTimeoutError(
+                        "result_timeout",
+                        f"the server sent nothing for {self.result_timeout:g} s after end (finals and done were due)",
+                        self.ws.close_code,
+                    )
+            else:
+                # Wait for a message, or for end() to be sent meanwhile (then the timeout applies).
+                ended = asyncio.ensure_future(self._end_sent.wait())
+                try:
+                    await asyncio.wait({self._pending, ended}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    ended.cancel()
+        task, self._pending = self._pending, None
+        return task.result()
+
     async def events(self) -> AsyncIterator[Event]:
         """Partial / Final / Features events until the server's ``done`` (then the iterator ends).
 
+        After it ends, ``complete`` says whether the server decoded everything
+        (``done`` reason "end") or stopped the session itself (``done_reason``).
+        Message types this client does not know are skipped (newer servers
+        may add some; docs/protocol.md, Versioning).
         Raises:
             ServerError: an ``error`` message, or the connection closed without ``done``.
+            ServerProtocolError: a message protocol v1 does not allow.
+            ServerTimeoutError: nothing for ``result_timeout`` s after end().
         """
         from websockets.exceptions import ConnectionClosed
 
@@ -159,36 +305,112 @@ class Client:
 
         while True:
             try:
-                msg = await self.ws.recv()
+                msg = await self._recv()
             except ConnectionClosed as exc:
                 if self.done_reason is not None:
                     return
                 raise ServerError("closed", f"connection closed before done ({exc})", self.ws.close_code) from None
             if isinstance(msg, bytes):
-                start, frames = unpack_features(msg)
+                try:
+                    start, frames = unpack_features(msg)
+                except ValueError as exc:
+                    raise ServerProtocolError(f"a binary message that is not a feature frame: {exc}") from None
                 yield Features(frames, start)
                 continue
             d = _parse(msg)
             kind = d.get("type")
             if kind == "partial":
-                yield Partial(d["text"])
+                yield Partial(_field(d, "text", str))
             elif kind == "final":
-                yield Final(d["text"], float(d["start"]), float(d["end"]))
+                yield Final(_field(d, "text", str), _seconds(d, "start"), _seconds(d, "end"))
             elif kind == "done":
-                self.done_reason = d.get("reason", "end")
+                reason = d.get("reason", "end")
+                self.done_reason = reason if isinstance(reason, str) else str(reason)
                 return
             elif kind == "error":
-                raise ServerError(d.get("code", "?"), d.get("reason", ""), self.ws.close_code)
+                # The server closes right after an error; its close code completes the picture.
+                try:
+                    await asyncio.wait_for(self.ws.wait_closed(), 1.0)
+                except (asyncio.TimeoutError, TimeoutError):
+                    pass
+                raise _error_from(d, self.ws.close_code)
+            elif not isinstance(kind, str):
+                raise ServerProtocolError(f"a message without a type: {_show(msg)}")
+
+
+def _as_frames(samples: Any, channels: int) -> np.ndarray:
+    """Samples -> (n,) or (n, channels): the session's channel count tells which axis is which."""
+    x = np.asarray(samples)
+    ch = channels
+    if x.ndim == 1 and ch == 1:
+        return x
+    if x.ndim == 2:
+        if x.shape[1] == ch:
+            return x if ch > 1 else x[:, 0]
+        if x.shape[0] == ch:
+            return x.T if ch > 1 else x[0]  # (channels, n), as torchaudio and librosa give
+    raise AudioFormatError(
+        f"audio of shape {x.shape} does not match the session's {ch} channel(s): expected "
+        + ("(samples,), (samples, 1) or (1, samples)" if ch == 1 else f"(samples, {ch}) or ({ch}, samples)")
+    )
+
+
+def _float_frames(x: np.ndarray) -> np.ndarray:
+    """Int PCM or float frames -> float32 in [-1, 1]. Raises AudioFormatError for other dtypes or NaN/inf."""
+    if np.issubdtype(x.dtype, np.integer):
+        return x.astype(np.float32) / np.float32(float(np.iinfo(x.dtype).max) + 1.0)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise AudioFormatError(f"audio must be float or integer PCM, found dtype {x.dtype}")
+    with np.errstate(over="ignore"):  # huge values become inf, refused just below
+        f = x.astype(np.float32)
+    if f.size == 0:
+        return f  # the resampler may hold a whole small block back
+    finite = np.isfinite(f).reshape(f.shape[0], -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise AudioFormatError(
+            f"audio has {bad.size} sample frame(s) with NaN or infinity (the first at frame {int(bad[0])}); "
+            "nothing was sent: replace them (e.g. np.nan_to_num) or drop the block"
+        )
+    return f
+
+
+def _show(msg: Any) -> str:
+    """A message, cut short for an error text."""
+    return f"{msg!r:.200}"
 
 
 def _parse(msg: Any) -> dict:
+    """A server text message -> dict. Raises ServerProtocolError for anything but a JSON object."""
     if isinstance(msg, bytes):
-        return {"type": "binary"}
+        raise ServerProtocolError(f"a binary message where a JSON text message was due ({len(msg)} bytes)")
     try:
         d = json.loads(msg)
     except ValueError:
-        return {"type": "invalid", "text": msg}
-    return d if isinstance(d, dict) else {"type": "invalid"}
+        raise ServerProtocolError(f"a text message that is not JSON: {_show(msg)}") from None
+    if not isinstance(d, dict):
+        raise ServerProtocolError(f"a JSON message that is not an object: {_show(msg)}")
+    return d
+
+
+def _field(d: dict, name: str, kind: type) -> Any:
+    v = d.get(name)
+    if not isinstance(v, kind):
+        raise ServerProtocolError(f"{d.get('type')} message without a {kind.__name__} {name!r}: {_show(json.dumps(d))}")
+    return v
+
+
+def _seconds(d: dict, name: str) -> float:
+    v = d.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ServerProtocolError(f"{d.get('type')} message without a number {name!r}: {_show(json.dumps(d))}")
+    return float(v)
+
+
+def _error_from(d: dict, close_code: Optional[int]) -> ServerError:
+    """A server ``error`` message -> ServerError (code and reason as text whatever their JSON type)."""
+    code, reason = d.get("code", "?"), d.get("reason", "")
+    return ServerError(code if isinstance(code, str) else json.dumps(code), reason if isinstance(reason, str) else json.dumps(reason), close_code)
 
 
 async def transcribe(
@@ -204,11 +426,23 @@ async def transcribe(
     """Stream an array to the server (paced in real time if ``realtime``); returns the finals.
 
     ``on_event(event)`` is called for every event as it arrives.
+    Raises:
+        AudioFormatError: samples that are not audio (checked before connecting).
+        ServerError (and its subclasses, see Client.connect / Client.events): the
+            exception's ``finals`` holds the finals received before it. Also when
+            the server ended the session before decoding all the audio (code =
+            the ``done`` reason, e.g. "shutting_down").
     """
-    x = np.asarray(samples)
+    if not block_s > 0:
+        raise ValueError(f"block_s must be > 0, got {block_s}")
+    # All of it is checked before connecting: a bad sample found halfway would leave a cut-off session.
+    x = _as_frames(samples, int(connect_options.get("channels", 1)))
+    if not (x.dtype == np.int16 and connect_options.get("format", "int16") == "int16"):
+        _float_frames(x)
     c = await Client.connect(url, sample_rate=sample_rate, **connect_options)
+    finals: list[Final] = []
     async with c:
-        block = max(1, int(round(block_s * sample_rate)))
+        block = max(1, int(round(block_s * c.input_rate)))
 
         async def send() -> None:
             t0 = time.monotonic()
@@ -221,18 +455,29 @@ async def transcribe(
             await c.end()
 
         sender = asyncio.create_task(send())
-        finals: list[Final] = []
         try:
             async for ev in c.events():
                 if on_event is not None:
                     on_event(ev)
                 if isinstance(ev, Final):
                     finals.append(ev)
+        except ServerError as exc:
+            exc.finals = finals
+            raise
         finally:
             if not sender.done():
                 sender.cancel()
-        try:
-            await sender
-        except (Exception, asyncio.CancelledError):
-            pass
+            try:
+                await sender
+            except (Exception, asyncio.CancelledError):
+                pass  # a connection that went away is reported by events()
+        if not c.complete:
+            err = ServerError(
+                c.done_reason or "closed",
+                f"the server ended the session ({c.done_reason}) before all the audio was decoded; "
+                f"{len(finals)} final(s) received",
+                c.ws.close_code,
+            )
+            err.finals = finals
+            raise err
         return finals

@@ -3,6 +3,11 @@
 Partials rewrite the current line on a terminal; each final gets its own
 line. --json prints one JSON object per event. Only argparse/stdlib at module
 level.
+
+Exit status: 0 when the server decoded all the audio (`done` with reason
+"end"); 1 when it refused, broke the protocol, went silent past a timeout,
+or ended the session early (e.g. shutting down), or when the audio source
+failed mid-stream; 2 for bad arguments or input.
 """
 
 from __future__ import annotations
@@ -10,19 +15,30 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Optional
+
+from .cli_args import positive_float, sample_rate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
-    parser.add_argument("file", nargs="?", help="audio file to send (WAV/FLAC/OGG/...), '-' for raw s16le on stdin")
+    parser.add_argument("file", nargs="?", help="audio file to send (WAV/FLAC/OGG/...), or '-' for stdin "
+                                                "(WAV/FLAC/OGG/... by its header, else raw s16le mono at --rate)")
     parser.add_argument("--mic", action="store_true", help="send the default microphone instead of a file (Ctrl-C ends)")
     parser.add_argument("--url", default="ws://127.0.0.1:8765", help="server address")
     parser.add_argument("--token", default=os.environ.get("WAVSTREAM_TOKEN"), help="bearer token; default $WAVSTREAM_TOKEN")
     parser.add_argument("--realtime", action="store_true", help="pace a file at real-time speed")
-    parser.add_argument("--chunk-ms", type=float, default=100.0, help="audio per message, ms")
-    parser.add_argument("--rate", type=int, default=16000, help="sample rate of raw stdin PCM / of the microphone")
+    parser.add_argument("--chunk-ms", type=positive_float, default=100.0, help="audio per message, ms")
+    parser.add_argument("--rate", type=sample_rate, default=16000,
+                        help="sample rate of headerless stdin PCM / of the microphone (rates the protocol does not "
+                             "take are resampled here)")
     parser.add_argument("--device", default=None, help="microphone device (name or index)")
     parser.add_argument("--json", action="store_true", help="one JSON object per event")
+    t = parser.add_argument_group("timeouts (seconds)")
+    t.add_argument("--connect-timeout", type=positive_float, default=10.0, help="TCP connect and websocket handshake")
+    t.add_argument("--ready-timeout", type=positive_float, default=10.0, help="the server's answer to start")
+    t.add_argument("--result-timeout", type=positive_float, default=30.0,
+                   help="after the end of the audio, each message (finals, then done) must come within this")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .client import Client, ServerError
+    from .client import Client, ServerError, ServerProtocolError, ServerTimeoutError
     from .terminal import EventPrinter
 
+    prog = "wavstream client"
     show = EventPrinter(sys.stdout, json_lines=args.json)
 
     loop = asyncio.get_running_loop()
@@ -51,8 +68,8 @@ async def _main(args: argparse.Namespace) -> int:
 
         try:
             mic = MicrophoneSource(device=args.device, sample_rate=args.rate, block_s=args.chunk_ms / 1000.0)
-        except (SourceError, ImportError, OSError) as exc:
-            print(f"wavstream client: {exc}", file=sys.stderr)
+        except (SourceError, ImportError, OSError, ValueError) as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
             return 2
         rate = mic.sample_rate
         blocks = None
@@ -62,18 +79,31 @@ async def _main(args: argparse.Namespace) -> int:
         try:
             src = open_source(args.file, realtime=args.realtime, block_s=args.chunk_ms / 1000.0, stdin_rate=args.rate)
         except (SourceError, OSError, ValueError) as exc:
-            print(f"wavstream client: {exc}", file=sys.stderr)
+            print(f"{prog}: {exc}", file=sys.stderr)
             return 2
         rate = src.sample_rate
         blocks = src
 
     try:
-        client = await Client.connect(args.url, sample_rate=rate, token=args.token)
+        client = await Client.connect(
+            args.url,
+            sample_rate=rate,
+            token=args.token,
+            open_timeout=args.connect_timeout,
+            ready_timeout=args.ready_timeout,
+            result_timeout=args.result_timeout,
+        )
+    except ServerTimeoutError as exc:
+        print(f"{prog}: {args.url}: {exc.reason}", file=sys.stderr)
+        return 1
+    except ServerProtocolError as exc:
+        print(f"{prog}: {args.url} does not speak the wavstream protocol: {exc.reason}", file=sys.stderr)
+        return 1
     except ServerError as exc:
-        print(f"wavstream client: server refused the session: {exc}", file=sys.stderr)
+        print(f"{prog}: server refused the session: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # refused connection, bad URL, HTTP 401/403
-        print(f"wavstream client: cannot connect to {args.url}: {exc}", file=sys.stderr)
+        print(f"{prog}: cannot connect to {args.url}: {exc}", file=sys.stderr)
         return 1
 
     async def pump_file() -> None:
@@ -96,24 +126,69 @@ async def _main(args: argparse.Namespace) -> int:
         except (NotImplementedError, RuntimeError):
             pass
         with mic:
-            while not stop.is_set():
-                block = await loop.run_in_executor(None, mic.read, 0.2)
-                if block is not None:
-                    await client.send_audio(block)
+            try:
+                while not stop.is_set():
+                    block = await loop.run_in_executor(None, mic.read, 0.2)
+                    if block is not None:
+                        await client.send_audio(block)
+            finally:
+                # What the microphone still holds (stop() closes the ring), also when the device was lost.
+                mic.stop()
+                try:
+                    while (block := mic.read(0)) is not None:
+                        await client.send_audio(block)
+                except Exception:  # the connection is gone: the receiver reports it
+                    pass
         await client.end()
 
-    sender = asyncio.create_task(pump_mic() if args.mic else pump_file())
-    rc = 0
-    try:
+    async def receive() -> None:
         async for ev in client.events():
             show(ev)
+
+    sender = asyncio.create_task(pump_mic() if args.mic else pump_file())
+    receiver = asyncio.create_task(receive())
+    rc = 0
+    send_error: Optional[BaseException] = None
+    try:
+        # The sender can fail too (unreadable audio, a lost microphone): then
+        # end the session so the server still sends the finals of the audio it
+        # got, and report the failure after them.
+        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        if sender.done() and not sender.cancelled() and sender.exception() is not None:
+            if not _is_closed(sender.exception()):  # a closed connection is the receiver's to report
+                send_error = sender.exception()
+                try:
+                    await client.end()
+                except Exception:  # the connection is gone too: the receiver says so
+                    pass
+        await receiver
+    except ServerTimeoutError as exc:
+        print(f"\n{prog}: {exc.reason}; the transcript above may be incomplete", file=sys.stderr)
+        rc = 1
+    except ServerProtocolError as exc:
+        print(f"\n{prog}: the server broke the protocol: {exc.reason}", file=sys.stderr)
+        rc = 1
     except ServerError as exc:
-        print(f"\nwavstream client: server error: {exc}", file=sys.stderr)
+        print(f"\n{prog}: server error: {exc}", file=sys.stderr)
         rc = 1
     except (asyncio.CancelledError, KeyboardInterrupt):
         rc = 130
     finally:
-        if not sender.done():
-            sender.cancel()
+        for task in (sender, receiver):
+            if not task.done():
+                task.cancel()
         await client.close()
+    if send_error is not None:
+        print(f"\n{prog}: stopped sending: {send_error}", file=sys.stderr)
+        return 1
+    if rc == 0 and not client.complete:
+        print(f"\n{prog}: the server ended the session before the end of the audio (reason: {client.done_reason}); "
+              "the transcript above is incomplete", file=sys.stderr)
+        rc = 1
     return rc
+
+
+def _is_closed(exc: BaseException) -> bool:
+    from websockets.exceptions import ConnectionClosed
+
+    return isinstance(exc, ConnectionClosed)

@@ -16,6 +16,8 @@ Only the text is reset at an endpoint; the model's audio state continues.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -42,7 +44,16 @@ class EndpointConfig:
     def with_times(
         cls, rule1_silence_s: float = 2.4, rule2_silence_s: float = 1.2, max_utterance_s: float = 20.0, enabled: bool = True
     ) -> "EndpointConfig":
-        """The three rules by their usual knobs (sherpa's --rule{1,2,3}-... flags)."""
+        """The three rules by their usual knobs (sherpa's --rule{1,2,3}-... flags).
+
+        Raises:
+            ValueError: a time that is not a positive, finite number of seconds
+                (a silence of 0 or less would end an utterance at every frame).
+        """
+        for name, value in (("rule1_silence_s", rule1_silence_s), ("rule2_silence_s", rule2_silence_s),
+                            ("max_utterance_s", max_utterance_s)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"endpoint {name} must be a positive number of seconds, got {value!r}")
         return cls(
             enabled=enabled,
             rule1=EndpointRule(False, rule1_silence_s, 0.0),

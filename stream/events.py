@@ -1,7 +1,8 @@
 """Events emitted by the recogniser.
 
 Three kinds, all plain frozen dataclasses so they compare, print and
-serialise easily:
+serialise easily (a Features event prints its arrays' shape and dtype, not
+their values, so ``print(event)`` stays one short line):
 
 - ``Partial(text)``: the current, still-changing hypothesis of the utterance
   in progress. Emitted only when the text changes.
@@ -37,6 +38,10 @@ class Final:
     start: float  # seconds from stream start
     end: float  # seconds from stream start
 
+    def __repr__(self) -> str:
+        # Times are frame multiples (0.42000000000000004 s); milliseconds are all they mean.
+        return f"Final(text={self.text!r}, start={round(self.start, 3)}, end={round(self.end, 3)})"
+
     def to_dict(self) -> dict:
         return {"type": "final", "text": self.text, "start": round(self.start, 3), "end": round(self.end, 3)}
 
@@ -61,11 +66,21 @@ class Features:
             return False
         return self.codes is None or np.array_equal(self.codes, other.codes)  # type: ignore[arg-type]
 
+    def __repr__(self) -> str:
+        # The dataclass repr would print every value: thousands of numbers per chunk.
+        codes = "None" if self.codes is None else _array_summary(self.codes)
+        return f"Features(frames={_array_summary(self.frames)}, start_frame={self.start_frame}, codes={codes})"
+
     def to_dict(self) -> dict:
         d = {"type": "features", "start_frame": self.start_frame, "frames": self.frames.tolist()}
         if self.codes is not None:
             d["codes"] = self.codes.tolist()
         return d
+
+
+def _array_summary(a: np.ndarray) -> str:
+    """'<12x256 float32>': what an array is, in a few characters."""
+    return f"<{'x'.join(str(n) for n in a.shape)} {a.dtype}>"
 
 
 Event = Union[Partial, Final, Features]

@@ -58,7 +58,7 @@ from .ctc import LmConfig, StreamingCtcDecoder, Vocabulary
 from .endpoint import EndpointConfig, Endpointer
 from .engines.base import Engine, stack_states, unstack_states
 from .events import Event, Features, Final, Partial
-from .resample import StreamResampler, check_sample_rate, to_mono_float32
+from .resample import AudioFormatError, StreamResampler, channels_first_layout, check_sample_rate, to_mono_float32
 
 __all__ = ["Recognizer", "Stream", "DecodingConfig", "DEFAULT_MODEL_DIR", "resolve_model"]
 
@@ -88,6 +88,13 @@ class DecodingConfig:
     beam_size: int = 8  # beams kept per frame (beam only)
     lm: Optional[LmConfig] = None  # KenLM via pyctcdecode, applied to each final
 
+    def __post_init__(self) -> None:
+        # Checked here so a bad value fails when the config is made, not at the first chunk of audio.
+        if self.method not in ("greedy", "beam"):
+            raise ValueError(f"decoding method must be 'greedy' or 'beam', got {self.method!r}")
+        if isinstance(self.beam_size, bool) or not isinstance(self.beam_size, (int, np.integer)) or self.beam_size < 1:
+            raise ValueError(f"beam_size must be an integer >= 1, got {self.beam_size!r}")
+
 
 class Stream:
     """One audio stream's state. Create with ``Recognizer.create_stream()``."""
@@ -109,15 +116,23 @@ class Stream:
         self.finished = False  # input_finished() called
         self.done = False  # everything decoded and finalised
         self._last_partial = ""
+        # Layout of 2-D input blocks once known: True = (channels, n), False = (n, channels).
+        self._channels_first: Optional[bool] = None
 
     # ---------------------------------------------------------------- input
     def accept_waveform(self, samples: Any, sample_rate: int) -> None:
-        """Queue audio: (n,) or (n, channels), float in [-1, 1] or int PCM, at ``sample_rate`` Hz.
+        """Queue audio: (n,), (n, channels) or (channels, n), float in [-1, 1] or int PCM, at ``sample_rate`` Hz.
 
         Any block size works (1 sample to minutes). The first call fixes the
-        stream's input rate; later calls must use the same rate.
+        stream's input rate; later calls must use the same rate. Channels are
+        averaged; the channel axis is the one of at most 32 (MAX_CHANNELS)
+        entries, and a block short enough to fit both readings takes the
+        layout of the stream's earlier blocks ((n, channels) if none).
+        A refused block changes nothing: the stream carries on as before it.
         Raises:
-            ValueError: bad rate or array shape, or a rate change mid-stream.
+            AudioFormatError (a ValueError): a shape or dtype that is not audio, NaN or
+                infinite samples, or a block whose layout contradicts the earlier ones.
+            ValueError: bad rate, or a rate change mid-stream.
             RuntimeError: called after input_finished().
         """
         if np.ndim(samples) == 0 and np.ndim(sample_rate) >= 1:
@@ -125,14 +140,32 @@ class Stream:
         if self.finished:
             raise RuntimeError("accept_waveform() after input_finished(); create a new stream")
         rate = check_sample_rate(sample_rate)
+        if self._resampler is not None and rate != self._resampler.in_rate:
+            raise ValueError(f"stream started at {self._resampler.in_rate} Hz, this block says {rate} Hz; use one rate per stream")
+        arr = np.asarray(samples)
+        layout = self._layout(arr.shape) if arr.ndim == 2 else None
+        x = to_mono_float32(arr, channels_first=layout)
+        # Only a block that was accepted fixes the stream's rate and layout.
+        if arr.ndim == 2 and self._channels_first is None and layout is not None:
+            self._channels_first = layout
         if self._resampler is None:
             self._resampler = StreamResampler(rate, self._rec.config.sample_rate)
-        elif rate != self._resampler.in_rate:
-            raise ValueError(f"stream started at {self._resampler.in_rate} Hz, this block says {rate} Hz; use one rate per stream")
-        x = to_mono_float32(samples)
         if x.shape[0] == 0:
             return
         self._push(self._resampler.process(x))
+
+    def _layout(self, shape: tuple[int, ...]) -> Optional[bool]:
+        """channels-first? for a 2-D block, from its shape or (when it fits both) the stream's earlier blocks."""
+        seen = channels_first_layout(shape)
+        if seen is None:
+            return self._channels_first if self._channels_first is not None else False
+        if self._channels_first is not None and seen != self._channels_first:
+            was, now = ("(channels, samples)", "(samples, channels)") if self._channels_first else ("(samples, channels)", "(channels, samples)")
+            raise AudioFormatError(
+                f"this block of shape {tuple(shape)} is {now} but the stream's earlier blocks were {was}; "
+                "use one layout per stream"
+            )
+        return seen
 
     def _push(self, x: np.ndarray) -> None:
         if x.shape[0]:

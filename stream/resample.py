@@ -6,19 +6,43 @@ so block boundaries leave no clicks); ``flush()`` at end of stream returns the
 tail. Over a whole stream the output length is round(n * 16000 / in_rate).
 At 16 kHz in, it is the identity (no copy, no delay).
 
-Multi-channel input (n, channels) is averaged to mono first.
+Multi-channel input is averaged to mono first. Both layouts are accepted:
+(n, channels), as soundfile and sounddevice give, and (channels, n), as
+torchaudio and librosa give. The channel axis is the one of length <=
+MAX_CHANNELS; a block where both axes are that short (at most 32 samples)
+is read as (n, channels) unless the caller says otherwise (a Stream passes
+the layout of its earlier blocks). Non-finite samples (NaN, +-inf) are
+refused with AudioFormatError rather than replaced: one NaN poisons the
+model state for the rest of the stream, and silently zeroing it would hide
+a bug in the caller's audio path.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["StreamResampler", "MIN_RATE", "MAX_RATE", "check_sample_rate", "to_mono_float32"]
+__all__ = [
+    "StreamResampler",
+    "MIN_RATE",
+    "MAX_RATE",
+    "MAX_CHANNELS",
+    "AudioFormatError",
+    "check_sample_rate",
+    "channels_first_layout",
+    "to_mono_float32",
+]
 
 MIN_RATE = 1000  # below this it's not audio a speech model can use
 MAX_RATE = 768_000  # above any real audio interface
+# More channels than any capture device we know of has, fewer samples than
+# any useful block: the axis at or under this length is the channel axis.
+MAX_CHANNELS = 32
+
+
+class AudioFormatError(ValueError):
+    """Audio samples that cannot be used as given: shape, dtype or non-finite values (the message says which)."""
 
 
 def check_sample_rate(rate: float, what: str = "sample rate") -> int:
@@ -32,19 +56,61 @@ def check_sample_rate(rate: float, what: str = "sample rate") -> int:
     return int(r)
 
 
-def to_mono_float32(samples: Any) -> np.ndarray:
-    """(n,) or (n, channels), float or int PCM -> (n,) float32 in [-1, 1]."""
+def channels_first_layout(shape: tuple[int, ...]) -> Optional[bool]:
+    """Layout of a 2-D audio block: False for (n, channels), True for (channels, n), None if both fit.
+
+    Raises:
+        AudioFormatError: neither axis is <= MAX_CHANNELS long, so neither can be the channels.
+    """
+    rows, cols = shape
+    if cols <= MAX_CHANNELS and rows <= MAX_CHANNELS:
+        return None
+    if cols <= MAX_CHANNELS:
+        return False
+    if rows <= MAX_CHANNELS:
+        return True
+    raise AudioFormatError(
+        f"audio of shape {tuple(shape)} has no channel axis: expected (samples,), (samples, channels) or "
+        f"(channels, samples) with at most {MAX_CHANNELS} channels"
+    )
+
+
+def to_mono_float32(samples: Any, channels_first: Optional[bool] = None) -> np.ndarray:
+    """(n,), (n, channels) or (channels, n), float or int PCM -> (n,) float32 in [-1, 1].
+
+    ``channels_first`` forces the layout of a 2-D block; None infers it
+    (channels_first_layout), reading an ambiguous block as (n, channels).
+    Raises:
+        AudioFormatError: a shape or dtype that is not audio, or NaN/infinite samples.
+    """
     x = np.asarray(samples)
     if x.ndim not in (1, 2):
-        raise ValueError(f"audio must be (samples,) or (samples, channels), found shape {x.shape}")
+        raise AudioFormatError(f"audio must be (samples,), (samples, channels) or (channels, samples), found shape {x.shape}")
     if np.issubdtype(x.dtype, np.integer):
         # int16 PCM -> [-1, 1); other widths scaled by their range.
         x = x.astype(np.float32) / np.float32(float(np.iinfo(x.dtype).max) + 1.0)
     elif not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"audio must be float or integer PCM, found dtype {x.dtype}")
+        raise AudioFormatError(f"audio must be float or integer PCM, found dtype {x.dtype}")
     if x.ndim == 2:
-        x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
-    return np.ascontiguousarray(x, dtype=np.float32)
+        if channels_first is None:
+            channels_first = bool(channels_first_layout(x.shape))
+        if channels_first:
+            x = x.T  # (n, channels)
+    # The mean in float64: finite float32 input (all a server passes on) stays finite.
+    # Float64 values beyond float32's range become inf here; the check below names them.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if x.ndim == 2:
+            x = x.mean(axis=1, dtype=np.float64) if x.shape[1] > 1 else x[:, 0]
+        y = np.ascontiguousarray(x, dtype=np.float32)
+    finite = np.isfinite(y)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise AudioFormatError(
+            f"audio has {bad.size} non-finite sample(s) (NaN or infinity; the first at sample {int(bad[0])} of "
+            f"{y.shape[0]}); the block was refused and nothing of it was used: replace them (e.g. np.nan_to_num) "
+            "or drop the block"
+        )
+    return y
 
 
 class StreamResampler:

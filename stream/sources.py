@@ -16,11 +16,23 @@ how many samples were lost.
 
 Errors raise ``SourceError`` naming the problem (no input device, with the
 names of the devices that exist; unsupported or missing file).
+``DeviceLostError`` (a SourceError) comes from ``MicrophoneSource.read`` when
+capture stops under the reader: PortAudio ended the stream (device unplugged,
+sound server gone) or no callback came for ``stall_timeout_s``.
+
+Standard input (``open_source("-")``) is sniffed: a WAV header (RIFF/RF64,
+as arecord, sox and ffmpeg write to a pipe) is parsed and the samples are
+streamed as they arrive; other containers libsndfile knows (FLAC, OGG, AIFF,
+AU, CAF, W64, ID3-tagged MP3) are read whole and decoded; anything else is
+raw s16le mono PCM at the given rate.
 """
 
 from __future__ import annotations
 
+import io
+import struct
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional, Union
@@ -30,11 +42,24 @@ import numpy as np
 from .resample import check_sample_rate
 from .ring_buffer import RingBuffer
 
-__all__ = ["SourceError", "MicrophoneSource", "FileSource", "StdinSource", "list_input_devices", "open_source"]
+__all__ = [
+    "SourceError",
+    "DeviceLostError",
+    "MicrophoneSource",
+    "FileSource",
+    "StdinSource",
+    "list_input_devices",
+    "open_source",
+    "open_stdin",
+]
 
 
 class SourceError(Exception):
     """An audio source cannot be opened or read."""
+
+
+class DeviceLostError(SourceError):
+    """A capture device stopped delivering audio mid-stream (unplugged, sound server stopped, stalled)."""
 
 
 def _sounddevice() -> Any:
@@ -70,6 +95,9 @@ class MicrophoneSource:
         buffer_s: ring buffer capacity in seconds; older audio is dropped
             beyond it when the reader falls behind.
         channel: which input channel to take (0 = first).
+        stall_timeout_s: ``read`` raises DeviceLostError when no callback has
+            come for this long while capturing (None: never). PortAudio does
+            not always stop a stream whose device vanished; this catches it.
     Raises:
         SourceError: no input devices, unknown device, or PortAudio missing.
     """
@@ -82,7 +110,10 @@ class MicrophoneSource:
         block_s: float = 0.1,
         buffer_s: float = 10.0,
         channel: int = 0,
+        stall_timeout_s: Optional[float] = 5.0,
     ) -> None:
+        if stall_timeout_s is not None and not stall_timeout_s > block_s:
+            raise ValueError(f"stall_timeout_s ({stall_timeout_s}) must be longer than a block ({block_s} s)")
         sd = self._sd = _sounddevice()
         inputs = list_input_devices()
         if not inputs:
@@ -103,13 +134,23 @@ class MicrophoneSource:
         self.block_samples = max(1, int(round(block_s * self.sample_rate)))
         self.ring = RingBuffer(max(self.block_samples * 2, int(buffer_s * self.sample_rate)))
         self.status_overflows = 0  # PortAudio-reported input overflows (driver side)
+        self.stall_timeout_s = stall_timeout_s
+        self._last_callback = 0.0  # monotonic time of the latest callback (of start() before the first)
+        self._lost = False  # check() found the device gone
+        self._callbacks = 0  # callbacks so far
+        # True when stop() could not release a lost device: PortAudio is blocked
+        # on it, and sounddevice's exit handler (which stops the last stream)
+        # would block the interpreter's exit too.
+        self.stuck = False
         self._stream: Any = None
 
-    # The PortAudio callback: copy one channel into the ring, count overflows. Nothing else.
+    # The PortAudio callback: copy one channel into the ring, count overflows, stamp the time. Nothing else.
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status and status.input_overflow:
             self.status_overflows += 1
         self.ring.push(indata[:, self._channel])
+        self._last_callback = time.monotonic()
+        self._callbacks += 1
 
     def start(self) -> "MicrophoneSource":
         if self._stream is None:
@@ -122,6 +163,7 @@ class MicrophoneSource:
                     blocksize=self.block_samples,
                     callback=self._callback,
                 )
+                self._last_callback = time.monotonic()
                 self._stream.start()
             except Exception as exc:
                 self._stream = None
@@ -131,8 +173,16 @@ class MicrophoneSource:
     def stop(self) -> None:
         """Stop capture; iteration then drains what is buffered and ends."""
         if self._stream is not None:
-            self._stream.stop()
-            self._stream.close()
+            if self._lost:
+                # A frozen sound server can block PortAudio's abort/close forever
+                # (its ALSA thread waits on the server): bound the wait, then let go.
+                releaser = threading.Thread(target=_release_stream, args=(self._stream,), daemon=True)
+                releaser.start()
+                releaser.join(1.0)
+                self.stuck = releaser.is_alive()
+            else:
+                self._stream.stop()
+                self._stream.close()
             self._stream = None
         self.ring.close()
 
@@ -143,12 +193,46 @@ class MicrophoneSource:
         self.stop()
 
     def read(self, timeout: Optional[float] = 1.0) -> Optional[np.ndarray]:
-        """One block, waiting up to ``timeout`` s; None on timeout. After stop(), the remainder then None."""
+        """One block, waiting up to ``timeout`` s; None on timeout. After stop(), the remainder then None.
+
+        Raises:
+            DeviceLostError: no whole block is buffered and capture has stopped
+                or stalled (see check()). What is still buffered is not lost:
+                stop() then read(timeout=0) returns it.
+        """
         block = self.ring.read(self.block_samples, timeout=timeout)
-        if block is None and self.ring.closed:
-            tail = self.ring.flush()
-            return tail if tail.size else None
+        if block is None:
+            if self.ring.closed:
+                tail = self.ring.flush()
+                return tail if tail.size else None
+            self.check()
         return block
+
+    def check(self) -> None:
+        """Raise DeviceLostError if the capture stream has stopped by itself or stalled; else nothing.
+
+        Two signs, because devices vanish in two ways: PortAudio ends the
+        stream (its ALSA poll fails when PulseAudio exits: ``active`` turns
+        False), or the stream stays "active" and no callback ever comes again.
+        """
+        st = self._stream
+        if st is None:
+            return  # not started, or stopped by us
+        if not st.active:
+            self._lost = True
+            raise DeviceLostError(
+                f"input device {self.device_name!r} stopped delivering audio: PortAudio ended the capture stream "
+                "(the device was unplugged or its sound server stopped)"
+            )
+        idle = time.monotonic() - self._last_callback
+        # A sound server can take seconds to deliver the first block (PulseAudio here: ~2 s).
+        limit = None if self.stall_timeout_s is None else self.stall_timeout_s * (1 if self._callbacks else 2)
+        if limit is not None and idle > limit:
+            self._lost = True
+            raise DeviceLostError(
+                f"input device {self.device_name!r} delivered no audio for {idle:.1f} s "
+                f"(limit {limit:g} s): the device or its sound server stopped responding"
+            )
 
     def __iter__(self) -> Iterator[np.ndarray]:
         self.start()
@@ -168,6 +252,14 @@ class MicrophoneSource:
     def take_dropped(self) -> int:
         """Samples dropped since the previous call."""
         return self.ring.take_dropped()
+
+
+def _release_stream(stream: Any) -> None:
+    try:
+        stream.abort()
+        stream.close()
+    except Exception:  # the device is gone; nothing left to release
+        pass
 
 
 _SUPPORTED_HINT = "WAV, FLAC, OGG/Vorbis, Opus, MP3 (whatever libsndfile reads)"
@@ -263,8 +355,187 @@ class StdinSource:
                 yield x.mean(axis=1) if self.channels > 1 else x[:, 0]
 
 
-def open_source(spec: str, *, realtime: bool = False, block_s: float = 0.1, stdin_rate: int = 16000) -> Union[FileSource, StdinSource]:
-    """'-' -> StdinSource(stdin_rate); anything else -> FileSource(spec)."""
+class _Prefixed(io.RawIOBase):
+    """A binary stream with bytes already read from it put back in front."""
+
+    def __init__(self, prefix: bytes, stream: BinaryIO) -> None:
+        self._prefix = prefix
+        self._stream = stream
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        if self._prefix:
+            if n is None or n < 0:
+                out, self._prefix = self._prefix + self._stream.read(), b""
+                return out
+            out, self._prefix = self._prefix[:n], self._prefix[n:]
+            return out
+        return self._stream.read(n)
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    """n bytes, fewer only at end of stream (a pipe may return short reads)."""
+    parts, got = [], 0
+    while got < n:
+        data = stream.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def _mono(x: np.ndarray) -> np.ndarray:
+    """(n, channels) -> (n,) float32."""
+    return np.ascontiguousarray(x.mean(axis=1) if x.shape[1] > 1 else x[:, 0], dtype=np.float32)
+
+
+# WAV format tags the pipe reader decodes itself; others go to libsndfile whole.
+_WAV_PCM, _WAV_FLOAT, _WAV_EXTENSIBLE = 1, 3, 0xFFFE
+# A data size a writer puts when it cannot know the length (a pipe): read to the end.
+_WAV_UNKNOWN_SIZE = 0x7FFF0000
+
+
+class _WavPipeSource:
+    """A WAV arriving on a pipe, streamed block by block (arecord | wavstream transcribe -).
+
+    libsndfile needs to seek, which a pipe cannot; the header is simple, so
+    it is parsed here and the samples are decoded as they arrive. A data
+    size of 0 or near 2**31/2**32 (what writers put when they cannot know
+    the length) means "until the end of the stream".
+    """
+
+    def __init__(self, stream: BinaryIO, header: bytes, block_s: float) -> None:
+        self._stream = stream
+        fmt: Optional[tuple[int, int, int, int]] = None
+        while True:
+            chunk = _read_exact(stream, 8)
+            header += chunk
+            if len(chunk) < 8:
+                raise SourceError("WAV on stdin ended before its data chunk")
+            cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                break
+            body = _read_exact(stream, size + (size & 1))  # chunks are padded to even sizes
+            header += body
+            if cid == b"fmt ":
+                if size < 16:
+                    raise SourceError(f"WAV on stdin has a {size}-byte fmt chunk (at least 16 expected)")
+                tag, channels, rate, _byte_rate, align, bits = struct.unpack("<HHIIHH", body[:16])
+                if tag == _WAV_EXTENSIBLE and size >= 26:
+                    tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the plain tag
+                fmt = (tag, channels, rate, bits)
+        if fmt is None:
+            raise SourceError("WAV on stdin has its data chunk before any fmt chunk")
+        tag, channels, rate, bits = fmt
+        self.header = header  # everything read so far (for a fallback to libsndfile)
+        self.supported = (tag == _WAV_PCM and bits in (8, 16, 24, 32)) or (tag == _WAV_FLOAT and bits in (32, 64))
+        self.channels = channels
+        if channels < 1:
+            raise SourceError("WAV on stdin declares 0 channels")
+        self.sample_rate = check_sample_rate(rate, "WAV sample rate on stdin")
+        self._tag, self._bits = tag, bits
+        self._frame_bytes = channels * bits // 8
+        self._left: Optional[int] = None if size == 0 or size >= _WAV_UNKNOWN_SIZE else size
+        self.block_samples = max(1, int(round(block_s * self.sample_rate)))
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        bits, tag = self._bits, self._tag
+        if tag == _WAV_FLOAT:
+            x = np.frombuffer(data, "<f4" if bits == 32 else "<f8").astype(np.float32)
+        elif bits == 8:
+            x = (np.frombuffer(data, np.uint8).astype(np.float32) - 128.0) / 128.0  # 8-bit WAV is unsigned
+        elif bits == 16:
+            x = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+        elif bits == 24:
+            b = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)
+            v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+            x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / float(1 << 23)
+        else:
+            x = (np.frombuffer(data, "<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
+        return _mono(x.reshape(-1, self.channels))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        want = self.block_samples * self._frame_bytes
+        carry = b""
+        while self._left is None or self._left > 0:
+            n = want if self._left is None else min(want, self._left)
+            data = self._stream.read(n)
+            if not data:
+                break
+            if self._left is not None:
+                self._left -= len(data)
+            data = carry + data
+            usable = len(data) - len(data) % self._frame_bytes  # keep a split frame for the next read
+            carry = data[usable:]
+            if usable:
+                yield self._decode(data[:usable])
+
+
+class _DecodedSource:
+    """Audio decoded whole from bytes by libsndfile (containers that cannot be streamed from a pipe)."""
+
+    def __init__(self, data: bytes, block_s: float, what: str = "stdin") -> None:
+        import soundfile as sf
+
+        try:
+            x, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        except Exception as exc:  # soundfile.LibsndfileError (a RuntimeError)
+            raise SourceError(f"unsupported or unreadable audio on {what} ({exc}); supported: {_SUPPORTED_HINT}, "
+                              "or raw s16le PCM") from exc
+        self.sample_rate = check_sample_rate(rate, f"sample rate of the audio on {what}")
+        self.channels = int(x.shape[1])
+        self._x = _mono(x)
+        self.block_samples = max(1, int(round(block_s * self.sample_rate)))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(0, self._x.shape[0], self.block_samples):
+            yield self._x[i : i + self.block_samples]
+
+
+# Container signatures that libsndfile decodes (first bytes of the stream).
+_CONTAINER_MAGIC = {
+    b"fLaC": "FLAC",
+    b"OggS": "OGG",
+    b"FORM": "AIFF",
+    b".snd": "AU",
+    b"caff": "CAF",
+    b"riff": "W64",
+    b"RIFX": "big-endian WAV",
+    b"ID3": "MP3",
+}
+
+
+def open_stdin(
+    raw_rate: int = 16000, *, block_s: float = 0.1, stream: Optional[BinaryIO] = None
+) -> Union[StdinSource, _WavPipeSource, _DecodedSource]:
+    """A source for audio on a binary stream (stdin by default), its format found from its first bytes.
+
+    WAV (RIFF/RF64, PCM 8/16/24/32-bit or float): streamed as it arrives.
+    Other containers libsndfile reads: read to the end, then decoded.
+    No known header: raw s16le mono PCM at ``raw_rate`` Hz.
+    Raises:
+        SourceError: a header that promises audio but is broken or unsupported.
+    """
+    src = stream if stream is not None else sys.stdin.buffer
+    head = _read_exact(src, 12)
+    if len(head) == 12 and head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        wav = _WavPipeSource(src, head, block_s)
+        if wav.supported:
+            return wav
+        return _DecodedSource(wav.header + src.read(), block_s, "stdin (WAV)")
+    if any(head.startswith(m) for m in _CONTAINER_MAGIC):
+        return _DecodedSource(head + src.read(), block_s)
+    check_sample_rate(raw_rate, "stdin sample rate")
+    return StdinSource(raw_rate, block_s=block_s, stream=_Prefixed(head, src))  # type: ignore[arg-type]
+
+
+def open_source(
+    spec: str, *, realtime: bool = False, block_s: float = 0.1, stdin_rate: int = 16000
+) -> Union[FileSource, StdinSource, _WavPipeSource, _DecodedSource]:
+    """'-' -> open_stdin(stdin_rate) (format sniffed, raw s16le at stdin_rate otherwise); anything else -> FileSource(spec).
+
+    Every source has ``sample_rate`` and yields 1-D float32 blocks.
+    """
     if spec == "-":
-        return StdinSource(stdin_rate, block_s=block_s)
+        return open_stdin(stdin_rate, block_s=block_s)
     return FileSource(spec, realtime=realtime, block_s=block_s)

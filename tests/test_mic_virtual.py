@@ -165,6 +165,34 @@ def test_mic_list_devices_and_unknown_device(vmic: VirtualMic, tone_bundle: Path
     assert "no-such-mic" in r.stderr and "input devices:" in r.stderr and "pulse" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("how", ["killed", "frozen"])
+def test_mic_reports_a_vanished_device_and_exits_1(tone_bundle: Path, hello_wav: Path, how: str) -> None:
+    """PulseAudio dies (SIGKILL) or freezes (SIGSTOP) mid-capture: the text so far is printed, the loss is
+    reported, exit 1, no hang. Killed: PortAudio ends the stream; frozen: the stream stays "active" and only
+    the stall timeout sees it."""
+    require_pulse()
+    with VirtualMic() as vm:  # a daemon of its own: the module's one stays up for the other tests
+        proc = subprocess.Popen(_mic_cmd(tone_bundle, "--json", "--stall-timeout", "2"), env=vm.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        pid = vm.pid()
+        try:
+            _wait_listening(proc)
+            vm.play(hello_wav).wait(30)  # its 0.3 s tail is too short for an endpoint: no final yet
+            os.kill(pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if how == "frozen":
+                os.kill(pid, signal.SIGCONT)  # so VirtualMic.stop() can end it
+    assert proc.returncode == 1, err
+    finals = [e["text"] for e in map(json.loads, out.splitlines()) if e["type"] == "final"]
+    assert finals == [TEXT], out  # the audio captured before the loss is decoded, not dropped
+    assert "input device 'pulse'" in err and "the text above covers the audio captured until then" in err
+    assert ("PortAudio ended the capture stream" if how == "killed" else "delivered no audio for") in err, err
+    assert "Traceback" not in err
+
+
 # --------------------------------------------------- errors without a device
 def test_mic_no_input_device_is_clear(tmp_path: Path, tone_bundle: Path) -> None:
     require_pulse()

@@ -54,7 +54,7 @@ def test_public_api_is_pinned() -> None:
         "unstack_states", "ChunkSizeError", "StateShapeError", "EngineUnavailableError", "Vocabulary",
         "LmConfig", "StreamingCtcDecoder", "greedy_decode", "prefix_beam_search", "RingBuffer",
         "RingBufferClosed", "StreamResampler", "MicrophoneSource", "FileSource", "StdinSource",
-        "SourceError", "list_input_devices",
+        "SourceError", "list_input_devices", "AudioFormatError", "DeviceLostError",
     }
     assert set(ws.__all__) == expected
     for name in ws.__all__:

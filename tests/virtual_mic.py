@@ -187,6 +187,10 @@ class VirtualMic:
             time.sleep(0.1)
         raise RuntimeError(f"PulseAudio did not come up; log:\n{self.log()}")
 
+    def pid(self) -> int:
+        """The daemon's process id (from its pid file), e.g. to kill it mid-capture."""
+        return int((self.dir / "run" / "pulse" / "pid").read_text().split()[0])
+
     def log(self) -> str:
         p = self.dir / "pulse.log"
         return p.read_text(errors="replace") if p.exists() else ""

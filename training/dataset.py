@@ -8,14 +8,12 @@ faster than decoding files in loader workers.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import soundfile as sf
 import torch
 
-from .data.manifest import Entry, read_manifest, subset_hours
+from .data.manifest import Entry, load_audio, read_manifest, subset_hours
 from .data.manifest import total_hours as hours
 from .tokens import encode
 
@@ -26,17 +24,6 @@ __all__ = ["AudioDataset", "Utterance", "bucket_batches", "collate", "hours", "l
 # Manifests are read by the corpus package; the names here are kept for the
 # trainer's callers.
 Utterance = Entry
-
-
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Mono float32 at `sample_rate` (resampled with soxr when needed)."""
-    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    data = data.mean(axis=1)
-    if sr != sample_rate:
-        import soxr
-
-        data = soxr.resample(data, sr, sample_rate).astype(np.float32)
-    return data
 
 
 class AudioDataset(torch.utils.data.Dataset):

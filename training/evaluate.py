@@ -90,7 +90,7 @@ def transcribe_checkpoint(model, waves: list, chunk_frames: int, left_chunks: in
 def load_waves(utts, channel: str = "clean") -> list:
     """The utterances' audio at 16 kHz, through a fixed evaluation channel."""
     from .data.channel import apply_channel
-    from .dataset import load_audio
+    from .data.manifest import load_audio  # torch-free: bundles evaluate without torch
 
     return [apply_channel(load_audio(u.path), channel, seed=i) for i, u in enumerate(utts)]
 
@@ -141,7 +141,11 @@ def evaluate_checkpoint(model, utts, chunk_ms: int = 320, left_chunks: int | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from .dataset import read_manifest
+    # Before any decoding: a missing scorer should not cost a whole run.
+    # (A bundle needs only jiwer, pip install 'wavstream[eval]'; a checkpoint needs torch too.)
+    import jiwer  # noqa: F401
+
+    from .data.manifest import read_manifest
 
     utts = read_manifest(args.data)
     if args.limit:

@@ -42,6 +42,20 @@ def _num_samples(path: str | os.PathLike) -> int:
     return int(sf.info(str(path)).frames)
 
 
+def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Mono float32 at `sample_rate` (resampled with soxr when needed). Torch-free, so
+    `wavstream eval` of a bundle runs in a runtime-only install."""
+    import soundfile as sf
+
+    data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    data = data.mean(axis=1)
+    if sr != sample_rate:
+        import soxr
+
+        data = soxr.resample(data, sr, sample_rate).astype(np.float32)
+    return data
+
+
 def read_folder(root: str | os.PathLike) -> list[Entry]:
     """Entries of every ``*.wav`` under ``root`` that has a ``.txt`` beside it."""
     root = Path(root)
