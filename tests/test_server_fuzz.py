@@ -20,7 +20,8 @@ import pytest
 
 from server_harness import run, running_server, silence, synth, toy_recognizer
 
-from wavstream.stream.client import transcribe
+from wavstream.stream import Final
+from wavstream.stream.client import Client, transcribe
 from wavstream.stream.server.protocol import CLOSE_CODES, ErrorCode
 
 pytestmark = pytest.mark.timeout(180)
@@ -172,16 +173,24 @@ def test_fuzz_bad_frames_beside_healthy_sessions(tmp_path, caplog: pytest.LogCap
         async with running_server(rec, max_message_bytes=MAX_MESSAGE) as server:
             stop = asyncio.Event()
             healthy: list = []
+            streaming = asyncio.Event()  # set while a healthy session is mid-stream
 
             async def healthy_loop():
-                while not stop.is_set():
-                    finals = await transcribe(server.url, GOOD, 16000, block_s=0.08, realtime=True)
-                    healthy.append([f.text for f in finals])
+                while not stop.is_set() or len(healthy) < 2:
+                    c = await Client.connect(server.url)
+                    streaming.set()
+                    for i in range(0, len(GOOD), 1280):  # real time, 80 ms blocks
+                        await c.send_audio(GOOD[i : i + 1280])
+                        await asyncio.sleep(0.08)
+                    streaming.clear()
+                    await c.end()
+                    healthy.append([ev.text async for ev in c.events() if isinstance(ev, Final)])
+                    await c.close()
 
             keeper = asyncio.create_task(healthy_loop())
-            await asyncio.sleep(0.3)
             outcomes = []
             for i in range(0, len(all_cases), 8):
+                await asyncio.wait_for(streaming.wait(), 10)  # every group runs beside a healthy stream
                 group = all_cases[i : i + 8]
                 outcomes += await asyncio.gather(*(play(server.url, acts) for _, acts in group))
             stop.set()
