@@ -42,7 +42,10 @@ def _serve(bundle: str, threads: int) -> int:
     rec = Recognizer.from_bundle(bundle, intra_op_threads=threads, emit_features=True)
 
     async def main() -> None:
-        server = Server(rec, "127.0.0.1", 0, max_sessions=4096, serve_pages=False, idle_timeout_s=60.0)
+        # Measuring capacity: no admission limits (the sessions, pending connections and lag
+        # that a production server refuses are what this bench is here to find).
+        server = Server(rec, "127.0.0.1", 0, max_sessions=4096, max_pending=4096, max_lag_s=None,
+                        serve_pages=False, idle_timeout_s=60.0)
         await server.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

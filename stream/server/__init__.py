@@ -8,9 +8,18 @@ format, batcher.py for the shared inference loop, cli.py for ``wavstream serve``
 Needs the ``websockets`` package (a runtime dependency).
 """
 
-from .app import Server, run_server
+from .app import Server, run_server, tls_context
 from .batcher import Batcher
-from .protocol import PROTOCOL_VERSION, ErrorCode, ProtocolError, StartMessage, pack_features, unpack_features
+from .protocol import (
+    PROTOCOL_VERSION,
+    SUBPROTOCOL,
+    ErrorCode,
+    ProtocolError,
+    StartMessage,
+    auth_subprotocol,
+    pack_features,
+    unpack_features,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -19,7 +28,10 @@ __all__ = [
     "StartMessage",
     "pack_features",
     "unpack_features",
+    "SUBPROTOCOL",
+    "auth_subprotocol",
     "Server",
     "run_server",
+    "tls_context",
     "Batcher",
 ]

@@ -12,6 +12,9 @@ Recognizer stays single-threaded) it
 
 Back on the loop the messages go to each session's ``out`` queue. A session
 with a full ``out`` queue (a slow reader) is skipped, never waited for.
+
+``measure_engine_cost`` times the engine once at start-up; the server sizes
+its default session limit from it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ..events import Features, Final, Partial
 from .protocol import json_message, pack_features
 from .session import Done, Session
 
-__all__ = ["Batcher", "BatcherStats"]
+__all__ = ["Batcher", "BatcherStats", "measure_engine_cost"]
 
 log = logging.getLogger("wavstream.server")
 
@@ -127,12 +130,16 @@ class Batcher:
             except Exception as exc:  # an engine failure: end the sessions of this batch, keep serving
                 log.exception("inference failed for sessions %s", [s.id for s, _, _ in work])
                 for s, _, _ in work:
-                    s.out.put_nowait(json_message(type="error", code="internal", reason=f"inference failed: {exc}"))
-                    s.out.put_nowait(Done("internal"))
+                    s.put_out(json_message(type="error", code="internal", reason=f"inference failed: {exc}"))
+                    s.put_out(Done("internal"))
                     s.finished = True
+                work = None  # type: ignore[assignment]
                 backlog = False
                 continue
             backlog = self._deliver(outcome)
+            # Drop this cycle's references before waiting: a session that ends meanwhile must be freed
+            # at once, not when the next batch runs (which may be never on an idle server).
+            work = outcome = None  # type: ignore[assignment]
 
     def _any_end_requested(self) -> bool:
         return any(s.end_reason is not None and not s.end_sent for s in self.sessions.values())
@@ -177,6 +184,7 @@ class Batcher:
                 out[s.id] = self._messages(s, evs)
                 s.backlog = s.stream.queued_samples
                 pos16 = s.stream.frames_done * self._stride
+                s.decoded16 = pos16
                 t_arr = s.arrival_time(pos16) if not s.end_sent else None
                 s.lat = (done_t - t_arr) if t_arr is not None else None
         engine_s = time.perf_counter() - t0
@@ -213,8 +221,32 @@ class Batcher:
             if s.closed:
                 continue
             for m in outcome["out"].get(s.id, []):
-                s.out.put_nowait(m)
+                s.put_out(m)
             if s.stream.done and not s.finished:
                 s.finished = True
-                s.out.put_nowait(Done(s.end_reason or "end"))
+                s.put_out(Done(s.end_reason or "end"))
         return bool(outcome["more"])
+
+
+def measure_engine_cost(recognizer: Any, batch: int, steps: int = 5, seed: int = 0) -> float:
+    """Seconds of engine time per stream per chunk, decoding ``batch`` streams at once (fastest of ``steps``).
+
+    Runs real chunks (low-level noise) through fresh streams, after one warm-up step; blocking, so
+    call it in the executor that will run the Batcher. Used to size the default session limit.
+    The fastest step, not the median: other processes on the machine slow some steps down, and the
+    limit should not depend on what they did during this second (the server's lag check covers
+    a machine that stays busy).
+    """
+    rng = np.random.default_rng(seed)
+    chunk = recognizer.config.chunk_samples
+    rate = recognizer.config.sample_rate
+    streams = [recognizer.create_stream() for _ in range(max(1, batch))]
+    times = []
+    for k in range(steps + 1):
+        for st in streams:
+            st.accept_waveform((0.01 * rng.standard_normal(chunk)).astype(np.float32), rate)
+        t0 = time.perf_counter()
+        recognizer.decode_streams(streams)
+        if k:  # the first call pays one-time costs (allocations, graph warm-up)
+            times.append(time.perf_counter() - t0)
+    return min(times) / len(streams)

@@ -2,6 +2,8 @@
 
     wavstream serve                          # ws://127.0.0.1:8765, embedded model, page at http://127.0.0.1:8765/
     wavstream serve --model BUNDLE --port 0  # any free port (printed)
+    wavstream serve --host 0.0.0.0 --certfile cert.pem --keyfile key.pem --allow-host myhost.lan
+                                             # wss:// and https:// for the LAN (browsers need https for the microphone)
 
 Only argparse/stdlib are imported at module level; the server loads in run().
 """
@@ -15,23 +17,68 @@ import sys
 from ..cli_transcribe import add_model_arguments, engine_options
 
 
+def _sessions(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> object:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return v
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the server to the network)")
     net.add_argument("--port", type=int, default=8765, help="TCP port (0 = any free port)")
+    net.add_argument("--certfile", help="PEM certificate (chain): serve wss:// and https:// (needs --keyfile)")
+    net.add_argument("--keyfile", help="PEM private key of --certfile")
     add_model_arguments(parser)
     lim = parser.add_argument_group("limits")
-    lim.add_argument("--max-sessions", type=int, default=64, help="concurrent sessions; beyond it a client gets server_full (close 1013)")
+    lim.add_argument("--max-sessions", type=_sessions, default=None, metavar="N|auto",
+                     help="concurrent sessions; beyond it a client gets server_full (close 1013). "
+                          "Default auto: measured at start from the engine's cost per chunk")
+    lim.add_argument("--max-pending", type=int, default=128,
+                     help="connections not yet in a session (handshake, or waiting for start); more are closed at once")
+    lim.add_argument("--start-timeout", type=_positive(float), default=5.0, help="s from connecting to a valid start message")
     lim.add_argument("--max-message-bytes", type=int, default=1 << 20, help="largest websocket message accepted")
-    lim.add_argument("--idle-timeout", type=float, default=30.0, help="s without a message before a session is flushed and closed (0 = none)")
+    lim.add_argument("--idle-timeout", type=float, default=30.0,
+                     help="s without a message before a session is flushed and closed, and without reading before "
+                          "a client is dropped (0 = no input timeout)")
     lim.add_argument("--max-session", type=float, default=3600.0, help="s a session may last (0 = unlimited)")
     lim.add_argument("--max-buffer", type=float, default=5.0, help="s of audio buffered per session before reading pauses")
+    lim.add_argument("--max-output", type=int, default=1 << 20, metavar="BYTES",
+                     help="bytes of results queued per session before its decoding pauses")
+    lim.add_argument("--max-lag", type=float, default=2.0,
+                     help="s behind real time before a session is told `overloaded` and new sessions are refused (0 = never)")
+    lim.add_argument("--keepalive", type=_positive(float), default=20.0, help="s between pings, and to wait for a pong")
     sec = parser.add_argument_group("security")
     sec.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                     help="browser Origin allowed to connect (repeatable; '*' = any). Default: only this server's own page")
-    sec.add_argument("--token", default=os.environ.get("WAVSTREAM_TOKEN"),
-                     help="require this bearer token (Authorization header or start.token); default $WAVSTREAM_TOKEN")
+                     help="another browser Origin allowed to connect, besides this server's own page (repeatable; '*' = any)")
+    sec.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                     help="another Host name this server answers to, besides loopback names and IP addresses "
+                          "(repeatable; '.example.com' = its subdomains; '*' = any)")
+    # The default is read in run(), not here: --help prints defaults, and must not print a secret.
+    sec.add_argument("--token", default=None,
+                     help="require this bearer token (Authorization header, or the wavstream.auth subprotocol from "
+                          "browsers; also for /stats). Default: $WAVSTREAM_TOKEN if set")
     bat = parser.add_argument_group("batching")
     bat.add_argument("--max-batch", type=int, default=32, help="most streams in one engine call")
     bat.add_argument("--max-wait-ms", type=float, default=10.0, help="ms to wait for more streams before a batch runs")
@@ -52,6 +99,21 @@ def run(args: argparse.Namespace) -> int:
     from .app import run_server
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    token = args.token if args.token is not None else os.environ.get("WAVSTREAM_TOKEN") or None
+    ssl_context = None
+    if args.certfile or args.keyfile:
+        if not (args.certfile and args.keyfile):
+            print("wavstream serve: TLS needs both --certfile and --keyfile", file=sys.stderr)
+            return 2
+        import ssl
+
+        from .app import tls_context
+
+        try:
+            ssl_context = tls_context(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"wavstream serve: cannot use {args.certfile} / {args.keyfile}: {exc}", file=sys.stderr)
+            return 2
     try:
         rec = Recognizer.from_bundle(
             resolve_model(args.model),
@@ -65,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(server: object) -> None:
         url = server.url  # type: ignore[attr-defined]
-        print(f"wavstream serve: listening on {url}  (page: {url.replace('ws://', 'http://')}/, stats: /stats)", file=sys.stderr, flush=True)
+        page = url.replace("wss://", "https://").replace("ws://", "http://")
+        print(f"wavstream serve: listening on {url}  (page: {page}/, stats: /stats, "
+              f"max sessions: {server.max_sessions})", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
 
     try:
         return asyncio.run(
@@ -75,12 +139,19 @@ def run(args: argparse.Namespace) -> int:
                 args.port,
                 ready=ready,
                 max_sessions=args.max_sessions,
+                max_pending=args.max_pending,
+                start_timeout_s=args.start_timeout,
                 max_message_bytes=args.max_message_bytes,
                 idle_timeout_s=args.idle_timeout or None,
                 max_session_s=args.max_session or None,
                 max_buffer_s=args.max_buffer,
+                max_out_bytes=args.max_output,
+                max_lag_s=args.max_lag or None,
+                keepalive_s=args.keepalive,
                 allowed_origins=args.allow_origin,
-                token=args.token,
+                allowed_hosts=args.allow_host,
+                token=token,
+                ssl_context=ssl_context,
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
                 serve_pages=args.page,

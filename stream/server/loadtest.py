@@ -141,7 +141,9 @@ async def ramp(url: str, counts: list[int], *, bound_ms: float = 200.0, duration
 
 
 def _start_server(model: str, threads: Optional[int], max_batch: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
+    # No admission limits: finding where latency breaks is the point of the ramp.
     cmd = [sys.executable, "-m", "wavstream.cli.main", "serve", "--model", model, "--port", "0", "--max-sessions", "4096",
+           "--max-pending", "4096", "--max-lag", "0",
            "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
     if threads:
         cmd += ["--threads", str(threads)]

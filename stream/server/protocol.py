@@ -5,9 +5,11 @@ the readable form of this module. No I/O here (websockets-style Sans-I/O):
 functions take bytes/dicts and return values or raise ``ProtocolError``.
 
 Client -> server
+    (handshake) bearer token, when the server requires one: an ``Authorization: Bearer T``
+           header, or, for browsers, the subprotocols ``wavstream.v1`` and ``auth_subprotocol(T)``
     text   {"type": "start", "protocol": 1, "sample_rate": 16000, "format": "int16",
             "channels": 1, "features": false, "feature_dtype": "float16",
-            "layer": null, "endpoint": {...}, "token": null}
+            "layer": null, "endpoint": {...}}
     binary audio: little-endian int16 or float32 samples (interleaved when
            channels > 1), any whole number of sample frames per message
     text   {"type": "end"}  (alias "eof"): decode the rest now, answer, close
@@ -15,6 +17,7 @@ Client -> server
 Server -> client
     text   {"type": "ready", ...}                  after a valid start
     text   {"type": "partial", "text", "segment"}  hypothesis of the utterance in progress
+    text   {"type": "overloaded", "lag_s", "max_lag_s"}  results fell behind real time (a notice)
     text   {"type": "final", "text", "start", "end", "segment"}
     binary feature frame: FEATURE_HEADER then (frames, dim) float16/float32
     text   {"type": "error", "code", "reason"}     then the server closes
@@ -23,11 +26,13 @@ Server -> client
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -51,6 +56,13 @@ __all__ = [
     "unpack_features",
     "error_message",
     "json_message",
+    "close_reason",
+    "short_repr",
+    "SUBPROTOCOL",
+    "AUTH_SUBPROTOCOL_PREFIX",
+    "auth_subprotocol",
+    "token_from_subprotocols",
+    "MAX_FLOAT_SAMPLE",
 ]
 
 PROTOCOL_VERSION = 1
@@ -59,6 +71,13 @@ MAX_SAMPLE_RATE = 48000
 MAX_CHANNELS = 8
 END_TYPES = ("end", "eof")  # both flush and finish the session
 FORMATS = {"int16": np.dtype("<i2"), "float32": np.dtype("<f4")}
+# float32 samples are in [-1, 1]. A little beyond (resampling or filter overshoot) is clipped; beyond
+# this, the client almost certainly sent the wrong scale (e.g. int16 values as floats), and clipping
+# would turn its speech into a square wave and a wrong transcript, so the session is refused instead.
+MAX_FLOAT_SAMPLE = 16.0
+SUBPROTOCOL = "wavstream.v1"  # what the server answers when a client offers it (browsers need an answer)
+AUTH_SUBPROTOCOL_PREFIX = "wavstream.auth."  # + the token, base64url without padding
+CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
 
 
 class ErrorCode:
@@ -75,6 +94,7 @@ class ErrorCode:
     ALREADY_STARTED = "already_started"  # a second start
     PARTIAL_SAMPLE = "partial_sample"  # binary length not a whole number of sample frames
     NON_FINITE = "non_finite"  # NaN or infinite float32 samples
+    OUT_OF_RANGE = "out_of_range"  # float32 samples far outside [-1, 1] (the wrong scale)
     MESSAGE_TOO_BIG = "message_too_big"  # a message over the server's max_message_bytes
     UNAUTHORIZED = "unauthorized"  # bearer token missing or wrong
     SERVER_FULL = "server_full"  # max_sessions reached; try again later
@@ -97,6 +117,7 @@ CLOSE_CODES = {
     ErrorCode.ALREADY_STARTED: 1008,
     ErrorCode.PARTIAL_SAMPLE: 1007,  # invalid frame payload data
     ErrorCode.NON_FINITE: 1007,
+    ErrorCode.OUT_OF_RANGE: 1007,
     ErrorCode.MESSAGE_TOO_BIG: 1009,  # message too big
     ErrorCode.UNAUTHORIZED: 1008,
     ErrorCode.SERVER_FULL: 1013,  # try again later
@@ -138,7 +159,9 @@ class StartMessage:
     feature_dtype: str = "float16"  # float16 | float32
     layer: Optional[int] = None  # None = the bundle's feature layer
     endpoint: EndpointSettings = field(default_factory=EndpointSettings)
-    token: Optional[str] = None  # bearer token (for browsers, which cannot set headers)
+    # Not read by servers since the token moved to the handshake (Authorization header or
+    # subprotocol); still parsed so that old clients that send it are not refused for it.
+    token: Optional[str] = None
 
     @property
     def sample_dtype(self) -> np.dtype:
@@ -179,32 +202,34 @@ class StartMessage:
         """
         version = msg.get("protocol", PROTOCOL_VERSION)
         if not _is_int(version) or version < 1:
-            raise ProtocolError(ErrorCode.BAD_START, f"'protocol' must be a positive integer, got {version!r}")
+            raise ProtocolError(ErrorCode.BAD_START, f"'protocol' must be a positive integer, got {short_repr(version)}")
         if version > PROTOCOL_VERSION:
             raise ProtocolError(
                 ErrorCode.UNSUPPORTED_VERSION, f"protocol version {version} is newer than this server's {PROTOCOL_VERSION}"
             )
         rate = msg.get("sample_rate", 16000)
-        if not _is_number(rate) or rate != int(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        # Range checks come before any int()/float() conversion: a JSON integer may have hundreds of
+        # digits, and float() of it raises OverflowError.
+        if not _is_number(rate) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE or rate != int(rate):
             raise ProtocolError(
                 ErrorCode.BAD_SAMPLE_RATE,
-                f"sample_rate {rate!r} is not an integer in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz",
+                f"sample_rate {short_repr(rate)} is not an integer in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz",
             )
         fmt = msg.get("format", "int16")
-        if fmt not in FORMATS:
-            raise ProtocolError(ErrorCode.BAD_FORMAT, f"format {fmt!r} is not one of {sorted(FORMATS)}")
+        if not isinstance(fmt, str) or fmt not in FORMATS:  # a list or object is unhashable: check the type first
+            raise ProtocolError(ErrorCode.BAD_FORMAT, f"format {short_repr(fmt)} is not one of {sorted(FORMATS)}")
         channels = msg.get("channels", 1)
         if not _is_int(channels) or not 1 <= channels <= MAX_CHANNELS:
-            raise ProtocolError(ErrorCode.BAD_FORMAT, f"channels {channels!r} is not an integer in 1..{MAX_CHANNELS}")
+            raise ProtocolError(ErrorCode.BAD_FORMAT, f"channels {short_repr(channels)} is not an integer in 1..{MAX_CHANNELS}")
         features = msg.get("features", False)
         if not isinstance(features, bool):
-            raise ProtocolError(ErrorCode.BAD_START, f"'features' must be true or false, got {features!r}")
+            raise ProtocolError(ErrorCode.BAD_START, f"'features' must be true or false, got {short_repr(features)}")
         fdt = msg.get("feature_dtype", "float16")
-        if fdt not in ("float16", "float32"):
-            raise ProtocolError(ErrorCode.BAD_FORMAT, f"feature_dtype {fdt!r} is not float16 or float32")
+        if not isinstance(fdt, str) or fdt not in ("float16", "float32"):
+            raise ProtocolError(ErrorCode.BAD_FORMAT, f"feature_dtype {short_repr(fdt)} is not float16 or float32")
         layer = msg.get("layer")
         if layer is not None and not _is_int(layer):
-            raise ProtocolError(ErrorCode.BAD_START, f"'layer' must be an integer or null, got {layer!r}")
+            raise ProtocolError(ErrorCode.BAD_START, f"'layer' must be an integer or null, got {short_repr(layer)}")
         token = msg.get("token")
         if token is not None and not isinstance(token, str):
             raise ProtocolError(ErrorCode.BAD_START, "'token' must be a string")
@@ -226,7 +251,53 @@ def _is_int(x: Any) -> bool:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if _is_int(x):
+        return True  # math.isfinite() would convert it to float: OverflowError for huge integers
+    return isinstance(x, float) and math.isfinite(x)
+
+
+def short_repr(x: Any, limit: int = 60) -> str:
+    """repr() for error reasons: bounded, whatever the client sent (a 10**300 or a 1 MB string)."""
+    if _is_int(x) and abs(x) >= 10**limit:
+        return f"an integer of {len(str(abs(x)))} digits"  # huge ints: never build their whole repr
+    try:
+        r = repr(x)
+    except ValueError:  # int-to-str digit limit
+        return f"a value of type {type(x).__name__}"
+    if len(r) <= limit:
+        return r
+    return r[: limit - 5] + "...'" if isinstance(x, str) else r[: limit - 3] + "..."
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a close frame (123 bytes of UTF-8), on a character boundary.
+
+    Reasons quote client input, so they may be non-ASCII: cutting by characters can overflow.
+    """
+    data = text.encode("utf-8")
+    if len(data) <= CLOSE_REASON_BYTES:
+        return text
+    return data[:CLOSE_REASON_BYTES].decode("utf-8", errors="ignore")
+
+
+def auth_subprotocol(token: str) -> str:
+    """The websocket subprotocol that carries ``token`` (browsers cannot set an Authorization header).
+
+    Offer it together with ``SUBPROTOCOL``; the server answers ``SUBPROTOCOL``, never this one.
+    """
+    return AUTH_SUBPROTOCOL_PREFIX + base64.urlsafe_b64encode(token.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def token_from_subprotocols(offered: Sequence[str]) -> Optional[str]:
+    """The token in an offered ``auth_subprotocol``, or None (none offered, or not valid base64url)."""
+    for p in offered:
+        if p.startswith(AUTH_SUBPROTOCOL_PREFIX):
+            b64 = p[len(AUTH_SUBPROTOCOL_PREFIX) :]
+            try:
+                return base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).decode("utf-8")
+            except (binascii.Error, ValueError):
+                return None
+    return None
 
 
 def _parse_endpoint(ep: Any) -> EndpointSettings:
@@ -235,16 +306,18 @@ def _parse_endpoint(ep: Any) -> EndpointSettings:
     if isinstance(ep, bool):
         return EndpointSettings(enabled=ep)
     if not isinstance(ep, dict):
-        raise ProtocolError(ErrorCode.BAD_START, f"'endpoint' must be an object, true/false or null, got {ep!r}")
+        raise ProtocolError(ErrorCode.BAD_START, f"'endpoint' must be an object, true/false or null, got {short_repr(ep)}")
     d = EndpointSettings()
     enabled = ep.get("enabled", d.enabled)
     if not isinstance(enabled, bool):
-        raise ProtocolError(ErrorCode.BAD_START, f"endpoint.enabled must be true or false, got {enabled!r}")
+        raise ProtocolError(ErrorCode.BAD_START, f"endpoint.enabled must be true or false, got {short_repr(enabled)}")
     vals = {}
     for name, lo, hi in (("rule1_silence", 0.01, 600.0), ("rule2_silence", 0.01, 600.0), ("max_utterance", 0.1, 3600.0)):
         v = ep.get(name, getattr(d, name))
         if not _is_number(v) or not lo <= v <= hi:
-            raise ProtocolError(ErrorCode.BAD_START, f"endpoint.{name} must be a number of seconds in {lo}..{hi}, got {v!r}")
+            raise ProtocolError(
+                ErrorCode.BAD_START, f"endpoint.{name} must be a number of seconds in {lo}..{hi}, got {short_repr(v)}"
+            )
         vals[name] = float(v)
     return EndpointSettings(enabled=enabled, **vals)
 
@@ -262,9 +335,9 @@ def parse_client_text(text: str) -> dict:
     if not isinstance(msg, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, f"text message must be a JSON object, got {type(msg).__name__}")
     kind = msg.get("type")
-    if kind not in ("start",) + END_TYPES:
+    if not isinstance(kind, str) or kind not in ("start",) + END_TYPES:
         raise ProtocolError(
-            ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {kind!r} (expected 'start', 'end' or 'eof')"
+            ErrorCode.UNKNOWN_MESSAGE, f"unknown message type {short_repr(kind)} (expected 'start', 'end' or 'eof')"
         )
     return msg
 
@@ -273,9 +346,10 @@ def decode_audio(data: bytes, start: StartMessage) -> np.ndarray:
     """One binary audio message -> (n,) or (n, channels) array (int16 or float32).
 
     Checks the length before ``np.frombuffer`` and, for float32, that every
-    sample is finite.
+    sample is finite and on the right scale; samples a little beyond [-1, 1] are clipped.
+    (A finite 3e38 would otherwise overflow inside the model and turn the session's state to NaN.)
     Raises:
-        ProtocolError: partial_sample or non_finite.
+        ProtocolError: partial_sample, non_finite or out_of_range.
     """
     fb = start.frame_bytes
     if len(data) % fb:
@@ -290,6 +364,15 @@ def decode_audio(data: bytes, start: StartMessage) -> np.ndarray:
         if not finite.all():
             bad = int(np.size(finite) - np.count_nonzero(finite))
             raise ProtocolError(ErrorCode.NON_FINITE, f"{bad} of {x.size} float32 samples are NaN or infinite")
+        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        if peak > MAX_FLOAT_SAMPLE:
+            raise ProtocolError(
+                ErrorCode.OUT_OF_RANGE,
+                f"float32 samples must be in [-1, 1]; this message has |sample| up to {peak:.3g} "
+                "(int16 values sent as float32?)",
+            )
+        if peak > 1.0:
+            x = np.clip(x, -1.0, 1.0)
     if start.channels > 1:
         x = x.reshape(-1, start.channels)
     return x

@@ -11,8 +11,13 @@ Backpressure, bounded at every step:
   TCP flow control slows the client;
 - the Batcher moves pending audio into the Stream only while the Stream has
   less than two chunks queued;
-- the Batcher skips a session whose ``out`` queue holds ``max_out`` or more
-  messages (a slow reader), so its audio waits in ``pending``.
+- the Batcher skips a session whose ``out`` queue holds ``max_out`` messages
+  or ``max_out_bytes`` bytes (a slow reader), so its audio waits in ``pending``;
+  the server drops a client whose output stays full (app.py).
+
+Lag: ``lag_s()`` is how long the oldest whole chunk of received audio has been
+waiting to be decoded; the server tells the client (`overloaded`) when it
+passes ``max_lag_s``.
 """
 
 from __future__ import annotations
@@ -44,19 +49,23 @@ OutItem = Union[str, bytes, Done]
 
 
 class Session:
-    def __init__(self, start: StartMessage, stream: Any, *, max_pending_samples: int, max_out: int = 64) -> None:
+    def __init__(
+        self, start: StartMessage, stream: Any, *, max_pending_samples: int, max_out: int = 64, max_out_bytes: int = 1 << 20
+    ) -> None:
         self.id = next(_ids)
         self.start = start
         self.stream = stream  # wavstream.stream.Stream; touched only by the Batcher's worker thread
         self.created = time.monotonic()
         self.max_pending_samples = max(1, int(max_pending_samples))
         self.max_out = max_out
+        self.max_out_bytes = max_out_bytes
         # event-loop side
         self.pending: list[np.ndarray] = []
         self.pending_samples = 0
         self.room = asyncio.Event()
         self.room.set()
-        self.out: asyncio.Queue[OutItem] = asyncio.Queue()
+        self.out: asyncio.Queue[OutItem] = asyncio.Queue()  # bounded by output_full, not by the Queue
+        self.out_bytes = 0  # bytes of the messages in ``out``
         self.end_reason: Optional[str] = None  # set when the stream must be flushed and closed
         self.closed = False  # the connection is gone or the session was ended by an error
         # Batcher bookkeeping
@@ -69,6 +78,8 @@ class Session:
         self.arrivals: Deque[tuple[float, float]] = collections.deque()
         self._in_samples = 0  # input-rate sample frames received
         self.lat: Optional[float] = None  # seconds from the last decoded chunk's last sample arriving to its events
+        self.decoded16 = 0  # 16 kHz samples decoded so far (written by the Batcher after each step)
+        self.overload_told = False  # an `overloaded` notice was queued and the lag has not recovered since
 
     # ------------------------------------------------------------ loop side
     def push_audio(self, samples: np.ndarray) -> None:
@@ -95,9 +106,36 @@ class Session:
         if self.end_reason is None:
             self.end_reason = reason
 
+    def put_out(self, item: OutItem) -> None:
+        """Queue one outgoing message (the loop thread only)."""
+        self.out.put_nowait(item)
+        self.out_bytes += _size(item)
+
+    async def get_out(self) -> OutItem:
+        item = await self.out.get()
+        self.out_bytes -= _size(item)
+        return item
+
     @property
     def output_full(self) -> bool:
-        return self.out.qsize() >= self.max_out
+        return self.out.qsize() >= self.max_out or self.out_bytes >= self.max_out_bytes
+
+    def lag_s(self, now: float, chunk16: int) -> float:
+        """Seconds the oldest whole undecoded chunk has waited since its last sample arrived (0: none waits).
+
+        Measured from arrival, not from the session's start, so a client that sends faster than real
+        time is not lagging (its audio simply waits its turn in a bounded buffer), and one that pauses
+        is not either.
+        """
+        target = self.decoded16 + chunk16 - 1e-6
+        try:
+            arrivals = tuple(self.arrivals)  # one C call under the GIL: a consistent snapshot
+        except RuntimeError:  # mutated meanwhile by the other thread; next look will do
+            return 0.0
+        for pos16, t in arrivals:
+            if pos16 >= target:
+                return max(0.0, now - t)
+        return 0.0
 
     @property
     def age_s(self) -> float:
@@ -113,3 +151,11 @@ class Session:
             return self.arrivals[0][1] if self.arrivals else None
         except IndexError:
             return None
+
+
+def _size(item: OutItem) -> int:
+    if isinstance(item, bytes):
+        return len(item)
+    if isinstance(item, str):
+        return len(item) if item.isascii() else len(item.encode("utf-8"))
+    return 0
