@@ -6,7 +6,10 @@ set -euo pipefail
 CORPUS=${CORPUS:-data/corpus}
 RUN=${RUN:-runs/ctc_w2v2_scratch}
 
-# 1. corpus (4.9 h train, 300 dev, 300 test; ~5 min with 2 jobs)
+# 1. corpus (4.9 h train, 300 dev, 300 test; ~5 min with 2 jobs). The corpus
+#    builder has changed since (hour-share weights, shared MBROLA speaker keys,
+#    Kokoro): this exact corpus comes from the builder at commit b8c4524, e.g.
+#    git worktree add /tmp/ws_b8c4524 b8c4524 && (cd /tmp/ws_b8c4524 && pip install . && wavstream corpus build ...)
 bash training/data/install_engines.sh
 wavstream corpus build --out "$CORPUS" --hours 5 --dev 300 --test 300 --seed 0 --jobs 2
 
