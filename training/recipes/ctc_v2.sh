@@ -15,7 +15,7 @@
 # The corpus rebuilds identically from corpus_v2.sh (about 1 h on 2 quiet
 # cores, two thirds of it Kokoro): build it before training, not beside it.
 #
-# History of the run: session 1 (2026-12-05) trained steps 0-~2,600 on the
+# History of the run: session 1 (2026-12-05) trained steps 0-4,341 (2.5 h) on the
 # first corpus (data/corpus from ctc_default.sh step 1, at commit b8c4524,
 # evaluating on its dev split) while corpus v2 was being written; from the
 # next session on it trains and evaluates on corpus v2, so the dev curve in
