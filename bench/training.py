@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import Settings
+from .common import Settings, noise
 
 
 def _corpus(folder: Path, n: int, seed: int = 0) -> list:
@@ -36,7 +36,7 @@ def _corpus(folder: Path, n: int, seed: int = 0) -> list:
     out = []
     for i in range(n):
         seconds = float(rng.uniform(2.0, 6.0))  # the synthetic corpus's typical range
-        x = (0.05 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+        x = noise(seconds, seed=seed * 100003 + i)
         path = folder / f"u{i:04d}.wav"
         sf.write(str(path), x, 16000, subtype="PCM_16")
         text = " ".join("".join(rng.choice(letters, int(seconds * 15))).split())

@@ -132,18 +132,19 @@ def test_no_handshake_times_out() -> None:
     assert err.value.code == "connect_timeout"
 
 
+def well_behaved(ws: Any, seen: Seen) -> None:
+    take_start(ws, seen)
+    ws.send(json.dumps(READY))
+    read_until_end(ws, seen)
+    ws.send(json.dumps({"type": "final", "text": "ok", "start": 0.0, "end": 1.0, "segment": 0}))
+    ws.send(json.dumps({"type": "done", "reason": "end"}))
+    ws.close()
+
+
 def test_silence_before_end_is_not_a_timeout() -> None:
     """result_timeout counts only after end(): a long stretch without messages while audio still flows is normal."""
 
-    def behave(ws: Any, seen: Seen) -> None:
-        take_start(ws, seen)
-        ws.send(json.dumps(READY))
-        read_until_end(ws, seen)
-        ws.send(json.dumps({"type": "final", "text": "ok", "start": 0.1, "end": 0.5, "segment": 0}))
-        ws.send(json.dumps({"type": "done", "reason": "end"}))
-        ws.close()
-
-    with fake_server(behave) as (url, _):
+    with fake_server(well_behaved) as (url, _):
         # 1 s of audio paced in real time: 1 s with no message, twice the result timeout.
         finals = run(transcribe(url, WAVE, 16000, block_s=0.1, realtime=True, result_timeout=0.5))
     assert [f.text for f in finals] == ["ok"]
@@ -305,15 +306,6 @@ def test_cli_client_refuses_bad_numbers(flag: str, capsys: pytest.CaptureFixture
 
 
 # ------------------------------------------------------------------ any input rate, any layout
-def well_behaved(ws: Any, seen: Seen) -> None:
-    take_start(ws, seen)
-    ws.send(json.dumps(READY))
-    read_until_end(ws, seen)
-    ws.send(json.dumps({"type": "final", "text": "ok", "start": 0.0, "end": 1.0, "segment": 0}))
-    ws.send(json.dumps({"type": "done", "reason": "end"}))
-    ws.close()
-
-
 @pytest.mark.parametrize("rate", [96000, 6000])
 def test_cli_client_resamples_rates_the_protocol_refuses(rate: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A 96 kHz or 6 kHz file (which `transcribe` handles) is sent as 16 kHz, not refused."""

@@ -135,7 +135,7 @@ def test_tokenless_connections_hold_no_session_slot(rec) -> None:
             statuses = []
             for _ in range(5):
                 try:
-                    ws = await connect(server.url)
+                    _left_open = await connect(server.url)
                     statuses.append("open")
                     await asyncio.sleep(0)  # left open, as an attacker would
                 except InvalidStatus as exc:

@@ -25,7 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--batch", type=int, default=16, help="utterances decoded side by side")
     p.add_argument("--int8", action="store_true", help="bundles: run model.int8.onnx")
-    p.add_argument("--channel", default="clean", choices=["clean", "telephone", "telephone_mulaw", "mp3", "noisy"],
+    from .data.channel import CHANNELS  # numpy only: fine in a runtime-only install
+
+    p.add_argument("--channel", default="clean", choices=list(CHANNELS),
                    help="pass the audio through a fixed channel first: clean, telephone (300-3400 Hz + GSM), "
                         "telephone_mulaw, mp3, noisy (pink noise at 10 dB SNR)")
     p.add_argument("--by-engine", action="store_true",

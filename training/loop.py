@@ -142,15 +142,15 @@ def save_checkpoint(path: Path, model: nn.Module, extra: dict, optimizer=None, t
     tmp.rename(path)
 
 
-def save_compact(src: Path, dst: Path) -> None:
-    """A small resumable copy of a run's checkpoint `src` (e.g. runs/x/last):
-    float weights in fp16, the step and chunk-sampler state in resume.json,
-    the run's log.jsonl; no optimizer moments (a resume re-warms the lr).
-    Replaces `dst`."""
+def save_compact(src: Path, dst: Path, resumable: bool = True) -> None:
+    """A small copy of the checkpoint folder `src` (e.g. runs/x/last): float
+    weights in fp16, config.json, and the run's log.jsonl; with `resumable`,
+    also resume.json (step and chunk-sampler state from trainer.pt), which is
+    what `--resume-from` continues from (no optimizer moments: a resume
+    re-warms the lr). Replaces `dst` atomically."""
     from safetensors.torch import load_file, save_file
 
     state = load_file(str(src / "model.safetensors"))
-    st = torch.load(src / "trainer.pt", weights_only=True)
     tmp = dst.with_name(dst.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -158,7 +158,9 @@ def save_compact(src: Path, dst: Path) -> None:
     save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()},
               str(tmp / "model.safetensors"))
     shutil.copyfile(src / "config.json", tmp / "config.json")
-    (tmp / "resume.json").write_text(json.dumps({"step": int(st["step"]), "rnd": st.get("rnd")}) + "\n")
+    if resumable:
+        st = torch.load(src / "trainer.pt", weights_only=True)
+        (tmp / "resume.json").write_text(json.dumps({"step": int(st["step"]), "rnd": st.get("rnd")}) + "\n")
     log = src.parent / "log.jsonl"
     if log.exists():
         shutil.copyfile(log, tmp / "log.jsonl")

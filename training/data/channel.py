@@ -27,8 +27,7 @@ pedalboard and audiomentations are imported on first use (``[train]`` extra).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,9 +54,6 @@ class ChannelAugmentConfig:
     snr_db: tuple[float, float] = (5.0, 30.0)
     clip_p: float = 0.15
     clip_gain_db: tuple[float, float] = (0.0, 12.0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def off(cls) -> "ChannelAugmentConfig":

@@ -17,28 +17,20 @@ less than 0.001 (checked for each committed checkpoint, see the README).
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 
 def pack(src: Path, dst: Path) -> None:
-    import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
 
     from wavstream.training.checkpoint import resolve
+    from wavstream.training.loop import save_compact
 
-    folder = resolve(src)
-    state = load_file(str(folder / "model.safetensors"))
-    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    dst.mkdir(parents=True, exist_ok=True)
-    save_file(half, str(dst / "model.safetensors"))
-    shutil.copyfile(folder / "config.json", dst / "config.json")
-    log = folder.parent / "log.jsonl"
-    if log.exists():
-        shutil.copyfile(log, dst / "log.jsonl")
-    mb = sum(v.numel() * v.element_size() for v in half.values()) / 1e6
-    print(f"{folder} -> {dst} ({mb:.1f} MB of tensors, dtype {torch.float16} for floats)")
+    save_compact(resolve(src), dst, resumable=False)
+    with safe_open(str(dst / "model.safetensors"), "pt") as f:
+        mb = sum(f.get_tensor(k).nbytes for k in f.keys()) / 1e6
+    print(f"{resolve(src)} -> {dst} ({mb:.1f} MB of tensors, float16 for floats)")
 
 
 if __name__ == "__main__":
