@@ -1,10 +1,16 @@
-"""The human-speech sanity set: Debian's pocketsphinx-testdata utterances as a
-folder of 16 kHz WAVs with a .txt transcript beside each (`wavstream eval` input).
+"""The human-speech sanity sets, as folders of 16 kHz WAVs with a .txt
+transcript beside each (`wavstream eval` input):
 
-    sudo apt-get install pocketsphinx-testdata
+* ``pocketsphinx``: Debian's pocketsphinx-testdata, ten utterances (five
+  LibriVox sentences, five card names);
+* ``alsa``: the eight channel-name phrases alsa-utils' speaker test plays
+  ("front left", ...; one male voice, 48 kHz, resampled to 16 kHz).
+
+    sudo apt-get install pocketsphinx-testdata alsa-utils
     python training/recipes/human_testset.py runs/human
+    wavstream eval --model default runs/human/pocketsphinx
+    wavstream eval --model default runs/human/alsa
 
-Ten utterances with transcripts (five LibriVox sentences, five card names).
 Never train on them: they are the only real human speech here.
 """
 
@@ -15,15 +21,16 @@ import shutil
 import sys
 from pathlib import Path
 
-DATA = Path("/usr/share/pocketsphinx/test/data")
+POCKETSPHINX = Path("/usr/share/pocketsphinx/test/data")
+ALSA = Path("/usr/share/sounds/alsa")
 SETS = [("cards", "cards.transcription"), ("librivox", "transcription")]
 LINE = re.compile(r"<s>\s*(.*?)\s*</s>\s*\((\S+)\)")
 
 
-def build(out: Path, data: Path = DATA) -> int:
+def build_pocketsphinx(out: Path, data: Path = POCKETSPHINX) -> int:
     if not data.is_dir():
-        raise SystemExit(f"{data} not found: install Debian's pocketsphinx-testdata "
-                         "(apt-get install pocketsphinx-testdata)")
+        raise FileNotFoundError(f"{data} not found: install Debian's pocketsphinx-testdata "
+                                "(apt-get install pocketsphinx-testdata)")
     out.mkdir(parents=True, exist_ok=True)
     n = 0
     for folder, transcripts in SETS:
@@ -39,6 +46,29 @@ def build(out: Path, data: Path = DATA) -> int:
     return n
 
 
+def build_alsa(out: Path, data: Path = ALSA) -> int:
+    import soundfile as sf
+    import soxr
+
+    # Noise.wav is not speech; every other file is named for what it says
+    files = sorted(p for p in data.glob("*.wav") if p.stem != "Noise") if data.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no speech WAVs in {data}: install alsa-utils")
+    out.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(files, 1):
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        x = soxr.resample(x.mean(axis=1), sr, 16000)
+        sf.write(str(out / f"{i:03d}.wav"), x, 16000, subtype="PCM_16")
+        (out / f"{i:03d}.txt").write_text(path.stem.replace("_", " ").lower())
+    return len(files)
+
+
+def main(argv: list[str]) -> int:
+    out = Path(argv[0] if argv else "runs/human")
+    print(f"pocketsphinx: {build_pocketsphinx(out / 'pocketsphinx')} utterances in {out / 'pocketsphinx'}")
+    print(f"alsa: {build_alsa(out / 'alsa')} utterances in {out / 'alsa'}")
+    return 0
+
+
 if __name__ == "__main__":
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/human")
-    print(f"{build(out)} utterances in {out}")
+    sys.exit(main(sys.argv[1:]))
