@@ -122,7 +122,7 @@ async def _client(url: str, audio: np.ndarray, seconds: float, start_delay: floa
                   send_end: bool = True, wait_after: float = 5.0) -> None:
     from websockets.asyncio.client import connect
 
-    from wavstream.stream.server.protocol import unpack_features
+    from wavstream.stream.server.protocol import END_TEXT, StartMessage, unpack_features
 
     await asyncio.sleep(start_delay)
     pcm = np.clip(audio * 32767.0, -32768, 32767).astype("<i2")
@@ -132,8 +132,7 @@ async def _client(url: str, audio: np.ndarray, seconds: float, start_delay: floa
     sent_at = np.full(n_packets, np.nan)
     try:
         async with connect(url, max_size=1 << 24, ping_interval=None) as ws:
-            await ws.send(json.dumps({"type": "start", "protocol": 1, "sample_rate": 16000,
-                                      "format": "int16", "features": True}))
+            await ws.send(StartMessage(sample_rate=16000, format="int16", features=True).to_json())
             ready = json.loads(await ws.recv())
             if ready.get("type") != "ready":
                 res.error = f"no ready: {ready}"
@@ -179,7 +178,7 @@ async def _client(url: str, audio: np.ndarray, seconds: float, start_delay: floa
                 if speech_end is not None and res.speech_end_sent is None and (k + 1) * packet > speech_end:
                     res.speech_end_sent = sent_at[k]
             if send_end:
-                await ws.send(json.dumps({"type": "end"}))
+                await ws.send(END_TEXT)
                 res.end_sent = time.perf_counter()
             try:
                 await asyncio.wait_for(rx, wait_after)

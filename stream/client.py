@@ -153,19 +153,19 @@ class Client:
             ws = await connect(url, additional_headers=headers, open_timeout=open_timeout, max_size=1 << 24)
         except (asyncio.TimeoutError, TimeoutError):
             raise ServerTimeoutError("connect_timeout", f"no websocket handshake from {url} within {open_timeout:g} s") from None
-        start: dict[str, Any] = {
-            "type": "start",
-            "protocol": 1,
-            "sample_rate": wire_rate,
-            "format": format,
+        from .server.protocol import StartMessage
+
+        start = StartMessage(
+            sample_rate=wire_rate,
+            format=format,
             # Resampling here mixes down to mono first (the server would mix down anyway).
-            "channels": channels if wire_rate == input_rate else 1,
-            "features": features,
-            "feature_dtype": feature_dtype,
-            "layer": layer,
-        }
+            channels=channels if wire_rate == input_rate else 1,
+            features=features,
+            feature_dtype=feature_dtype,
+            layer=layer,
+        ).to_dict()
         if endpoint is not None:
-            start["endpoint"] = endpoint
+            start["endpoint"] = endpoint  # as given: the server validates it and names a bad field
         try:
             try:
                 await ws.send(json.dumps(start))
@@ -253,7 +253,9 @@ class Client:
                 tail = self._resampler.flush()
                 if tail.size:
                     await self.ws.send(self._pack(tail))
-            await self.ws.send(json.dumps({"type": "end"}))
+            from .server.protocol import END_TEXT
+
+            await self.ws.send(END_TEXT)
             self._end_sent.set()
 
     async def close(self) -> None:
@@ -320,9 +322,9 @@ class Client:
             d = _parse(msg)
             kind = d.get("type")
             if kind == "partial":
-                yield Partial(_field(d, "text", str))
+                yield Partial(_field(d, "text", str), _segment(d))
             elif kind == "final":
-                yield Final(_field(d, "text", str), _seconds(d, "start"), _seconds(d, "end"))
+                yield Final(_field(d, "text", str), _seconds(d, "start"), _seconds(d, "end"), _segment(d))
             elif kind == "done":
                 reason = d.get("reason", "end")
                 self.done_reason = reason if isinstance(reason, str) else str(reason)
@@ -398,6 +400,12 @@ def _field(d: dict, name: str, kind: type) -> Any:
     if not isinstance(v, kind):
         raise ServerProtocolError(f"{d.get('type')} message without a {kind.__name__} {name!r}: {_show(json.dumps(d))}")
     return v
+
+
+def _segment(d: dict) -> int:
+    """The utterance index of a partial/final (0 when a server leaves it out)."""
+    v = d.get("segment", 0)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
 
 
 def _seconds(d: dict, name: str) -> float:

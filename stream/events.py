@@ -4,10 +4,12 @@ Three kinds, all plain frozen dataclasses so they compare, print and
 serialise easily (a Features event prints its arrays' shape and dtype, not
 their values, so ``print(event)`` stays one short line):
 
-- ``Partial(text)``: the current, still-changing hypothesis of the utterance
-  in progress. Emitted only when the text changes.
-- ``Final(text, start, end)``: a finished utterance (an endpoint fired, or the
-  input ended). ``start``/``end`` are seconds from the start of the stream.
+- ``Partial(text, segment)``: the current, still-changing hypothesis of the
+  utterance in progress. Emitted only when the text changes.
+- ``Final(text, start, end, segment)``: a finished utterance (an endpoint
+  fired, or the input ended). ``start``/``end`` are seconds from the start of
+  the stream. ``segment`` numbers the stream's utterances from 0: a Partial and
+  the Final that settles it carry the same number (counted once, by the Stream).
 - ``Features(frames, start_frame, codes)``: the model's frame features of one
   decoded chunk, ``frames`` (T, D) float32; ``start_frame`` is the index of the
   first of these frames in the stream; ``codes`` (T, G) int64 for bundles that
@@ -27,6 +29,7 @@ __all__ = ["Partial", "Final", "Features", "Event"]
 @dataclass(frozen=True)
 class Partial:
     text: str
+    segment: int = 0  # index of the utterance in its stream
 
     def to_dict(self) -> dict:
         return {"type": "partial", "text": self.text}
@@ -37,10 +40,11 @@ class Final:
     text: str
     start: float  # seconds from stream start
     end: float  # seconds from stream start
+    segment: int = 0  # index of the utterance in its stream
 
     def __repr__(self) -> str:
         # Times are frame multiples (0.42000000000000004 s); milliseconds are all they mean.
-        return f"Final(text={self.text!r}, start={round(self.start, 3)}, end={round(self.end, 3)})"
+        return f"Final(text={self.text!r}, start={round(self.start, 3)}, end={round(self.end, 3)}, segment={self.segment})"
 
     def to_dict(self) -> dict:
         return {"type": "final", "text": self.text, "start": round(self.start, 3), "end": round(self.end, 3)}

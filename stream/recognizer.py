@@ -99,7 +99,7 @@ class DecodingConfig:
 class Stream:
     """One audio stream's state. Create with ``Recognizer.create_stream()``."""
 
-    def __init__(self, rec: "Recognizer") -> None:
+    def __init__(self, rec: "Recognizer", *, endpoint: Optional[EndpointConfig] = None) -> None:
         self._rec = rec
         cfg = rec.config
         self._chunk = cfg.chunk_samples
@@ -108,7 +108,7 @@ class Stream:
         self._queued = 0  # samples in _queue
         self.states: Sequence[np.ndarray] = rec.engine.init_state(1)
         self.decoder: Optional[StreamingCtcDecoder] = rec._make_decoder()
-        self.endpointer = Endpointer(rec.endpoint_config, cfg.frame_shift_s)
+        self.endpointer = Endpointer(endpoint or rec.endpoint_config, cfg.frame_shift_s)
         self.samples_accepted = 0  # 16 kHz samples queued so far (after resampling)
         self.frames_done = 0  # output frames produced so far (stream frame index)
         self.utterance_start_frame = 0
@@ -196,10 +196,11 @@ class Stream:
         """Partial text of the current utterance ('' without a decoder)."""
         return self.decoder.text if self.decoder is not None else ""
 
-    def _is_ready(self) -> bool:
+    def is_ready(self) -> bool:
+        """True when a whole chunk is queued, or the input ended and still needs decoding."""
         return not self.done and (self._queued >= self._chunk or self.finished)
 
-    def _take_chunk(self) -> tuple[np.ndarray, int]:
+    def take_chunk(self) -> tuple[np.ndarray, int]:
         """One (chunk_samples,) chunk, zero-padded at the end; and its real sample count."""
         n = min(self._chunk, self._queued)
         out = np.zeros(self._chunk, dtype=np.float32)
@@ -216,6 +217,60 @@ class Stream:
         self._queued -= n
         return out, n
 
+
+    # --------------------------------------------------- per-chunk decoding
+    def consume_step(self, feats: np.ndarray, logits: Optional[np.ndarray], codes: Optional[np.ndarray]) -> list[Event]:
+        """This stream's share of one engine step (its real frames) -> its events; ends it when it is over."""
+        rec = self._rec
+        events: list[Event] = []
+        T = int(feats.shape[0])
+        if rec.emit_features:
+            events.append(Features(np.array(feats, copy=True), self.frames_done, None if codes is None else np.array(codes, copy=True)))
+        if self.decoder is not None and logits is not None and T:
+            is_sil = np.argmax(logits, axis=-1) == rec.config.blank_id  # (T,)
+            pos = 0
+            while pos < T:
+                n = self.endpointer.accept(is_sil[pos:])
+                if n is None:
+                    self.decoder.accept(logits[pos:])
+                    pos = T
+                else:
+                    self.decoder.accept(logits[pos : pos + n])
+                    pos += n
+                    events.extend(self._end_utterance(self.frames_done + pos))
+            text = self.decoder.text
+            if text != self._last_partial:
+                events.append(Partial(text, self.segment))
+                self._last_partial = text
+        self.frames_done += T
+        if self.finished and self._queued == 0:
+            events.extend(self.finish())
+        return events
+
+    def _end_utterance(self, end_frame: int) -> list[Event]:
+        """Close the current utterance at stream frame ``end_frame``; Final if it has text."""
+        assert self.decoder is not None
+        ep = self.endpointer
+        text = self.decoder.finalize()
+        shift = self._rec.config.frame_shift_s
+        events: list[Event] = []
+        if text:
+            # Times bound the speech (non-blank frames), not the trailing silence.
+            first = self.utterance_start_frame + (ep.first_speech_frame or 0)
+            last = self.utterance_start_frame + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
+            events.append(Final(text, first * shift, (last + 1) * shift, self.segment))
+            self.segment += 1
+        ep.reset()
+        self.utterance_start_frame = end_frame
+        self._last_partial = ""
+        return events
+
+    def finish(self) -> list[Event]:
+        """The input is over and decoded: the last utterance's Final (if any); the stream is done."""
+        self.done = True
+        if self.decoder is None:
+            return []
+        return self._end_utterance(self.frames_done)
 
 class Recognizer:
     """Streaming recogniser over an Engine. See the module docstring for usage.
@@ -297,12 +352,13 @@ class Recognizer:
         return StreamingCtcDecoder(self.vocab, d.method, d.beam_size, d.lm)
 
     # ------------------------------------------------------------- streams
-    def create_stream(self) -> Stream:
-        return Stream(self)
+    def create_stream(self, *, endpoint: Optional[EndpointConfig] = None) -> Stream:
+        """A new stream; ``endpoint`` overrides the recogniser's endpointing for this stream only."""
+        return Stream(self, endpoint=endpoint)
 
     def is_ready(self, stream: Stream) -> bool:
         """True when the stream has a whole chunk queued, or has ended and still needs decoding."""
-        return stream._is_ready()
+        return stream.is_ready()
 
     def get_result(self, stream: Stream) -> str:
         """Current partial text of the stream's utterance."""
@@ -319,16 +375,16 @@ class Recognizer:
         lists, one per input stream, in order.
         """
         results: list[list[Event]] = [[] for _ in streams]
-        todo = [i for i, s in enumerate(streams) if s._is_ready()]
+        todo = [i for i, s in enumerate(streams) if s.is_ready()]
         # An ended stream with nothing left queued needs no engine call, only finalising.
-        step_idx = [i for i in todo if streams[i]._queued > 0]
+        step_idx = [i for i in todo if streams[i].queued_samples > 0]
         for i in todo:
-            if streams[i]._queued == 0:
-                results[i] = self._finish_stream(streams[i])
+            if streams[i].queued_samples == 0:
+                results[i] = streams[i].finish()
         limit = self.max_batch_size or len(step_idx) or 1
         for g in range(0, len(step_idx), limit):
             group = step_idx[g : g + limit]
-            chunks, reals = zip(*(streams[i]._take_chunk() for i in group))
+            chunks, reals = zip(*(streams[i].take_chunk() for i in group))
             samples = np.stack(chunks)  # (B, chunk_samples)
             if len(group) == 1:
                 states = streams[group[0]].states
@@ -344,66 +400,14 @@ class Recognizer:
                 s = streams[i]
                 s.states = per_stream[b]
                 r = self.config.real_frames(reals[b])
-                results[i] = self._post_step(
-                    s,
+                results[i] = s.consume_step(
                     res.features[b, :r],
                     None if res.logits is None else res.logits[b, :r],
                     None if res.codes is None else res.codes[b, :r],
                 )
-                if s.finished and s._queued == 0:
-                    results[i].extend(self._finish_stream(s))
         for evs in results:
             self._dispatch(evs)
         return results
-
-    # --------------------------------------------------- per-chunk decoding
-    def _post_step(self, s: Stream, feats: np.ndarray, logits: Optional[np.ndarray], codes: Optional[np.ndarray]) -> list[Event]:
-        events: list[Event] = []
-        T = int(feats.shape[0])
-        if self.emit_features:
-            events.append(Features(np.array(feats, copy=True), s.frames_done, None if codes is None else np.array(codes, copy=True)))
-        if s.decoder is not None and logits is not None and T:
-            is_sil = np.argmax(logits, axis=-1) == self.config.blank_id  # (T,)
-            pos = 0
-            while pos < T:
-                n = s.endpointer.accept(is_sil[pos:])
-                if n is None:
-                    s.decoder.accept(logits[pos:])
-                    pos = T
-                else:
-                    s.decoder.accept(logits[pos : pos + n])
-                    pos += n
-                    events.extend(self._end_utterance(s, s.frames_done + pos))
-            text = s.decoder.text
-            if text != s._last_partial:
-                events.append(Partial(text))
-                s._last_partial = text
-        s.frames_done += T
-        return events
-
-    def _end_utterance(self, s: Stream, end_frame: int) -> list[Event]:
-        """Close the current utterance at stream frame ``end_frame``; Final if it has text."""
-        assert s.decoder is not None
-        ep = s.endpointer
-        text = s.decoder.finalize()
-        shift = self.config.frame_shift_s
-        events: list[Event] = []
-        if text:
-            # Times bound the speech (non-blank frames), not the trailing silence.
-            first = s.utterance_start_frame + (ep.first_speech_frame or 0)
-            last = s.utterance_start_frame + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
-            events.append(Final(text, first * shift, (last + 1) * shift))
-            s.segment += 1
-        ep.reset()
-        s.utterance_start_frame = end_frame
-        s._last_partial = ""
-        return events
-
-    def _finish_stream(self, s: Stream) -> list[Event]:
-        s.done = True
-        if s.decoder is None:
-            return []
-        return self._end_utterance(s, s.frames_done)
 
     # ----------------------------------------------------------- callbacks
     def on_partial(self, fn: Callable[[Partial], None]) -> Callable[[Partial], None]:
@@ -456,7 +460,7 @@ class Recognizer:
         s = self.stream
         s.accept_waveform(samples, sample_rate)
         events: list[Event] = []
-        while s._is_ready():
+        while s.is_ready():
             events.extend(self.decode_stream(s))
         return iter(events)
 
@@ -465,7 +469,7 @@ class Recognizer:
         s = self.stream
         s.input_finished()
         events: list[Event] = []
-        while s._is_ready():
+        while s.is_ready():
             events.extend(self.decode_stream(s))
         self._default = None
         return iter(events)
@@ -476,7 +480,7 @@ class Recognizer:
         s.accept_waveform(samples, sample_rate)
         s.input_finished()
         texts: list[str] = []
-        while s._is_ready():
+        while s.is_ready():
             texts.extend(e.text for e in self.decode_stream(s) if isinstance(e, Final))
         return " ".join(texts)
 

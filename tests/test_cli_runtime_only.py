@@ -109,8 +109,8 @@ def test_events_print_short() -> None:
     f = Features(np.zeros((16, 256), np.float32), 32, np.zeros((16, 2), np.int64))
     assert repr(f) == str(f) == "Features(frames=<16x256 float32>, start_frame=32, codes=<16x2 int64>)"
     assert repr(Features(np.zeros((3, 8), np.float16), 0)) == "Features(frames=<3x8 float16>, start_frame=0, codes=None)"
-    assert repr(Final("hi", 0.1 * 3, 21 * 0.02)) == "Final(text='hi', start=0.3, end=0.42)"
-    assert repr(Partial("h")) == "Partial(text='h')"
+    assert repr(Final("hi", 0.1 * 3, 21 * 0.02, 2)) == "Final(text='hi', start=0.3, end=0.42, segment=2)"
+    assert repr(Partial("h")) == "Partial(text='h', segment=0)"
 
 
 def test_features_out_without_suffix_says_the_real_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,24 +60,19 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ..endpoint import EndpointConfig, Endpointer
+from ..endpoint import EndpointConfig
 from .batcher import Batcher, measure_engine_cost
 from .protocol import (
-    CLOSE_CODES,
-    END_TYPES,
     PROTOCOL_VERSION,
     SUBPROTOCOL,
+    AudioReceived,
+    EndReceived,
     ErrorCode,
     ProtocolError,
-    StartMessage,
-    close_reason,
-    decode_audio,
-    error_message,
-    json_message,
-    parse_client_text,
+    SessionProtocol,
     token_from_subprotocols,
 )
-from .session import Done, Session
+from .session import Close, Session
 
 __all__ = ["Server", "run_server", "tls_context", "raise_open_file_limit", "WEB_DIR", "ENGINE_SHARE"]
 
@@ -89,7 +84,6 @@ _PAGES = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/worklet.js": ("worklet.js", "text/javascript; charset=utf-8"),
 }
-_DONE_CLOSE = {"end": 1000, "idle_timeout": 1000, "session_too_long": 1000, "shutting_down": 1001, "internal": 1011}
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
@@ -224,6 +218,7 @@ class Server:
         self._pending: set[ServerConnection] = set()  # TCP accepted, no session yet (see _Connection)
         self._connections: set[ServerConnection] = set()  # past the handshake
         self._sessions: dict[int, Session] = {}
+        self._started: set[ServerConnection] = set()  # connections with a session
         self._monitor: Optional[asyncio.Task] = None
         self._warned: dict[str, float] = {}
         self.sessions_total = 0
@@ -312,9 +307,8 @@ class Server:
         for s in list(self._sessions.values()):
             s.request_end("shutting_down")
         self.batcher.notify()
-        started = {getattr(s, "conn", None) for s in self._sessions.values()}
         for conn in list(self._connections):  # connected but no start yet: nothing to flush
-            if conn not in started:
+            if conn not in self._started:
                 asyncio.create_task(self._reject(conn, ErrorCode.SHUTTING_DOWN, "server is shutting down"))
         if self._ws is not None:
             try:
@@ -370,7 +364,7 @@ class Server:
             return []
         now, chunk16 = time.monotonic(), self.rec.config.chunk_samples
         return [s for s in self._sessions.values()
-                if s.end_reason is None and not s.closed and not s.output_full and s.lag_s(now, chunk16) > self.max_lag_s]
+                if s.is_open and not s.output_full and s.lag_s(now, chunk16) > self.max_lag_s]
 
     async def _watch_lag(self) -> None:
         """Every fraction of max_lag_s: tell sessions that fell behind (see _tell_lagging)."""
@@ -385,13 +379,13 @@ class Server:
         assert self.max_lag_s is not None
         now, chunk16 = time.monotonic(), self.rec.config.chunk_samples
         for s in list(self._sessions.values()):
-            if s.end_reason is not None or s.closed or s.finished or s.output_full:
+            if not s.is_open or s.output_full:
                 continue
             lag = s.lag_s(now, chunk16)
             if lag > self.max_lag_s and not s.overload_told:
                 s.overload_told = True
                 self.overload_notices += 1
-                s.put_out(json_message(type="overloaded", lag_s=round(lag, 3), max_lag_s=self.max_lag_s))
+                s.notify_overloaded(lag, self.max_lag_s)
                 log.warning("session %d: results %.1f s behind real time (max_lag %.1f s)", s.id, lag, self.max_lag_s)
             elif lag < self.max_lag_s / 2:
                 s.overload_told = False
@@ -500,33 +494,42 @@ class Server:
     def _count_error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
 
-    async def _reject(self, ws: ServerConnection, code: str, reason: str) -> None:
+    async def _reject(self, ws: ServerConnection, code: str, reason: str, proto: Optional[SessionProtocol] = None) -> None:
+        """Send ``error`` and close. ``proto``: the connection's protocol, if it already holds the error."""
+        if proto is None or proto.error_code is None:
+            proto = SessionProtocol()
+            proto.fail(code, reason)
         self._count_error(code)
         try:
             # Bounded: a client that reads nothing must not keep this connection (and its slot) open.
-            await asyncio.wait_for(ws.send(error_message(code, reason)), self.stall_timeout_s)
-            await asyncio.wait_for(ws.close(CLOSE_CODES.get(code, 1008), close_reason(reason)), self.stall_timeout_s)
+            for msg in proto.data_to_send():
+                await asyncio.wait_for(ws.send(msg), self.stall_timeout_s)
+            await asyncio.wait_for(ws.close(proto.close_code or 1008, proto.close_reason), self.stall_timeout_s)
         except (ConnectionClosed, OSError):
             pass
         except asyncio.TimeoutError:
             ws.transport.abort()
 
+    def _protocol(self) -> SessionProtocol:
+        return SessionProtocol(max_message_bytes=self.max_message_bytes, feature_layer=self.rec.config.feature_layer)
+
     async def _handler(self, ws: ServerConnection) -> None:
         peer = ws.remote_address
         self._connections.add(ws)
         session: Optional[Session] = None
+        proto = self._protocol()
         try:
             if self._closing:
                 await self._reject(ws, ErrorCode.SHUTTING_DOWN, "server is shutting down")
                 return
-            session = await self._open(ws)
+            session = await self._open(ws, proto)
             if session is not None:
                 await self._serve_session(ws, session)
         except ProtocolError as exc:
             log.info("session %s from %s ended: %s", session.id if session else "-", peer, exc)
             if session is not None:
                 self.batcher.remove(session)
-            await self._reject(ws, exc.code, exc.reason)
+            await self._reject(ws, exc.code, exc.reason, proto)
         except ConnectionClosed:
             pass
         except Exception:
@@ -535,47 +538,30 @@ class Server:
         finally:
             self._connections.discard(ws)
             self._pending.discard(ws)
+            self._started.discard(ws)
             if session is not None:
-                session.closed = True
                 self.batcher.remove(session)
                 self._sessions.pop(session.id, None)
-                sender = getattr(session, "sender", None)
-                if sender is not None and not sender.done():
-                    sender.cancel()
-
-    def _check_size(self, msg: Any) -> None:
-        # Text arrives decoded: count its UTF-8 bytes, not its characters (a 1 MiB limit must not pass 3 MB of '€').
-        n = len(msg) if isinstance(msg, bytes) or msg.isascii() else len(msg.encode("utf-8"))
-        if n > self.max_message_bytes:
-            raise ProtocolError(
-                ErrorCode.MESSAGE_TOO_BIG, f"message of {n} bytes exceeds the limit of {self.max_message_bytes} bytes"
-            )
+                if session.sender is not None and not session.sender.done():
+                    session.sender.cancel()
 
     async def _recv(self, ws: ServerConnection, timeout: Optional[float]) -> Any:
         if timeout is None:
             return await ws.recv()
         return await asyncio.wait_for(ws.recv(), max(0.0, timeout))
 
-    async def _open(self, ws: ServerConnection) -> Optional[Session]:
+    async def _open(self, ws: ServerConnection, proto: SessionProtocol) -> Optional[Session]:
         """Wait for a valid start message; returns the new Session."""
         try:
             msg = await self._recv(ws, self.start_timeout_s)
         except asyncio.TimeoutError:
             await self._reject(ws, ErrorCode.IDLE_TIMEOUT, f"no start message within {self.start_timeout_s} s")
             return None
-        self._check_size(msg)
-        if isinstance(msg, bytes):
-            raise ProtocolError(ErrorCode.NOT_STARTED, "audio before the start message")
-        d = parse_client_text(msg)
-        if d["type"] != "start":
-            raise ProtocolError(ErrorCode.NOT_STARTED, f"{d['type']!r} before the start message")
-        start = StartMessage.from_dict(d)
+        # The first message must be a valid start (the protocol raises otherwise).
+        proto.receive_bytes(msg) if isinstance(msg, bytes) else proto.receive_text(msg)
+        start = proto.start
+        assert start is not None
         cfg = self.rec.config
-        if start.layer is not None and start.layer != cfg.feature_layer:
-            raise ProtocolError(
-                ErrorCode.UNSUPPORTED_LAYER,
-                f"layer {start.layer} is not available; this model exports features of layer {cfg.feature_layer}",
-            )
         if self._closing:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "server is shutting down")
         assert self.max_sessions is not None  # set by start()
@@ -589,49 +575,45 @@ class Server:
                 f"server is overloaded ({len(lagging)} session(s) more than {self.max_lag_s} s behind real time); try again later",
             )
         # No await between the checks above and registering the session: no other start can slip in.
-        stream = self.rec.create_stream()
         ep = start.endpoint
-        stream.endpointer = Endpointer(
-            EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled),
-            cfg.frame_shift_s,
+        stream = self.rec.create_stream(
+            endpoint=EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled)
         )
-        session = Session(start, stream, max_pending_samples=int(self.max_buffer_s * start.sample_rate),
+        session = Session(proto, stream, max_pending_samples=int(self.max_buffer_s * start.sample_rate),
                           max_out_bytes=self.max_out_bytes)
-        session.conn = ws  # type: ignore[attr-defined]
         self._sessions[session.id] = session
+        self._started.add(ws)
         self._pending.discard(ws)
         self.sessions_total += 1
-        await ws.send(
-            json_message(
-                type="ready",
-                protocol=PROTOCOL_VERSION,
-                session=session.id,
-                sample_rate=cfg.sample_rate,
-                chunk_ms=round(1000.0 * cfg.chunk_samples / cfg.sample_rate, 3),
-                frame_shift_ms=round(1000.0 * cfg.frame_shift_s, 3),
-                feature_dim=cfg.feature_dim,
-                feature_layer=cfg.feature_layer,
-                text=bool(self.rec.decode_text),
-            )
+        proto.send_ready(
+            session=session.id,
+            sample_rate=cfg.sample_rate,
+            chunk_ms=round(1000.0 * cfg.chunk_samples / cfg.sample_rate, 3),
+            frame_shift_ms=round(1000.0 * cfg.frame_shift_s, 3),
+            feature_dim=cfg.feature_dim,
+            feature_layer=cfg.feature_layer,
+            text=bool(self.rec.decode_text),
         )
+        for m in proto.data_to_send():
+            await ws.send(m)
         log.info("session %d from %s: %s Hz %s x%d", session.id, ws.remote_address, start.sample_rate, start.format, start.channels)
         return session
 
     def _drop(self, ws: ServerConnection, s: Session, why: str) -> None:
         """Close a client that stopped reading, without waiting for it (a close handshake would wait too)."""
-        if not s.closed:
-            s.closed = True
+        if not s.is_closed:
+            s.close()
             self.dropped_stalled += 1
             log.info("session %d: dropped, %s", s.id, why)
         ws.transport.abort()
 
     async def _serve_session(self, ws: ServerConnection, s: Session) -> None:
-        s.sender = asyncio.create_task(self._sender(ws, s))  # type: ignore[attr-defined]
+        s.sender = sender = asyncio.create_task(self._sender(ws, s))
         self.batcher.add(s)
         closed = asyncio.ensure_future(ws.wait_closed())
         deadline = None if self.max_session_s is None else s.created + self.max_session_s
         try:
-            while s.end_reason is None:
+            while s.is_open:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     s.request_end("session_too_long")
@@ -644,26 +626,23 @@ class Server:
                 try:
                     msg = await self._recv(ws, timeout)
                 except asyncio.TimeoutError:
-                    if s.end_reason is None:
+                    if s.is_open:
                         gone = deadline is not None and time.monotonic() >= deadline
                         s.request_end("session_too_long" if gone else "idle_timeout")
                     break
-                if s.end_reason is not None:
+                if not s.is_open:
                     break  # shutting down: audio after the flush started is not used
-                self._check_size(msg)
-                if isinstance(msg, bytes):
-                    s.push_audio(decode_audio(msg, s.start))
-                    self.batcher.notify()
-                    continue
-                d = parse_client_text(msg)
-                if d["type"] == "start":
-                    raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second start message in one session")
-                if d["type"] in END_TYPES:
-                    s.request_end("end")
+                events = s.protocol.receive_bytes(msg) if isinstance(msg, bytes) else s.protocol.receive_text(msg)
+                for ev in events:
+                    if isinstance(ev, AudioReceived):
+                        s.push_audio(ev.samples)
+                        self.batcher.notify()
+                    elif isinstance(ev, EndReceived):
+                        s.request_end(ev.reason)
             self.batcher.notify()
-            await s.sender  # type: ignore[attr-defined]   (it sends the finals, `done`, and closes)
+            await sender  # it sends the finals, `done`, and closes
         except ConnectionClosed:
-            s.closed = True  # the client went away; nothing to flush to
+            s.close()  # the client went away; nothing to flush to
             raise
         finally:
             closed.cancel()
@@ -675,13 +654,13 @@ class Server:
         """
         t0 = time.monotonic()
         room = asyncio.ensure_future(s.room.wait())
+        assert s.sender is not None
         try:
             while True:
                 timeout = 0.5 if left is None else max(0.0, min(0.5, left - (time.monotonic() - t0)))
-                await asyncio.wait({room, closed, s.sender}, timeout=timeout,  # type: ignore[attr-defined]
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if closed.done() or s.sender.done():  # type: ignore[attr-defined]
-                    s.closed = True
+                await asyncio.wait({room, closed, s.sender}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if closed.done() or s.sender.done():
+                    s.close()
                     return False
                 if room.done():
                     return True
@@ -697,9 +676,8 @@ class Server:
         while True:
             item = await s.get_out()
             try:
-                if isinstance(item, Done):
-                    await asyncio.wait_for(ws.send(json_message(type="done", reason=item.reason)), self.stall_timeout_s)
-                    await asyncio.wait_for(ws.close(_DONE_CLOSE.get(item.reason, 1000), item.reason), self.stall_timeout_s)
+                if isinstance(item, Close):
+                    await asyncio.wait_for(ws.close(item.code, item.reason), self.stall_timeout_s)
                     return
                 # A send waits while the socket's buffers are full; one that waits this long means the client
                 # stopped reading (keepalive pings wait behind the same buffer, so they cannot tell).

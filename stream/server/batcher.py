@@ -8,10 +8,12 @@ Recognizer stays single-threaded) it
 1. moves each eligible session's pending audio into its Stream,
 2. picks up to ``max_batch`` ready streams, least recently served first,
 3. runs ``Recognizer.decode_streams`` on them (states stacked on the batch axis),
-4. turns the events into wire messages (JSON text, binary feature frames).
 
-Back on the loop the messages go to each session's ``out`` queue. A session
-with a full ``out`` queue (a slow reader) is skipped, never waited for.
+and returns the events. Back on the loop each session turns its events into
+wire messages (``Session.deliver``: the protocol module builds them, not the
+Batcher). A session with a full ``out`` queue (a slow reader) is skipped,
+never waited for. Only the executor thread touches the streams; only the loop
+touches the sessions' other state (phase, buffers, arrival times).
 
 ``measure_engine_cost`` times the engine once at start-up; the server sizes
 its default session limit from it.
@@ -28,9 +30,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..events import Features, Final, Partial
-from .protocol import json_message, pack_features
-from .session import Done, Session
+from .protocol import ErrorCode
+from .session import Phase, Session
 
 __all__ = ["Batcher", "BatcherStats", "measure_engine_cost"]
 
@@ -100,7 +101,7 @@ class Batcher:
         self.sessions[session.id] = session
 
     def remove(self, session: Session) -> None:
-        session.closed = True
+        session.close()
         self.sessions.pop(session.id, None)
 
     def notify(self) -> None:
@@ -130,9 +131,7 @@ class Batcher:
             except Exception as exc:  # an engine failure: end the sessions of this batch, keep serving
                 log.exception("inference failed for sessions %s", [s.id for s, _, _ in work])
                 for s, _, _ in work:
-                    s.put_out(json_message(type="error", code="internal", reason=f"inference failed: {exc}"))
-                    s.put_out(Done("internal"))
-                    s.finished = True
+                    s.fail(ErrorCode.INTERNAL, f"inference failed: {exc}")
                 work = None  # type: ignore[assignment]
                 backlog = False
                 continue
@@ -142,89 +141,85 @@ class Batcher:
             work = outcome = None  # type: ignore[assignment]
 
     def _any_end_requested(self) -> bool:
-        return any(s.end_reason is not None and not s.end_sent for s in self.sessions.values())
+        return any(s.phase is Phase.ENDING for s in self.sessions.values())
 
     def _collect(self) -> list[tuple[Session, list[np.ndarray], bool]]:
-        """Sessions to look at this cycle, least recently served first, with the audio to ingest."""
+        """Sessions to look at this cycle, least recently served first, with the audio to ingest.
+
+        Runs on the loop; the phase moves to FLUSHING here, before the thread gives the stream its end.
+        """
         work = []
         for s in sorted(self.sessions.values(), key=lambda s: s.last_served):
-            if s.closed or s.finished or s.output_full:
+            if s.phase in (Phase.FINISHED, Phase.CLOSED) or s.output_full:
                 continue
             audio = s.take_pending() if s.backlog < 2 * self._chunk else []
-            end = s.end_reason is not None and not s.end_sent and not s.pending
-            if audio or end or s.backlog >= self._chunk or s.end_sent:
+            end = s.phase is Phase.ENDING and not s.pending
+            if end:
+                s.phase = Phase.FLUSHING
+            if audio or end or s.backlog >= self._chunk or s.phase is Phase.FLUSHING:
                 work.append((s, audio, end))
         return work
 
     def _step(self, work: list[tuple[Session, list[np.ndarray], bool]]) -> dict:
-        """Executor thread: ingest, pick, decode, serialise."""
+        """Executor thread: ingest, pick, decode. Touches the streams only; results are returned."""
         rec = self.rec
-        ready: list[Session] = []
+        ready: list[tuple[Session, bool]] = []
+        backlog: dict[int, int] = {}
         for s, audio, end in work:
             st = s.stream
             for block in audio:
                 st.accept_waveform(block, s.start.sample_rate)
             if end:
                 st.input_finished()
-                s.end_sent = True
-            s.backlog = st.queued_samples
+            backlog[s.id] = st.queued_samples
             if rec.is_ready(st):
-                ready.append(s)
+                ready.append((s, st.finished))
         # Ending sessions first (an end flushes at once), then least recently served.
-        ready.sort(key=lambda s: (not s.end_sent, s.last_served))
-        batch = ready[: self.max_batch]
-        out: dict[int, list] = {}
+        ready.sort(key=lambda r: (not r[1], r[0].last_served))
+        batch = [s for s, _ in ready[: self.max_batch]]
+        events: dict[int, list] = {}
+        decoded16: dict[int, int] = {}
+        done: set[int] = set()
         n_stepped = 0
         t0 = time.perf_counter()
         if batch:
             n_stepped = sum(1 for s in batch if s.stream.queued_samples > 0)
-            events = rec.decode_streams([s.stream for s in batch])
-            done_t = time.monotonic()
-            for s, evs in zip(batch, events):
-                out[s.id] = self._messages(s, evs)
-                s.backlog = s.stream.queued_samples
-                pos16 = s.stream.frames_done * self._stride
-                s.decoded16 = pos16
-                t_arr = s.arrival_time(pos16) if not s.end_sent else None
-                s.lat = (done_t - t_arr) if t_arr is not None else None
+            for s, evs in zip(batch, rec.decode_streams([s.stream for s in batch])):
+                events[s.id] = evs
+                backlog[s.id] = s.stream.queued_samples
+                decoded16[s.id] = s.stream.frames_done * self._stride
+                if s.stream.done:
+                    done.add(s.id)
         engine_s = time.perf_counter() - t0
         more = len(ready) > len(batch) or any(rec.is_ready(s.stream) for s in batch)
-        return {"batch": batch, "out": out, "stepped": n_stepped, "engine_s": engine_s, "more": more}
-
-    def _messages(self, s: Session, events: list) -> list:
-        msgs: list = []
-        for ev in events:
-            if isinstance(ev, Features):
-                if s.start.features and ev.num_frames:
-                    msgs.append(pack_features(ev.start_frame, ev.frames, s.start.feature_dtype))
-            elif isinstance(ev, Partial):
-                msgs.append(json_message(type="partial", text=ev.text, segment=s.segment))
-            elif isinstance(ev, Final):
-                msgs.append(
-                    json_message(type="final", text=ev.text, start=round(ev.start, 3), end=round(ev.end, 3), segment=s.segment)
-                )
-                s.segment += 1
-        return msgs
+        return {"batch": batch, "events": events, "backlog": backlog, "decoded16": decoded16, "done": done,
+                "stepped": n_stepped, "engine_s": engine_s, "done_t": time.monotonic(), "more": more}
 
     def _deliver(self, outcome: dict) -> bool:
+        """On the loop: hand each session its results and move its phase on."""
         self._cycle += 1
-        batch: list[Session] = outcome["batch"]
         if outcome["stepped"]:
             self.stats.cycles += 1
             self.stats.chunks += outcome["stepped"]
             self.stats.batch_sizes[outcome["stepped"]] += 1
             self.stats.engine_s += outcome["engine_s"]
-        for s in batch:
+        for sid, n in outcome["backlog"].items():
+            s = self.sessions.get(sid)
+            if s is not None:
+                s.backlog = n
+        for s in outcome["batch"]:
             s.last_served = self._cycle
-            if s.lat is not None:
-                self.stats.latencies.append(s.lat)
-            if s.closed:
+            pos16 = outcome["decoded16"][s.id]
+            s.decoded16 = pos16
+            if s.phase is Phase.OPEN or s.phase is Phase.ENDING:  # after the end, latency means nothing
+                t_arr = s.arrival_time(pos16)
+                if t_arr is not None:
+                    self.stats.latencies.append(outcome["done_t"] - t_arr)
+            if s.is_closed:
                 continue
-            for m in outcome["out"].get(s.id, []):
-                s.put_out(m)
-            if s.stream.done and not s.finished:
-                s.finished = True
-                s.put_out(Done(s.end_reason or "end"))
+            s.deliver(outcome["events"][s.id])
+            if s.id in outcome["done"]:
+                s.finish()
         return bool(outcome["more"])
 
 

@@ -22,19 +22,33 @@ Server -> client
     binary feature frame: FEATURE_HEADER then (frames, dim) float16/float32
     text   {"type": "error", "code", "reason"}     then the server closes
     text   {"type": "done", "reason"}              after the last final; then close 1000
+
+``SessionProtocol`` is one session's protocol as a state machine with no
+I/O: the server feeds it what came off the socket (``receive_text``,
+``receive_bytes``) and gets typed client events back; it tells it what the
+recogniser produced (``send_events``, ``send_ready``, ``send_done``...) and
+takes the wire messages to write from ``data_to_send()``. Every server message
+is built here and nowhere else, and this module is the one list of close
+codes; the server (app.py) keeps sockets, HTTP, authentication and limits, the
+client (client.py) and the load benchmark build their messages from here.
+This module stays in ``stream/server/`` beside the app because it is the wire
+format of that server; the client imports it from there.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import json
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
+
+from ..events import Event, Features, Final, Partial
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -63,6 +77,19 @@ __all__ = [
     "auth_subprotocol",
     "token_from_subprotocols",
     "MAX_FLOAT_SAMPLE",
+    "State",
+    "StartReceived",
+    "AudioReceived",
+    "EndReceived",
+    "ClientEvent",
+    "SessionProtocol",
+    "END_TEXT",
+    "DONE_CLOSE_CODES",
+    "ready_message",
+    "partial_message",
+    "final_message",
+    "overloaded_message",
+    "done_message",
 ]
 
 PROTOCOL_VERSION = 1
@@ -171,6 +198,10 @@ class StartMessage:
     def frame_bytes(self) -> int:
         """Bytes of one sample frame (all channels)."""
         return self.sample_dtype.itemsize * self.channels
+
+    def to_json(self) -> str:
+        """The start message as the client sends it."""
+        return json.dumps(self.to_dict())
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {
@@ -431,3 +462,186 @@ def json_message(**fields: Any) -> str:
 
 def error_message(code: str, reason: str) -> str:
     return json_message(type="error", code=code, reason=reason)
+
+
+# ---------------------------------------------------------- server messages
+END_TEXT = json_message(type="end")  # what a client sends when its audio is over
+
+# Close code after ``done``, by the reason the session ended (the error codes' close codes are CLOSE_CODES).
+DONE_CLOSE_CODES = {"end": 1000, "idle_timeout": 1000, "session_too_long": 1000, "shutting_down": 1001, "internal": 1011}
+
+
+def ready_message(*, session: int, sample_rate: int, chunk_ms: float, frame_shift_ms: float, feature_dim: int,
+                  feature_layer: int, text: bool) -> str:
+    return json_message(type="ready", protocol=PROTOCOL_VERSION, session=session, sample_rate=sample_rate,
+                        chunk_ms=chunk_ms, frame_shift_ms=frame_shift_ms, feature_dim=feature_dim,
+                        feature_layer=feature_layer, text=text)
+
+
+def partial_message(ev: Partial) -> str:
+    return json_message(type="partial", text=ev.text, segment=ev.segment)
+
+
+def final_message(ev: Final) -> str:
+    return json_message(type="final", text=ev.text, start=round(ev.start, 3), end=round(ev.end, 3), segment=ev.segment)
+
+
+def overloaded_message(lag_s: float, max_lag_s: float) -> str:
+    return json_message(type="overloaded", lag_s=round(lag_s, 3), max_lag_s=max_lag_s)
+
+
+def done_message(reason: str) -> str:
+    return json_message(type="done", reason=reason)
+
+
+# ------------------------------------------------------------ the session
+class State(enum.Enum):
+    """Where one session is. Transitions only go down this list."""
+
+    AWAITING_START = "awaiting_start"  # connected; the first message must be a start
+    STREAMING = "streaming"  # started: audio, or an end
+    ENDING = "ending"  # an end was received or the server ends it: results are still sent, input is not read
+    CLOSED = "closed"  # ``done`` or an ``error`` was queued; the connection closes with ``close_code``
+
+
+@dataclass(frozen=True)
+class StartReceived:
+    start: StartMessage
+
+
+@dataclass(frozen=True, eq=False)
+class AudioReceived:
+    samples: np.ndarray  # (n,) or (n, channels), int16 or float32, at ``start.sample_rate``
+
+
+@dataclass(frozen=True)
+class EndReceived:
+    reason: str = "end"
+
+
+ClientEvent = Union[StartReceived, AudioReceived, EndReceived]
+Outgoing = Union[str, bytes]
+
+
+class SessionProtocol:
+    """Protocol v1 for one session, without I/O (the model is the websockets library's own protocol class).
+
+    Incoming: ``receive_text``/``receive_bytes`` return the client's events; a
+    message that breaks the protocol queues an ``error``, moves to CLOSED and
+    raises ``ProtocolError`` (code, reason, close_code). Outgoing: ``send_*``
+    queue wire messages; ``data_to_send()`` takes them. ``close_code`` and
+    ``close_reason`` say how to close once CLOSED.
+    """
+
+    def __init__(self, *, max_message_bytes: Optional[int] = None, feature_layer: Optional[int] = None) -> None:
+        self.state = State.AWAITING_START
+        self.start: Optional[StartMessage] = None
+        self.max_message_bytes = max_message_bytes
+        self.feature_layer = feature_layer  # the only layer a start may ask for (None: any)
+        self.close_code: Optional[int] = None
+        self.close_reason = ""
+        self.error_code: Optional[str] = None  # the ErrorCode that closed the session, if one did
+        self._out: list[Outgoing] = []
+
+    # ------------------------------------------------------------- incoming
+    def receive_text(self, text: str) -> list[ClientEvent]:
+        return self._receive(text)
+
+    def receive_bytes(self, data: bytes) -> list[ClientEvent]:
+        return self._receive(data)
+
+    def _receive(self, msg: Union[str, bytes]) -> list[ClientEvent]:
+        if self.state is State.CLOSED or self.state is State.ENDING:
+            return []  # after an end (or an error), further input is not used
+        try:
+            return self._parse(msg)
+        except ProtocolError as exc:
+            self.fail(exc.code, exc.reason)
+            raise
+
+    def _parse(self, msg: Union[str, bytes]) -> list[ClientEvent]:
+        self._check_size(msg)
+        if isinstance(msg, bytes):
+            if self.start is None:
+                raise ProtocolError(ErrorCode.NOT_STARTED, "audio before the start message")
+            return [AudioReceived(decode_audio(msg, self.start))]
+        d = parse_client_text(msg)
+        if d["type"] == "start":
+            if self.start is not None:
+                raise ProtocolError(ErrorCode.ALREADY_STARTED, "a second start message in one session")
+            start = StartMessage.from_dict(d)
+            if start.layer is not None and self.feature_layer is not None and start.layer != self.feature_layer:
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED_LAYER,
+                    f"layer {start.layer} is not available; this model exports features of layer {self.feature_layer}",
+                )
+            self.start = start
+            self.state = State.STREAMING
+            return [StartReceived(start)]
+        if self.start is None:
+            raise ProtocolError(ErrorCode.NOT_STARTED, f"{d['type']!r} before the start message")
+        self.state = State.ENDING
+        return [EndReceived("end")]
+
+    def _check_size(self, msg: Union[str, bytes]) -> None:
+        if self.max_message_bytes is None:
+            return
+        # Text arrives decoded: count its UTF-8 bytes, not its characters (a 1 MiB limit must not pass 3 MB of '€').
+        n = len(msg) if isinstance(msg, bytes) or msg.isascii() else len(msg.encode("utf-8"))
+        if n > self.max_message_bytes:
+            raise ProtocolError(
+                ErrorCode.MESSAGE_TOO_BIG, f"message of {n} bytes exceeds the limit of {self.max_message_bytes} bytes"
+            )
+
+    # ------------------------------------------------------------- outgoing
+    def send_ready(self, **fields: Any) -> None:
+        """``ready`` (fields of ``ready_message`` but ``protocol``) after a valid start."""
+        self._out.append(ready_message(**fields))
+
+    def send_events(self, events: Sequence[Event]) -> None:
+        """The recogniser's events of one decoded chunk, as wire messages (features only if asked for)."""
+        if self.state is State.CLOSED:
+            return
+        start = self.start
+        for ev in events:
+            if isinstance(ev, Features):
+                if start is not None and start.features and ev.num_frames:
+                    self._out.append(pack_features(ev.start_frame, ev.frames, start.feature_dtype))
+            elif isinstance(ev, Partial):
+                self._out.append(partial_message(ev))
+            elif isinstance(ev, Final):
+                self._out.append(final_message(ev))
+
+    def send_overloaded(self, lag_s: float, max_lag_s: float) -> None:
+        if self.state is not State.CLOSED:
+            self._out.append(overloaded_message(lag_s, max_lag_s))
+
+    def end(self) -> None:
+        """The server ends the session (timeout, shutdown): results are still sent, input is not read."""
+        if self.state in (State.AWAITING_START, State.STREAMING):
+            self.state = State.ENDING
+
+    def send_done(self, reason: str) -> None:
+        """``done`` after the last final; then close."""
+        if self.state is State.CLOSED:
+            return
+        self._out.append(done_message(reason))
+        self._close(DONE_CLOSE_CODES.get(reason, 1000), reason)
+
+    def fail(self, code: str, reason: str) -> None:
+        """``error`` (an ErrorCode and a reason naming the problem); then close with that code's close code."""
+        if self.state is State.CLOSED:
+            return
+        self.error_code = code
+        self._out.append(error_message(code, reason))
+        self._close(CLOSE_CODES.get(code, 1008), close_reason(reason))
+
+    def _close(self, code: int, reason: str) -> None:
+        self.state = State.CLOSED
+        self.close_code = code
+        self.close_reason = reason
+
+    def data_to_send(self) -> list[Outgoing]:
+        """The wire messages queued since the last call, in order."""
+        out, self._out = self._out, []
+        return out

@@ -1,9 +1,15 @@
 """One client session's server-side state (no websocket I/O here).
 
-The event-loop side (the connection handler) pushes decoded audio into
-``pending`` and reads outgoing messages from ``out``; the inference side
-(the Batcher, on its executor thread) is the only one that touches
-``stream`` (the Recognizer's Stream is single-threaded by contract).
+Ownership, so that no state is shared between threads: everything here but
+``stream`` belongs to the event loop (the connection handler pushes decoded
+audio into ``pending``; the Batcher's loop side moves the phase on and turns
+the recogniser's events into wire messages through ``protocol``, the
+session's Sans-I/O ``SessionProtocol``). ``stream`` (the Recognizer's Stream,
+single-threaded by contract) is touched only by the Batcher's executor thread,
+which hands its results back to the loop as return values.
+
+The lifecycle is one ``Phase``: OPEN -> ENDING -> FLUSHING -> FINISHED, or
+CLOSED from any phase.
 
 Backpressure, bounded at every step:
 - ``pending`` holds at most ``max_pending_samples`` (+ one message); when it
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import itertools
 import time
 from dataclasses import dataclass
@@ -31,30 +38,47 @@ from typing import Any, Deque, Optional, Union
 
 import numpy as np
 
-from .protocol import StartMessage
+from ..events import Event
+from .protocol import SessionProtocol, StartMessage
 
-__all__ = ["Session", "Done"]
+__all__ = ["Session", "Phase", "Close"]
 
 _ids = itertools.count(1)
 
 
+class Phase(enum.Enum):
+    OPEN = 1  # reading the client's audio
+    ENDING = 2  # an end was asked for (``end_reason``): queued audio is still decoded, then the stream is flushed
+    FLUSHING = 3  # input_finished() is given to the stream; its last results are on their way
+    FINISHED = 4  # ``done`` (or an ``error``) is queued: the sender sends it and closes
+    CLOSED = 5  # the connection is gone or an error ended the session: nothing more is decoded or sent
+
+
 @dataclass(frozen=True)
-class Done:
-    """Marker in ``Session.out``: the stream is flushed; send ``done`` and close."""
+class Close:
+    """Last item of ``Session.out``: close the connection with this code and reason."""
 
-    reason: str  # "end" | "idle_timeout" | "session_too_long" | "shutting_down"
+    code: int
+    reason: str
 
 
-OutItem = Union[str, bytes, Done]
+OutItem = Union[str, bytes, Close]
 
 
 class Session:
     def __init__(
-        self, start: StartMessage, stream: Any, *, max_pending_samples: int, max_out: int = 64, max_out_bytes: int = 1 << 20
+        self, protocol: SessionProtocol, stream: Any, *, max_pending_samples: int, max_out: int = 64,
+        max_out_bytes: int = 1 << 20
     ) -> None:
+        if protocol.start is None:
+            raise ValueError("a Session needs a started protocol (a valid start message was received)")
         self.id = next(_ids)
-        self.start = start
+        self.protocol = protocol
+        self.start: StartMessage = protocol.start
         self.stream = stream  # wavstream.stream.Stream; touched only by the Batcher's worker thread
+        self.phase = Phase.OPEN
+        self.end_reason: Optional[str] = None  # why the session ends: "end", "idle_timeout", "session_too_long"...
+        self.sender: Optional[asyncio.Task] = None  # the task writing ``out`` to the socket (app.py)
         self.created = time.monotonic()
         self.max_pending_samples = max(1, int(max_pending_samples))
         self.max_out = max_out
@@ -66,18 +90,12 @@ class Session:
         self.room.set()
         self.out: asyncio.Queue[OutItem] = asyncio.Queue()  # bounded by output_full, not by the Queue
         self.out_bytes = 0  # bytes of the messages in ``out``
-        self.end_reason: Optional[str] = None  # set when the stream must be flushed and closed
-        self.closed = False  # the connection is gone or the session was ended by an error
         # Batcher bookkeeping
-        self.end_sent = False  # input_finished() was called on the stream
-        self.finished = False  # Done was queued
         self.backlog = 0  # 16 kHz samples queued inside the Stream (as of the last step)
         self.last_served = 0  # batch cycle that last decoded this session (round-robin order)
-        self.segment = 0  # utterance index for partial/final messages
         # arrival times for latency: (cumulative 16 kHz sample position, monotonic time)
         self.arrivals: Deque[tuple[float, float]] = collections.deque()
         self._in_samples = 0  # input-rate sample frames received
-        self.lat: Optional[float] = None  # seconds from the last decoded chunk's last sample arriving to its events
         self.decoded16 = 0  # 16 kHz samples decoded so far (written by the Batcher after each step)
         self.overload_told = False  # an `overloaded` notice was queued and the lag has not recovered since
 
@@ -103,11 +121,58 @@ class Session:
         return blocks
 
     def request_end(self, reason: str = "end") -> None:
-        if self.end_reason is None:
+        """Flush and finish: queued audio is still decoded, no more is read."""
+        if self.phase is Phase.OPEN:
+            self.phase = Phase.ENDING
             self.end_reason = reason
+            self.protocol.end()
 
-    def put_out(self, item: OutItem) -> None:
-        """Queue one outgoing message (the loop thread only)."""
+    @property
+    def is_open(self) -> bool:
+        return self.phase is Phase.OPEN
+
+    @property
+    def is_closed(self) -> bool:
+        return self.phase is Phase.CLOSED
+
+    def close(self) -> None:
+        """The connection is gone (or the session was ended by an error): stop decoding and sending."""
+        self.phase = Phase.CLOSED
+
+    def deliver(self, events: list[Event]) -> None:
+        """The recogniser's events of one decoded chunk -> wire messages in ``out`` (the loop thread only)."""
+        if self.phase is Phase.CLOSED:
+            return
+        self.protocol.send_events(events)
+        self._flush_protocol()
+
+    def notify_overloaded(self, lag_s: float, max_lag_s: float) -> None:
+        self.protocol.send_overloaded(lag_s, max_lag_s)
+        self._flush_protocol()
+
+    def finish(self) -> None:
+        """The stream is flushed: queue ``done`` and the close."""
+        if self.phase in (Phase.FINISHED, Phase.CLOSED):
+            return
+        self.phase = Phase.FINISHED
+        self.protocol.send_done(self.end_reason or "end")
+        self._flush_protocol(close=True)
+
+    def fail(self, code: str, reason: str) -> None:
+        """End the session with an ``error`` (an ErrorCode) and the close that follows it."""
+        if self.phase in (Phase.FINISHED, Phase.CLOSED):
+            return
+        self.phase = Phase.FINISHED
+        self.protocol.fail(code, reason)
+        self._flush_protocol(close=True)
+
+    def _flush_protocol(self, close: bool = False) -> None:
+        for item in self.protocol.data_to_send():
+            self._put(item)
+        if close and self.protocol.close_code is not None:
+            self._put(Close(self.protocol.close_code, self.protocol.close_reason))
+
+    def _put(self, item: OutItem) -> None:
         self.out.put_nowait(item)
         self.out_bytes += _size(item)
 
@@ -128,11 +193,7 @@ class Session:
         is not either.
         """
         target = self.decoded16 + chunk16 - 1e-6
-        try:
-            arrivals = tuple(self.arrivals)  # one C call under the GIL: a consistent snapshot
-        except RuntimeError:  # mutated meanwhile by the other thread; next look will do
-            return 0.0
-        for pos16, t in arrivals:
+        for pos16, t in self.arrivals:
             if pos16 >= target:
                 return max(0.0, now - t)
         return 0.0
@@ -143,14 +204,11 @@ class Session:
 
     def arrival_time(self, pos16: float) -> Optional[float]:
         """Monotonic time at which the sample at 16 kHz position ``pos16`` arrived (drops older entries)."""
-        try:  # the loop thread appends meanwhile; an IndexError only loses one measurement
-            while self.arrivals and self.arrivals[0][0] < pos16 - 1e-6:
-                if len(self.arrivals) == 1:
-                    return self.arrivals[0][1]  # resampler delay: the newest message holds it
-                self.arrivals.popleft()
-            return self.arrivals[0][1] if self.arrivals else None
-        except IndexError:
-            return None
+        while self.arrivals and self.arrivals[0][0] < pos16 - 1e-6:
+            if len(self.arrivals) == 1:
+                return self.arrivals[0][1]  # resampler delay: the newest message holds it
+            self.arrivals.popleft()
+        return self.arrivals[0][1] if self.arrivals else None
 
 
 def _size(item: OutItem) -> int:

@@ -1,0 +1,83 @@
+"""The session protocol with no socket: the server's fault table, fed straight to ``SessionProtocol``,
+gives the same error codes and close codes as through a real websocket; and a good session's life."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from test_server_errors import CASES
+
+from wavstream.stream.events import Features, Final, Partial
+from wavstream.stream.server.protocol import (
+    AudioReceived,
+    EndReceived,
+    ProtocolError,
+    SessionProtocol,
+    StartMessage,
+    StartReceived,
+    State,
+    unpack_features,
+)
+
+LAYER = -1  # the toy bundle's feature layer (what the server passes)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fault_table_without_a_socket(case: str) -> None:
+    start, messages, code, close_code = CASES[case]
+    proto = SessionProtocol(max_message_bytes=8192, feature_layer=LAYER)
+    feed = ([json.dumps({"type": "start", **start})] if start is not None else []) + list(messages)
+    with pytest.raises(ProtocolError) as exc:
+        for m in feed:
+            proto.receive_bytes(m) if isinstance(m, bytes) else proto.receive_text(m)
+    assert exc.value.code == code and exc.value.close_code == close_code
+    assert proto.state is State.CLOSED and proto.close_code == close_code and proto.error_code == code
+    out = proto.data_to_send()
+    assert len(out) == 1 and json.loads(out[0]) == {"type": "error", "code": code, "reason": exc.value.reason}
+    assert len(proto.close_reason.encode()) <= 123
+    # a closed session ignores whatever still comes and sends nothing more
+    assert proto.receive_text('{"type": "end"}') == [] and proto.data_to_send() == []
+
+
+def test_a_whole_session() -> None:
+    proto = SessionProtocol(max_message_bytes=1 << 20, feature_layer=LAYER)
+    assert proto.state is State.AWAITING_START
+    start = StartMessage(format="float32", features=True, feature_dtype="float32")
+    (ev,) = proto.receive_text(start.to_json())
+    assert ev == StartReceived(start) and proto.state is State.STREAMING
+    proto.send_ready(session=1, sample_rate=16000, chunk_ms=320.0, frame_shift_ms=20.0, feature_dim=4,
+                     feature_layer=LAYER, text=True)
+    (audio,) = proto.receive_bytes(np.array([0.5, -0.25], "<f4").tobytes())
+    assert isinstance(audio, AudioReceived) and audio.samples.tolist() == [0.5, -0.25]
+    frames = np.arange(8, dtype=np.float32).reshape(2, 4)
+    proto.send_events([Features(frames, 3), Partial("hel", 0), Final("hello", 0.1, 0.52, 0), Partial("w", 1)])
+    assert proto.receive_text('{"type": "eof"}') == [EndReceived("end")] and proto.state is State.ENDING
+    assert proto.receive_bytes(b"\0\0\0\0") == []  # after the end, input is not used
+    proto.send_events([Final("world", 1.0, 1.5, 1)])
+    proto.send_done("end")
+    assert proto.state is State.CLOSED and proto.close_code == 1000
+    out = proto.data_to_send()
+    ready = json.loads(out[0])
+    assert ready["type"] == "ready" and ready["protocol"] == 1 and ready["session"] == 1
+    assert unpack_features(out[1])[0] == 3 and np.array_equal(unpack_features(out[1])[1], frames)
+    assert [json.loads(m) for m in out[2:]] == [
+        {"type": "partial", "text": "hel", "segment": 0},
+        {"type": "final", "text": "hello", "start": 0.1, "end": 0.52, "segment": 0},
+        {"type": "partial", "text": "w", "segment": 1},
+        {"type": "final", "text": "world", "start": 1.0, "end": 1.5, "segment": 1},
+        {"type": "done", "reason": "end"},
+    ]
+
+
+def test_features_only_when_asked_and_shutdown_close_code() -> None:
+    proto = SessionProtocol()
+    proto.receive_text(StartMessage().to_json())
+    proto.send_events([Features(np.zeros((2, 4), np.float32), 0)])
+    assert proto.data_to_send() == []  # features: false
+    proto.end()
+    assert proto.state is State.ENDING
+    proto.send_done("shutting_down")
+    assert proto.close_code == 1001 and json.loads(proto.data_to_send()[0]) == {"type": "done", "reason": "shutting_down"}
