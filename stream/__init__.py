@@ -25,6 +25,7 @@ from .engines import (
     stack_states,
     unstack_states,
 )
+from .errors import WavstreamError
 from .events import Event, Features, Final, Partial
 from .recognizer import DEFAULT_MODEL_DIR, DecodingConfig, Recognizer, Stream, resolve_model
 from .resample import AudioFormatError, StreamResampler
@@ -41,6 +42,7 @@ __all__ = [
     "Endpointer",
     "resolve_model",
     "DEFAULT_MODEL_DIR",
+    "WavstreamError",
     # events
     "Event",
     "Partial",

@@ -18,6 +18,8 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from .errors import WavstreamError
+
 __all__ = [
     "FORMAT_VERSION",
     "BundleError",
@@ -37,7 +39,7 @@ _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int
 _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)", "int32": "tensor(int32)"}
 
 
-class BundleError(Exception):
+class BundleError(WavstreamError):
     """The bundle folder, its config or its model is missing or inconsistent."""
 
 

@@ -44,6 +44,7 @@ from typing import Any, AsyncIterator, Optional
 
 import numpy as np
 
+from .errors import WavstreamError
 from .events import Event, Features, Final, Partial
 from .resample import AudioFormatError, StreamResampler, check_sample_rate, to_mono_float32
 
@@ -57,7 +58,7 @@ _MAX_WIRE_RATE = 48000
 WIRE_RATE = 16000
 
 
-class ServerError(RuntimeError):
+class ServerError(WavstreamError, RuntimeError):
     """The server answered with an ``error`` message (``code``, ``reason``) or closed unexpectedly.
 
     ``finals``: the Final events received before the failure (filled by transcribe()).

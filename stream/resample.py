@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .errors import WavstreamError
+
 __all__ = [
     "StreamResampler",
     "MIN_RATE",
@@ -41,7 +43,7 @@ MAX_RATE = 768_000  # above any real audio interface
 MAX_CHANNELS = 32
 
 
-class AudioFormatError(ValueError):
+class AudioFormatError(WavstreamError, ValueError):
     """Audio samples that cannot be used as given: shape, dtype or non-finite values (the message says which)."""
 
 

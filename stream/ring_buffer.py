@@ -32,10 +32,12 @@ from typing import Optional
 
 import numpy as np
 
+from .errors import WavstreamError
+
 __all__ = ["RingBuffer", "RingBufferClosed"]
 
 
-class RingBufferClosed(RuntimeError):
+class RingBufferClosed(WavstreamError, RuntimeError):
     """push() after close()."""
 
 

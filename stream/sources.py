@@ -39,6 +39,7 @@ from typing import Any, BinaryIO, Iterator, Optional, Union
 
 import numpy as np
 
+from .errors import WavstreamError
 from .resample import check_sample_rate
 from .ring_buffer import RingBuffer
 
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 
-class SourceError(Exception):
+class SourceError(WavstreamError):
     """An audio source cannot be opened or read."""
 
 

@@ -81,3 +81,17 @@ def test_features_only_when_asked_and_shutdown_close_code() -> None:
     assert proto.state is State.ENDING
     proto.send_done("shutting_down")
     assert proto.close_code == 1001 and json.loads(proto.data_to_send()[0]) == {"type": "done", "reason": "shutting_down"}
+
+
+def test_every_wavstream_exception_has_one_root() -> None:
+    """``except WavstreamError`` catches each of the runtime's own exceptions; the built-in bases stay."""
+    from wavstream.stream import (AudioFormatError, BundleError, BundleNotFoundError, ChunkSizeError, DeviceLostError,
+                                  EngineUnavailableError, RingBufferClosed, SourceError, StateShapeError, WavstreamError)
+    from wavstream.stream.client import ServerError, ServerProtocolError, ServerTimeoutError
+
+    for cls in (AudioFormatError, BundleError, BundleNotFoundError, ChunkSizeError, DeviceLostError, EngineUnavailableError,
+                RingBufferClosed, SourceError, StateShapeError, ProtocolError, ServerError, ServerProtocolError,
+                ServerTimeoutError):
+        assert issubclass(cls, WavstreamError), cls
+    assert issubclass(AudioFormatError, ValueError) and issubclass(BundleNotFoundError, FileNotFoundError)
+    assert issubclass(ProtocolError, ValueError) and issubclass(ServerError, RuntimeError)

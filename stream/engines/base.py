@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..bundle import Bundle, BundleConfig
+from ..errors import WavstreamError
 
 __all__ = [
     "Engine",
@@ -33,15 +34,15 @@ __all__ = [
 ]
 
 
-class ChunkSizeError(ValueError):
+class ChunkSizeError(WavstreamError, ValueError):
     """samples passed to step() are not (B, chunk_samples)."""
 
 
-class StateShapeError(ValueError):
+class StateShapeError(WavstreamError, ValueError):
     """states passed to step() don't match the bundle's state specs."""
 
 
-class EngineUnavailableError(RuntimeError):
+class EngineUnavailableError(WavstreamError, RuntimeError):
     """The requested backend or device is not available on this machine."""
 
 

@@ -48,6 +48,7 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
+from ..errors import WavstreamError
 from ..events import Event, Features, Final, Partial
 
 __all__ = [
@@ -155,7 +156,7 @@ CLOSE_CODES = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(WavstreamError, ValueError):
     """A client broke the protocol: ``code`` (an ErrorCode) and a ``reason`` naming the problem."""
 
     def __init__(self, code: str, reason: str) -> None:
