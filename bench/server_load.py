@@ -304,10 +304,10 @@ def end_to_end(server: ServerProcess, utterance: np.ndarray, speech_end: int, st
 
 def _loadtest_crosscheck(server: ServerProcess, rows: list[dict], seconds: float, chunk_s: float,
                          log: Any) -> Optional[dict]:
-    """The server helper's own load generator (wavstream.stream.server.loadtest:
+    """The server helper's own load generator (wavstream.bench.loadtest:
     noise, one message per chunk) at the largest held stream count, as a check."""
     try:
-        from wavstream.stream.server import loadtest
+        from wavstream.bench import loadtest
     except Exception as exc:
         return {"error": f"loadtest not available: {exc}"}
     held = [r["streams"] for r in rows if r["held"]]

@@ -33,16 +33,16 @@ TORCH_EXTRA_OF_COMMAND = {"export": "export", "bench": "export"}
 
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "mic": ("wavstream.stream.cli_mic", "live transcription from a microphone"),
-    "transcribe": ("wavstream.stream.cli_transcribe", "stream an audio file through the recogniser"),
-    "features": ("wavstream.stream.cli_features", "write frame features of an audio file to .npy"),
-    "serve": ("wavstream.stream.server.cli", "websocket recognition server"),
-    "client": ("wavstream.stream.client_cli", "stream a file or the microphone to a server"),
+    "mic": ("wavstream.cli.mic", "live transcription from a microphone"),
+    "transcribe": ("wavstream.cli.transcribe", "stream an audio file through the recogniser"),
+    "features": ("wavstream.cli.features", "write frame features of an audio file to .npy"),
+    "serve": ("wavstream.cli.serve", "websocket recognition server"),
+    "client": ("wavstream.cli.client", "stream a file or the microphone to a server"),
     "corpus": ("wavstream.training.data.cli", "build the synthetic speech corpus"),
     "train": ("wavstream.training.cli", "pretrain (self-supervised) or fine-tune (CTC) a model"),
     "eval": ("wavstream.training.evaluate", "CER/WER of a model on a folder or manifest"),
     "export": ("wavstream.export.cli", "export a checkpoint to an ONNX/TensorRT bundle"),
-    "bench": ("wavstream.bench.cli", "latency, throughput and efficiency benchmarks"),
+    "bench": ("wavstream.cli.bench", "latency, throughput and efficiency benchmarks"),
     "info": ("wavstream.cli.info", "parameter counts and configs of the model families"),
 }
 

@@ -39,7 +39,7 @@ from wavstream.stream import (
     SourceError,
     resolve_model,
 )
-from wavstream.stream.terminal import fit_tail, level_bar, rms_dbfs, shade, sparkline
+from wavstream.cli.terminal import fit_tail, level_bar, rms_dbfs, shade, sparkline
 
 HEAT_ROWS = 8
 HISTORY = 64  # frames / level samples shown

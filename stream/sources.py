@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Optional, Union
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -99,6 +99,11 @@ class MicrophoneSource:
         stall_timeout_s: ``read`` raises DeviceLostError when no callback has
             come for this long while capturing (None: never). PortAudio does
             not always stop a stream whose device vanished; this catches it.
+        on_block: called as ``on_block(samples, total_written)`` after each
+            captured block is in the ring (``samples``: the block's (n,)
+            float32 view, valid only during the call; ``total_written``: ring
+            samples written so far). It runs on PortAudio's audio thread:
+            keep it to a few array operations (a level meter, a time stamp).
     Raises:
         SourceError: no input devices, unknown device, or PortAudio missing.
     """
@@ -112,6 +117,7 @@ class MicrophoneSource:
         buffer_s: float = 10.0,
         channel: int = 0,
         stall_timeout_s: Optional[float] = 5.0,
+        on_block: Optional[Callable[[np.ndarray, int], None]] = None,
     ) -> None:
         if stall_timeout_s is not None and not stall_timeout_s > block_s:
             raise ValueError(f"stall_timeout_s ({stall_timeout_s}) must be longer than a block ({block_s} s)")
@@ -144,14 +150,18 @@ class MicrophoneSource:
         # would block the interpreter's exit too.
         self.stuck = False
         self._stream: Any = None
+        self.on_block = on_block
 
     # The PortAudio callback: copy one channel into the ring, count overflows, stamp the time. Nothing else.
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         if status and status.input_overflow:
             self.status_overflows += 1
-        self.ring.push(indata[:, self._channel])
+        block = indata[:, self._channel]
+        self.ring.push(block)
         self._last_callback = time.monotonic()
         self._callbacks += 1
+        if self.on_block is not None:
+            self.on_block(block, self.ring.total_written)
 
     def start(self) -> "MicrophoneSource":
         if self._stream is None:

@@ -29,7 +29,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from virtual_mic import VirtualMic, build_tone_bundle, require_pulse, tone_synth, write_wav  # noqa: E402
 
-from wavstream.stream.terminal import FLOOR_DB, fit_tail, level_bar, rms_dbfs, shade, sparkline  # noqa: E402
+from wavstream.cli.terminal import FLOOR_DB, fit_tail, level_bar, rms_dbfs, shade, sparkline  # noqa: E402
 
 WAVSTREAM = [sys.executable, "-m", "wavstream.cli.main"]
 TEXT = "hello world"

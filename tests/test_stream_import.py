@@ -21,7 +21,7 @@ class _NoTorch(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _NoTorch())
 import wavstream.stream as ws
-import wavstream.stream.cli_transcribe, wavstream.stream.cli_features
+import wavstream.cli.transcribe, wavstream.cli.features
 import wavstream.stream.engines.tensorrt
 import numpy as np
 # Exercise the runtime a little, not only the import.

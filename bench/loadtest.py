@@ -1,7 +1,7 @@
 """Load test: how many real-time streams a server holds under a latency bound.
 
-    python -m wavstream.stream.server.loadtest --model BUNDLE            # starts `wavstream serve` itself
-    python -m wavstream.stream.server.loadtest --url ws://host:8765      # an already running server
+    python -m wavstream.bench.loadtest --model BUNDLE            # starts `wavstream serve` itself
+    python -m wavstream.bench.loadtest --url ws://host:8765      # an already running server
 
 Each simulated client streams noise in real time, one message per model
 chunk (320 ms for the tiny wav2vec2), with features on (float16) so that
@@ -33,8 +33,8 @@ __all__ = ["measure", "ramp", "main"]
 
 
 async def _one_stream(url: str, duration_s: float, chunk_samples: int, phase_s: float, seed: int, lat: list, errors: list) -> None:
-    from ..client import Client
-    from .protocol import unpack_features
+    from wavstream.stream.client import Client
+    from wavstream.stream.server.protocol import unpack_features
 
     rng = np.random.default_rng(seed)
     try:
@@ -159,7 +159,7 @@ def _start_server(model: str, threads: Optional[int], max_batch: int, max_wait_m
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m wavstream.stream.server.loadtest", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m wavstream.bench.loadtest", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", help="an already running server (else --model starts one)")
     p.add_argument("--model", default="default", help="bundle for the server started here")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads of the started server")

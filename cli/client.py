@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Optional
 
-from .cli_args import positive_float, sample_rate
+from .args import positive_float, sample_rate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .client import Client, ServerError, ServerProtocolError, ServerTimeoutError
+    from wavstream.stream.client import Client, ServerError, ServerProtocolError, ServerTimeoutError
     from .terminal import EventPrinter
 
     prog = "wavstream client"
@@ -64,7 +64,7 @@ async def _main(args: argparse.Namespace) -> int:
 
     loop = asyncio.get_running_loop()
     if args.mic:
-        from .sources import MicrophoneSource, SourceError
+        from wavstream.stream.sources import MicrophoneSource, SourceError
 
         try:
             mic = MicrophoneSource(device=args.device, sample_rate=args.rate, block_s=args.chunk_ms / 1000.0)
@@ -74,7 +74,7 @@ async def _main(args: argparse.Namespace) -> int:
         rate = mic.sample_rate
         blocks = None
     else:
-        from .sources import SourceError, open_source
+        from wavstream.stream.sources import SourceError, open_source
 
         try:
             src = open_source(args.file, realtime=args.realtime, block_s=args.chunk_ms / 1000.0, stdin_rate=args.rate)

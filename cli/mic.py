@@ -28,7 +28,8 @@ import sys
 import time
 from typing import Any, Optional
 
-from .cli_args import int_at_least, positive_float, sample_rate
+from .args import (add_decoding_arguments, add_endpoint_arguments, add_model_arguments, decoding_config, endpoint_config,
+                   engine_options, int_at_least, positive_float, sample_rate)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,21 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     audio.add_argument("--seconds", type=positive_float, default=None, help="stop after this many seconds of capture (default: until Ctrl-C)")
     audio.add_argument("--stall-timeout", type=positive_float, default=5.0,
                        help="s without audio from the device before it counts as lost (report, exit 1)")
-    m = parser.add_argument_group("model")
-    m.add_argument("--model", default="default", help="bundle folder, or 'default' for the embedded model")
-    m.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="inference engine")
-    # `--device` is the audio device here; the engine device has its own flag.
-    m.add_argument("--engine-device", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime device")
-    m.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx")
-    m.add_argument("--threads", type=int_at_least(0), default=1,
-                   help="onnxruntime intra-op threads; 0 = runtime's choice. One live stream rarely needs more than 1, "
-                        "and extra threads spin: 3x the CPU at idle for no lower latency on a busy 2-core machine")
+    add_model_arguments(parser, device_flag="--engine-device", threads_default=1,
+                        threads_help="onnxruntime intra-op threads; 0 = runtime's choice. One live stream rarely needs "
+                                     "more than 1, and extra threads spin: 3x the CPU at idle for no lower latency on a "
+                                     "busy 2-core machine")
     dec = parser.add_argument_group("decoding and endpointing")
-    dec.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
-    dec.add_argument("--beam-size", type=int_at_least(1), default=8, help="prefix beam search width")
-    dec.add_argument("--rule1-silence", type=positive_float, default=2.4, help="s of silence ending an utterance with nothing decoded")
-    dec.add_argument("--rule2-silence", type=positive_float, default=1.2, help="s of silence ending an utterance after speech")
-    dec.add_argument("--max-utterance", type=positive_float, default=20.0, help="s; longer utterances are cut")
+    add_decoding_arguments(parser, dec)
+    add_endpoint_arguments(parser, dec)
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="JSON lines: partial/final (with times), dropped, level (with --meter)")
     out.add_argument("--meter", action="store_true", help="also report the input level when not on a terminal (once per second)")
@@ -82,7 +75,7 @@ def _device_arg(value: Optional[str]) -> Any:
 
 
 def _list_devices(out: Any) -> int:
-    from .sources import SourceError, _sounddevice, list_input_devices
+    from wavstream.stream.sources import SourceError, _sounddevice, list_input_devices
 
     try:
         devs = list_input_devices()
@@ -118,27 +111,21 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from .bundle import BundleError
-    from .endpoint import EndpointConfig
-    from .engines import EngineUnavailableError
-    from .events import Final, Partial
-    from .recognizer import DecodingConfig, Recognizer, resolve_model
-    from .sources import DeviceLostError, MicrophoneSource, SourceError
+    from wavstream.stream.bundle import BundleError
+    from wavstream.stream.engines import EngineUnavailableError
+    from wavstream.stream.events import Final, Partial
+    from wavstream.stream.recognizer import Recognizer, resolve_model
+    from wavstream.stream.sources import DeviceLostError, MicrophoneSource, SourceError
     from .terminal import StatusLine, fit_tail, level_bar, rms_dbfs
 
     prog = "wavstream mic"
-    engine_opts: dict[str, Any] = (
-        {"backend": "tensorrt"}
-        if args.backend == "tensorrt"
-        else {"backend": "onnxruntime", "device": args.engine_device, "quantized": args.int8, "intra_op_threads": args.threads or None}
-    )
     try:
         rec = Recognizer.from_bundle(
             resolve_model(args.model),
-            decoding=DecodingConfig(args.decoder, args.beam_size),
-            endpoint=EndpointConfig.with_times(args.rule1_silence, args.rule2_silence, args.max_utterance),
+            decoding=decoding_config(args),
+            endpoint=endpoint_config(args),
             emit_features=False,
-            **engine_opts,
+            **engine_options(args),
         )
     except (BundleError, EngineUnavailableError, ImportError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -156,13 +143,11 @@ def run(args: argparse.Namespace) -> int:
     mark_time = np.zeros(marks, np.float64)
     mark_n = [0]
 
-    class _Mic(MicrophoneSource):
-        def _callback(self, indata: Any, frames: int, time_info: Any, status: Any) -> None:
-            super()._callback(indata, frames, time_info, status)
-            i = mark_n[0] % marks
-            mark_written[i] = self.ring.total_written
-            mark_time[i] = time.monotonic()
-            mark_n[0] += 1
+    def mark(block: np.ndarray, total_written: int) -> None:  # MicrophoneSource.on_block (audio thread)
+        i = mark_n[0] % marks
+        mark_written[i] = total_written
+        mark_time[i] = time.monotonic()
+        mark_n[0] += 1
 
     def find_mark(sample_index: int) -> Optional[int]:
         """The mark of the callback block holding capture sample ``sample_index`` (0-based)."""
@@ -174,8 +159,9 @@ def run(args: argparse.Namespace) -> int:
         return None
 
     try:
-        mic = _Mic(
+        mic = MicrophoneSource(
             _device_arg(args.device),
+            on_block=mark,
             sample_rate=args.rate,
             block_s=args.block_ms / 1000.0,
             buffer_s=args.buffer_s,

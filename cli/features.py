@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import sample_rate
-from .cli_transcribe import add_model_arguments, engine_options
+from .args import add_model_arguments, engine_options, sample_rate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,11 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from .bundle import BundleError
-    from .engines import EngineUnavailableError
-    from .events import Features
-    from .recognizer import Recognizer, resolve_model
-    from .sources import SourceError, open_source
+    from wavstream.stream.bundle import BundleError
+    from wavstream.stream.engines import EngineUnavailableError
+    from wavstream.stream.events import Features
+    from wavstream.stream.recognizer import Recognizer, resolve_model
+    from wavstream.stream.sources import SourceError, open_source
 
     try:
         source = open_source(args.file, block_s=1.0, stdin_rate=args.rate)

@@ -13,26 +13,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
-from .cli_args import int_at_least, positive_float, sample_rate
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model/engine options shared by transcribe, features (and mic)."""
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", default="default", help="bundle folder, or 'default' for the embedded model")
-    g.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="inference engine")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime device")
-    g.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx")
-    g.add_argument("--threads", type=int_at_least(0), default=None,
-                   help="onnxruntime intra-op threads; 0 or unset = the runtime's choice")
-
-
-def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    if args.backend == "tensorrt":
-        return {"backend": "tensorrt"}
-    return {"backend": "onnxruntime", "device": args.device, "quantized": args.int8, "intra_op_threads": args.threads or None}
+from .args import (add_decoding_arguments, add_endpoint_arguments, add_model_arguments, decoding_config, endpoint_config,
+                   engine_options, positive_float, sample_rate)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,32 +29,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="audio block size pushed per call, in ms (the model's own chunk is fixed by the bundle)")
     io.add_argument("--rate", type=sample_rate, default=16000, help="sample rate of raw PCM on stdin (headerless input only)")
     io.add_argument("--json", action="store_true", help="one JSON object per line (partials and finals, with times)")
-    dec = parser.add_argument_group("decoding")
-    dec.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
-    dec.add_argument("--beam-size", type=int_at_least(1), default=8, help="prefix beam search width")
-    dec.add_argument("--kenlm", default=None, help="KenLM model (.arpa/.bin) for the final text (needs pyctcdecode)")
-    ep = parser.add_argument_group("endpointing")
-    ep.add_argument("--no-endpoint", dest="endpoint", action="store_false", help="one utterance for the whole input")
-    ep.add_argument("--rule1-silence", type=positive_float, default=2.4, help="s of silence ending an utterance with nothing decoded")
-    ep.add_argument("--rule2-silence", type=positive_float, default=1.2, help="s of silence ending an utterance after speech")
-    ep.add_argument("--max-utterance", type=positive_float, default=20.0, help="s; longer utterances are cut")
+    add_decoding_arguments(parser, kenlm=True)
+    add_endpoint_arguments(parser, parser.add_argument_group("endpointing"), switch=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .bundle import BundleError
-    from .ctc import LmConfig
-    from .endpoint import EndpointConfig
-    from .engines import EngineUnavailableError
+    from wavstream.stream.bundle import BundleError
+    from wavstream.stream.engines import EngineUnavailableError
+    from wavstream.stream.recognizer import Recognizer, resolve_model
+    from wavstream.stream.sources import SourceError, open_source
+
     from .terminal import EventPrinter
-    from .recognizer import DecodingConfig, Recognizer, resolve_model
-    from .sources import SourceError, open_source
 
     try:
         source = open_source(args.file, realtime=args.realtime, block_s=args.chunk_ms / 1000.0, stdin_rate=args.rate)
         rec = Recognizer.from_bundle(
             resolve_model(args.model),
-            decoding=DecodingConfig(args.decoder, args.beam_size, LmConfig(args.kenlm) if args.kenlm else None),
-            endpoint=EndpointConfig.with_times(args.rule1_silence, args.rule2_silence, args.max_utterance, enabled=args.endpoint),
+            decoding=decoding_config(args),
+            endpoint=endpoint_config(args),
             emit_features=False,
             **engine_options(args),
         )

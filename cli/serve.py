@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from ..cli_transcribe import add_model_arguments, engine_options
+from .args import add_decoding_arguments, add_model_arguments, decoding_config, engine_options
 
 
 def _sessions(text: str) -> int | None:
@@ -82,9 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bat = parser.add_argument_group("batching")
     bat.add_argument("--max-batch", type=int, default=32, help="most streams in one engine call")
     bat.add_argument("--max-wait-ms", type=float, default=10.0, help="ms to wait for more streams before a batch runs")
-    dec = parser.add_argument_group("decoding")
-    dec.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
-    dec.add_argument("--beam-size", type=int, default=8, help="prefix beam search width")
+    add_decoding_arguments(parser)
     parser.add_argument("--no-page", dest="page", action="store_false", help="do not serve the browser demo page at /")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every session")
 
@@ -93,10 +91,10 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from ..bundle import BundleError
-    from ..engines import EngineUnavailableError
-    from ..recognizer import DecodingConfig, Recognizer, resolve_model
-    from .app import run_server
+    from wavstream.stream.bundle import BundleError
+    from wavstream.stream.engines import EngineUnavailableError
+    from wavstream.stream.recognizer import Recognizer, resolve_model
+    from wavstream.stream.server.app import run_server
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     token = args.token if args.token is not None else os.environ.get("WAVSTREAM_TOKEN") or None
@@ -107,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
         import ssl
 
-        from .app import tls_context
+        from wavstream.stream.server.app import tls_context
 
         try:
             ssl_context = tls_context(args.certfile, args.keyfile)
@@ -117,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rec = Recognizer.from_bundle(
             resolve_model(args.model),
-            decoding=DecodingConfig(args.decoder, args.beam_size),
+            decoding=decoding_config(args),
             emit_features=True,
             **engine_options(args),
         )

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .events import Final, Partial
+from wavstream.stream.events import Final, Partial
 
 __all__ = ["rms_dbfs", "peak_dbfs", "level_bar", "shade", "sparkline", "fit_tail", "StatusLine", "EventPrinter",
            "FLOOR_DB"]

@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     import traceback
     from pathlib import Path
 
-    from . import common, report
-    from .common import ForeignCpu, Progress, Settings, environment
+    from wavstream.bench import common, report
+    from wavstream.bench.common import ForeignCpu, Progress, Settings, environment
 
     log = Progress()
     threads = args.threads or os.cpu_count() or 1
@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
             log(name, f"FAILED: {type(exc).__name__}: {exc}")
             return None
 
-    from . import efficiency, hf_compare, memory, offline_ratio, profile, server_load, single_stream, training
-    from .common import set_torch_threads
+    from wavstream.bench import efficiency, hf_compare, memory, offline_ratio, profile, server_load, single_stream, training
+    from wavstream.bench.common import set_torch_threads
 
     set_torch_threads(threads)
     try:
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         if only & {"efficiency", "profile"} and base_key not in keep:
             m = single_stream.streaming_from_published(
                 single_stream.published_from_hf(single_stream.hf_model("wav2vec2", args.quick)), 320)
-            from .common import export
+            from wavstream.bench.common import export
 
             keep[base_key] = (export(m, work / f"wav2vec2-{size}_320ms", False, log, "efficiency")[0], m.config)
             del m
@@ -218,8 +218,8 @@ def _service_model(model_arg, keep: dict, settings):
         raise SystemExit("wavstream bench: --model default, but no embedded default model is installed")
     key = ("wav2vec2-tiny", 320)
     if key not in keep:
-        from .common import chunk_frames_for, export
-        from .single_stream import tiny_model
+        from wavstream.bench.common import chunk_frames_for, export
+        from wavstream.bench.single_stream import tiny_model
 
         m = tiny_model("wav2vec2")
         m.set_chunking(*chunk_frames_for(m.config, 320))

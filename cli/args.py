@@ -1,0 +1,129 @@
+"""What the runtime commands share: argument groups, ``type=`` checks, and
+the functions that turn parsed flags into the library's typed configs.
+
+Each command adds the groups it needs (``add_model_arguments``,
+``add_decoding_arguments``, ``add_endpoint_arguments``) and, in ``run``,
+builds ``DecodingConfig``/``EndpointConfig``/engine options from them here,
+so no command imports another to borrow its flags. A bad value fails while
+the command line is parsed, and argparse's message names the flag:
+``argument --beam-size: must be an integer >= 1, got '0'``. Only stdlib at
+module level (imported by every command's ``add_arguments``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:
+    from wavstream.stream.endpoint import EndpointConfig
+    from wavstream.stream.recognizer import DecodingConfig
+
+__all__ = ["int_at_least", "positive_float", "sample_rate", "add_model_arguments", "engine_options",
+           "add_decoding_arguments", "decoding_config", "add_endpoint_arguments", "endpoint_config"]
+
+# The same bounds as resample.check_sample_rate (not imported: it needs numpy).
+_MIN_RATE = 1000
+_MAX_RATE = 768_000
+
+
+def int_at_least(lowest: int) -> Callable[[str], int]:
+    """A type for integers >= ``lowest``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lowest}, got {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lowest}, got {text!r}")
+        return value
+
+    parse.__name__ = f"int>={lowest}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (seconds, milliseconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def sample_rate(text: str) -> int:
+    """An audio rate in Hz, an integer in 1000..768000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer number of Hz, got {text!r}") from None
+    if not _MIN_RATE <= value <= _MAX_RATE:
+        raise argparse.ArgumentTypeError(f"must be a sample rate in {_MIN_RATE}..{_MAX_RATE} Hz, got {text!r}")
+    return value
+
+
+# ------------------------------------------------------------------ groups
+def add_model_arguments(parser: argparse.ArgumentParser, *, device_flag: str = "--device",
+                        threads_default: Optional[int] = None, threads_help: str = "") -> argparse._ArgumentGroup:
+    """Bundle and engine: --model, --backend, the engine device flag, --int8, --threads.
+
+    ``device_flag``: the mic command names it --engine-device (its --device is the audio device).
+    """
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default="default", help="bundle folder, or 'default' for the embedded model")
+    g.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="inference engine")
+    g.add_argument(device_flag, dest="engine_device", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime device")
+    g.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx")
+    g.add_argument("--threads", type=int_at_least(0), default=threads_default,
+                   help=threads_help or "onnxruntime intra-op threads; 0 or unset = the runtime's choice")
+    return g
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``Recognizer.from_bundle`` keyword arguments of the model group."""
+    if args.backend == "tensorrt":
+        return {"backend": "tensorrt"}
+    return {"backend": "onnxruntime", "device": args.engine_device, "quantized": args.int8,
+            "intra_op_threads": args.threads or None}
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, group: Optional[argparse._ArgumentGroup] = None, *,
+                           kenlm: bool = False) -> argparse._ArgumentGroup:
+    """--decoder, --beam-size (and --kenlm where the command applies a language model)."""
+    g = group or parser.add_argument_group("decoding")
+    g.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
+    g.add_argument("--beam-size", type=int_at_least(1), default=8, help="prefix beam search width")
+    if kenlm:
+        g.add_argument("--kenlm", default=None, help="KenLM model (.arpa/.bin) for the final text (needs pyctcdecode)")
+    return g
+
+
+def decoding_config(args: argparse.Namespace) -> "DecodingConfig":
+    from wavstream.stream.ctc import LmConfig
+    from wavstream.stream.recognizer import DecodingConfig
+
+    kenlm = getattr(args, "kenlm", None)
+    return DecodingConfig(args.decoder, args.beam_size, LmConfig(kenlm) if kenlm else None)
+
+
+def add_endpoint_arguments(parser: argparse.ArgumentParser, group: Optional[argparse._ArgumentGroup] = None, *,
+                           switch: bool = False) -> argparse._ArgumentGroup:
+    """The three endpoint rules' times (and --no-endpoint where one utterance for the whole input makes sense)."""
+    g = group or parser.add_argument_group("endpointing")
+    if switch:
+        g.add_argument("--no-endpoint", dest="endpoint", action="store_false", help="one utterance for the whole input")
+    g.add_argument("--rule1-silence", type=positive_float, default=2.4, help="s of silence ending an utterance with nothing decoded")
+    g.add_argument("--rule2-silence", type=positive_float, default=1.2, help="s of silence ending an utterance after speech")
+    g.add_argument("--max-utterance", type=positive_float, default=20.0, help="s; longer utterances are cut")
+    return g
+
+
+def endpoint_config(args: argparse.Namespace) -> "EndpointConfig":
+    from wavstream.stream.endpoint import EndpointConfig
+
+    return EndpointConfig.with_times(args.rule1_silence, args.rule2_silence, args.max_utterance,
+                                     enabled=getattr(args, "endpoint", True))
