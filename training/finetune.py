@@ -99,4 +99,4 @@ def finetune_ctc(job: FinetuneJob, cfg: TrainConfig, log: Callable[[str], None] 
     meta = {"objective": "ctc", "init": job.init, "train_hours": round(hours(utts), 3), "augment": job.augment,
             "conv_frozen": job.objective.freeze_encoder,
             "freeze_transformer_steps": job.objective.freeze_transformer_steps}
-    return train(objective, ds, cfg, evaluator=evaluator, resume=job.resume, meta=meta)
+    return train(objective, ds, cfg, evaluator=evaluator, resume=job.resume, meta=meta, log=log)

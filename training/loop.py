@@ -213,8 +213,7 @@ def _epoch_loader(dataset: AudioDataset, batches: list[list[int]], cfg: TrainCon
     many DataLoader processes; otherwise by one background thread, which on a
     2-core machine measured faster than a worker process (no IPC, and numpy,
     scipy and pedalboard release the GIL while torch computes)."""
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch, cfg.seed)
+    dataset.set_epoch(epoch, cfg.seed)
     if cfg.workers > 0:
         return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
                                                 num_workers=cfg.workers, prefetch_factor=4))
@@ -293,10 +292,11 @@ def plot_curve(log_path: Path, png_path: Path, title: str = "") -> None:
 
 def train(objective: Objective, dataset: AudioDataset, cfg: TrainConfig,
           evaluator: Callable[[nn.Module], dict] | None = None, progress: bool = True,
-          resume: bool = True, meta: dict | None = None) -> dict:
+          resume: bool = True, meta: dict | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
     """Train `objective` (which holds `.model` and `.heads`) on `dataset`. Returns final metrics.
-    Writes checkpoints, log.jsonl and loss.png under `cfg.out_dir` and, with
-    `progress`, a progress bar on stderr (rank 0 only)."""
+    Writes checkpoints, log.jsonl and loss.png under `cfg.out_dir`; with
+    `progress`, a progress bar on stderr (rank 0 only); `log` gets the run's
+    messages (where it resumed from)."""
     rank, world = maybe_init_distributed()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -330,14 +330,14 @@ def train(objective: Objective, dataset: AudioDataset, cfg: TrainConfig,
             v, t, g = json.loads(st["rnd"])
             rnd.setstate((v, tuple(t), g))
         if rank == 0:
-            print(f"resumed from {last} at step {start_step}")
+            log(f"resumed from {last} at step {start_step}")
     elif resume and cfg.resume_from:
         start_step = load_compact(model, Path(cfg.resume_from), rnd, heads)
         rewarm_from = start_step
         if rank == 0 and (Path(cfg.resume_from) / "log.jsonl").exists() and not (out / "log.jsonl").exists():
             shutil.copyfile(Path(cfg.resume_from) / "log.jsonl", out / "log.jsonl")  # one curve across sessions
         if rank == 0:
-            print(f"resumed from {cfg.resume_from} at step {start_step} (fp16 weights, fresh optimizer moments, "
+            log(f"resumed from {cfg.resume_from} at step {start_step} (fp16 weights, fresh optimizer moments, "
                   f"lr re-warmed over {cfg.rewarm_steps} steps)")
     if start_step >= cfg.max_steps:
         return {"step": start_step}

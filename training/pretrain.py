@@ -89,4 +89,4 @@ def pretrain(job: PretrainJob, cfg: TrainConfig, log: Callable[[str], None] = la
                              seed=job.seed + 1000 * rank)
     objective = build_objective(family, model, job.objective, label_store, ds.crop_starts)
     meta["objective_settings"] = objective.settings_dict()
-    return train(objective, ds, cfg, resume=job.resume, meta=meta)
+    return train(objective, ds, cfg, resume=job.resume, meta=meta, log=log)
