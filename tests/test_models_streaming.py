@@ -322,3 +322,11 @@ def test_to_streaming_rejects_unbounded():
         to_streaming(pub, 4, -1)
     with pytest.raises(ValueError):
         to_streaming(pub, 4, 1, pos_conv_kernel=pub.config.pos_conv_kernel // 2)
+
+
+def test_mask_docstring_example_holds():
+    import doctest
+
+    from wavstream.training.models import streaming
+
+    assert doctest.testmod(streaming).failed == 0

@@ -340,8 +340,9 @@ def to_streaming(model: SpeechEncoder, chunk_frames: int, left_chunks: int, *,
       future buckets beyond the chunk are no longer reached.
 
     Everything else (projection, attention and FFN weights, WavLM gates, CTC
-    head, pretraining heads, dropouts) is copied unchanged. Streaming output
-    equals the offline output of the returned model with the same C and L.
+    head, dropouts) is copied unchanged; pretraining heads are not part of the
+    encoder. Streaming output equals the offline output of the returned model
+    with the same C and L.
     """
     cfg0 = model.config
     chunk_frames, left_chunks = int(chunk_frames), int(left_chunks)

@@ -45,7 +45,7 @@ def chunk_attention_mask(
     left_chunks < 0 means unlimited history. For example, 6 frames in chunks
     of 2 with 1 left chunk (rows are queries, columns keys, 1 = may attend):
 
-        >>> chunk_attention_mask(6, 2, 1).int()
+        >>> chunk_attention_mask(6, 2, 1).long()
         tensor([[1, 1, 0, 0, 0, 0],
                 [1, 1, 0, 0, 0, 0],
                 [1, 1, 1, 1, 0, 0],
