@@ -1,4 +1,4 @@
-"""Hugging Face parity of the importer (MODELS.md 9.4): random weights built
+"""Hugging Face parity of the importer (docs/streaming.md): random weights built
 from configs (no download), constant-initialised parameters perturbed, eval
 mode, eager attention, >= 3 s of input so WavLM's log buckets are hit (and one
 16.5 s run for bucket clamping). `last_hidden_state` and CTC logits must agree

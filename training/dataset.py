@@ -17,7 +17,8 @@ from .data.manifest import Entry, load_audio, read_manifest, subset_hours
 from .data.manifest import total_hours as hours
 from .tokens import encode
 
-__all__ = ["AudioDataset", "CropTrackingDataset", "bucket_batches", "collate", "hours", "load_audio", "read_manifest", "subset_hours"]
+__all__ = ["AudioDataset", "CropTrackingDataset", "bucket_batches", "collate", "hours", "load_audio",
+           "read_manifest", "subset_hours"]
 
 
 class AudioDataset(torch.utils.data.Dataset):

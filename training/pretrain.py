@@ -16,6 +16,7 @@ say why.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .label_folder import LabelPlan
@@ -55,8 +56,6 @@ class PretrainJob:
 
 def pretrain(job: PretrainJob, cfg: TrainConfig, log: Callable[[str], None] = lambda _: None) -> dict:
     """Pretrain `job.family` with the loop settings `cfg`; returns the loop's final metrics."""
-    from pathlib import Path
-
     import torch
 
     from .dataset import CropTrackingDataset, hours, read_manifest
