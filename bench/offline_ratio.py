@@ -35,6 +35,8 @@ def _alternate(a: Any, b: Any, repeats: int) -> tuple[float, float]:
 def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
     import torch
 
+    from wavstream.training.models import stream_chunks
+
     from .efficiency import flops_per_audio_second
 
     audio = noise(seconds, seed=7)
@@ -42,7 +44,6 @@ def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
     usable = len(audio) // n * n
     audio = audio[:usable]
     wave = torch.from_numpy(audio)[None, :]
-    chunks = [wave[:, i:i + n] for i in range(0, usable, n)]
 
     def offline() -> None:
         with torch.inference_mode():
@@ -50,15 +51,11 @@ def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
 
     def streaming() -> None:
         with torch.inference_mode():
-            st = model.init_state(1)
-            for x in chunks:
-                _, _, st = model.step(x, st)
+            stream_chunks(model, wave)
 
     with torch.inference_mode():  # warm-up (allocator, first-call costs)
         model(wave[:, : 4 * n])
-        st = model.init_state(1)
-        for x in chunks[:3]:
-            _, _, st = model.step(x, st)
+        stream_chunks(model, wave[:, : 3 * n])
     mark = foreign_mark()
     t_off, t_str = _alternate(offline, streaming, settings.pick(1, 3))
     dur = usable / 16000
@@ -140,7 +137,7 @@ def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
     for fam in settings.pick(("wav2vec2", "wav2vec"), FAMILIES):
         m = tiny_model(fam)
         C, L = chunk_frames_for(m.config, 320)
-        m.set_chunking(C, L)
+        m = m.with_chunking(C, L)
         models.append((f"{fam}-tiny", m))
     if base_published is not None:
         models.append((f"wav2vec2-{settings.pick('hf-tiny', 'base')}", streaming_from_published(base_published, 320)))

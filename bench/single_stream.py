@@ -194,5 +194,4 @@ def run(settings: Settings, keep: dict, published: Any = None) -> dict:
 def _tiny_at(family: str, ms: int) -> Any:
     m = tiny_model(family)
     C, L = chunk_frames_for(m.config, ms)
-    m.set_chunking(C, L)
-    return m
+    return m.with_chunking(C, L)

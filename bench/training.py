@@ -57,6 +57,7 @@ def run(settings: Settings, size: str = "tiny") -> dict[str, Any]:
     from wavstream.training.data.channel import ChannelAugment
     from wavstream.training.loop import TrainConfig, _batches, _epoch_loader, bf16_supported
     from wavstream.training.objectives.ctc import CTCObjective
+    from wavstream.training.objectives.settings import CTCSettings
 
     quick = settings.quick
     steps = settings.pick(2, 12)  # timed steps per path per round
@@ -70,7 +71,7 @@ def run(settings: Settings, size: str = "tiny") -> dict[str, Any]:
     }
     torch.manual_seed(0)
     model = _model(size)
-    objective = CTCObjective(model, freeze_encoder=False, mask_prob=0.2)
+    objective = CTCObjective(model, CTCSettings(freeze_encoder=False, mask_prob=0.2))
     objective.train()
     opt = torch.optim.AdamW(objective.parameters(), lr=1e-4)
     rows: dict[str, list[float]] = {k: [] for k in paths}

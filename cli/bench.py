@@ -222,7 +222,7 @@ def _service_model(model_arg, keep: dict, settings):
         from wavstream.bench.single_stream import tiny_model
 
         m = tiny_model("wav2vec2")
-        m.set_chunking(*chunk_frames_for(m.config, 320))
+        m = m.with_chunking(*chunk_frames_for(m.config, 320))
         keep[key] = (export(m, settings.work / "wav2vec2-tiny_320ms", True, settings.log, "bench")[0], m.config)
     return keep[key][0], "wav2vec2-tiny (random weights; no default model installed)"
 

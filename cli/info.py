@@ -17,6 +17,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from wavstream.training.models import FAMILIES, SIZES, build_model
+    from wavstream.training.objectives.heads import build_heads
 
     fams = [args.family] if args.family else list(FAMILIES)
     sizes = [args.size] if args.size else list(SIZES)
@@ -26,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
         for size in sizes:
             with torch.device("meta"):  # counts without allocating 300M parameters
                 m = build_model(fam, size)
-            row = {"family": fam, "size": size, "params": m.num_parameters(),
+                heads = build_heads(m.config)  # the pretraining objective's
+            head_params = sum(p.numel() for p in heads.parameters()) if heads is not None else 0
+            row = {"family": fam, "size": size, "params": m.num_parameters() + head_params,
                    "backbone": m.num_parameters(backbone_only=True), "stride": m.stride,
                    "form": "streaming" if m.config.streamable else "published"}
             if args.json:

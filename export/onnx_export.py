@@ -52,13 +52,6 @@ class ExportError(RuntimeError):
     """The model cannot be exported, or the exported graph is wrong."""
 
 
-def _drop_pretraining(model: nn.Module) -> None:
-    # The graph never uses them; removing keeps them out of the exported weights.
-    for name in getattr(model, "pretraining_modules", lambda: [])():
-        if hasattr(model, name):
-            delattr(model, name)
-
-
 class StreamingStep(nn.Module):
     """forward(samples, *states) -> (features, [logits], [codes], *new_states)."""
 
@@ -66,7 +59,7 @@ class StreamingStep(nn.Module):
         super().__init__()
         self.model = model
         self.has_logits = bool(model.config.vocab)
-        self.has_codes = getattr(model, "vector_quantizer", None) is not None
+        self.has_codes = model.emits_codes
 
     def forward(self, samples: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         out = self.model.step_outputs(samples, tuple(states))
@@ -85,7 +78,7 @@ def io_names(model: nn.Module) -> tuple[list[str], list[str]]:
     outs = ["features"]
     if model.config.vocab:
         outs.append("logits")
-    if getattr(model, "vector_quantizer", None) is not None:
+    if model.emits_codes:
         outs.append("codes")
     outs += [f"new_state_{n}" for n in states]
     return ins, outs
@@ -144,12 +137,12 @@ def export_step(model: nn.Module, path: Union[str, Path], opset: int = DEFAULT_O
     """Export the streaming step of ``model`` (its current chunking) to ``path``.
 
     Returns a dict with the input/output names, the export time and the file size.
-    The model is put in eval mode; pretraining-only modules are removed from it.
+    The model is put in eval mode (the encoder holds no pretraining heads, so
+    the graph's weights are the streaming model's alone).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
-    _drop_pretraining(model)
     if not model.config.streamable:
         raise ExportError(
             f"this {model.config.family} model is in its published (offline) form and cannot stream "
@@ -300,28 +293,41 @@ def run_ort_step(session: Any, samples: np.ndarray, states: Sequence[np.ndarray]
     return dict(zip(outs, session.run(outs, feed)))
 
 
+def stream_ort(session: Any, wave: np.ndarray, chunk_samples: int, state_names: Sequence[str],
+               state_init: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The ONNX Runtime twin of `stream_chunks`: wave (B, n * chunk_samples)
+    through a streaming graph chunk by chunk; each output joined along time."""
+    states = list(state_init)
+    parts: dict[str, list[np.ndarray]] = {}
+    for i in range(0, wave.shape[1] - chunk_samples + 1, chunk_samples):
+        o = run_ort_step(session, wave[:, i:i + chunk_samples], states)
+        for k in ("features", "logits", "codes"):
+            if k in o:
+                parts.setdefault(k, []).append(o[k])
+        states = [o[f"new_state_{n}"] for n in state_names]
+    return {k: np.concatenate(v, 1) for k, v in parts.items()}
+
+
 def verify_step(model: nn.Module, onnx_path: Union[str, Path], chunks: int = 3, batch: int = 2,
                 seed: int = 0, session: Any = None) -> dict:
-    """Run torch `step` and the ONNX graph side by side on random audio;
+    """Stream the same random audio through torch `step` and the ONNX graph;
     return the max abs differences (features, logits) and whether codes agree."""
+    from wavstream.training.models import stream_chunks
+
     sess = session or ort_session(onnx_path)
     g = torch.Generator().manual_seed(seed)
-    t_state = model.init_state(batch, device="cpu")
-    o_state = [t.numpy() for t in t_state]
-    names = [s.name for s in model.state_specs()]
-    diff = {"features": 0.0, "logits": 0.0, "codes_equal": True}
+    wave = torch.randn(batch, chunks * model.chunk_samples, generator=g) * 0.1
+    init = model.init_state(batch, device="cpu")
     with torch.no_grad():
-        for _ in range(chunks):
-            x = torch.randn(batch, model.chunk_samples, generator=g) * 0.1
-            out = model.step_outputs(x, t_state)
-            o = run_ort_step(sess, x.numpy(), o_state)
-            diff["features"] = max(diff["features"], float(np.abs(o["features"] - out["features"].numpy()).max()))
-            if out["logits"] is not None:
-                diff["logits"] = max(diff["logits"], float(np.abs(o["logits"] - out["logits"].numpy()).max()))
-            if out["codes"] is not None:
-                diff["codes_equal"] &= bool(np.array_equal(o["codes"], out["codes"].numpy()))
-            t_state = out["state"]
-            o_state = [o[f"new_state_{n}"] for n in names]
+        t = stream_chunks(model, wave, state=init)
+    o = stream_ort(sess, wave.numpy(), model.chunk_samples, [s.name for s in model.state_specs()],
+                   [x.numpy() for x in init])
+    diff = {"features": float(np.abs(o["features"] - t.features.numpy()).max()), "logits": 0.0,
+            "codes_equal": True}
+    if t.logits is not None:
+        diff["logits"] = float(np.abs(o["logits"] - t.logits.numpy()).max())
+    if t.codes is not None:
+        diff["codes_equal"] = bool(np.array_equal(o["codes"], t.codes.numpy()))
     return diff
 
 
@@ -360,8 +366,7 @@ class OfflineGraph(nn.Module):
             wave = torch.nn.functional.pad(wave, (0, total - L))
         prepared, lengths = m._prepare(wave, lengths, C)
         frame_lengths = m.frame_lengths(lengths)
-        out = m._forward_frames(prepared, frame_lengths, C, Lc, None)
-        hidden = out["hidden"]
+        hidden = m._forward_frames(prepared, frame_lengths, C, Lc, None).hidden
         feats = hidden[m.config.feature_layer][:, :T]
         res = [feats]
         if self.has_logits:
@@ -381,7 +386,6 @@ def export_offline(model: nn.Module, path: Union[str, Path], opset: int = DEFAUL
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
-    _drop_pretraining(model)
     wrapper = OfflineGraph(model).eval()
     outs = ["features"] + (["logits"] if wrapper.has_logits else [])
     L = int(16000 * example_seconds) + 123  # not a multiple of any stride or chunk

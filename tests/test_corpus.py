@@ -412,7 +412,7 @@ def test_cli_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, argparse; import wavstream.training.data.cli as c; "
+    code = ("import sys, argparse; import wavstream.cli.corpus as c; "
             "p = argparse.ArgumentParser(); c.add_arguments(p); "
             "a = p.parse_args(['build', '--out', 'x', '--train', '3', '--engines', 'espeak']); "
             "assert a.train == 3 and a.engines == ['espeak']; "

@@ -1,5 +1,5 @@
 """Model configs: JSON round trip, presets for every family and size, parameter
-counts against MODELS.md Appendix A (base/large are built on the meta device:
+counts against the published ones (base/large are built on the meta device:
 no memory is allocated)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from wavstream.training.models import (CTC_VOCAB, FAMILIES, SIZES, ModelConfig, build_model,
                                        model_from_config, preset)
 
-# MODELS.md Appendix A / section 1.6: HF *Model counts (incl. masked_spec_embed).
+# The published backbones' parameter counts (HF *Model, incl. masked_spec_embed).
 BACKBONE = {
     ("wav2vec2", "base"): 94_371_712,
     ("wav2vec2", "large"): 315_438_720,  # LARGE LV-60k (layer norm extractor, conv bias)
@@ -21,7 +21,7 @@ BACKBONE = {
     ("wavlm", "base"): 94_381_936,
     ("wavlm", "large"): 315_453_120,
 }
-# Totals with the pretraining heads (MODELS.md 1.6 and Appendix A arithmetic).
+# Totals with the pretraining heads (encoder + the objective's heads).
 TOTAL = {
     ("wav2vec", "large"): 32_537_088,
     ("vq_wav2vec", "base"): 34_145_408,  # Gumbel, separate codebooks
@@ -80,8 +80,13 @@ def test_from_dict_rejects_unknown_fields():
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("size", SIZES)
 def test_build_and_count(family, size):
+    from wavstream.training.objectives.heads import build_heads
+
     model = _build(family, size)
-    total, backbone = model.num_parameters(), model.num_parameters(backbone_only=True)
+    with torch.device("meta"):  # the pretraining heads belong to the objective
+        heads = build_heads(model.config)
+    head_params = sum(p.numel() for p in heads.parameters()) if heads is not None else 0
+    total, backbone = model.num_parameters() + head_params, model.num_parameters(backbone_only=True)
     COUNTS[(family, size)] = (total, backbone)
     assert model.stride == (160 if family in ("wav2vec", "vq_wav2vec") else 320)
     assert model.chunk_samples == model.config.chunk_frames * model.stride
@@ -110,3 +115,14 @@ def test_ctc_head_and_config_rebuild(family):
     assert list(sd) == list(sd2)
     assert all(sd[k].shape == sd2[k].shape for k in sd)
     m2.load_state_dict(sd)
+
+
+def test_config_is_frozen_and_chunking_is_a_view():
+    m = build_model("wav2vec2", "tiny", vocab=list(CTC_VOCAB))
+    with pytest.raises(Exception):
+        m.config.chunk_frames = 8  # frozen: a change is a new config
+    v = m.with_chunking(8, 2)
+    assert (v.config.chunk_frames, v.config.left_chunks) == (8, 2)
+    assert (m.config.chunk_frames, m.config.left_chunks) == (16, 4)  # the model's own config is untouched
+    assert v.lm_head is m.lm_head and v.chunk_samples == 8 * m.stride
+    assert all(a is b for a, b in zip(v.parameters(), m.parameters()))

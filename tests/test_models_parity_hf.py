@@ -1,4 +1,4 @@
-"""Hugging Face parity of the importer (MODELS.md 9.4): random weights built
+"""Hugging Face parity of the importer (docs/streaming.md): random weights built
 from configs (no download), constant-initialised parameters perturbed, eval
 mode, eager attention, >= 3 s of input so WavLM's log buckets are hit (and one
 16.5 s run for bucket clamping). `last_hidden_state` and CTC logits must agree
@@ -99,7 +99,7 @@ def test_parity(kind, head):
     d = _record(f"{kind} last_hidden_state", (ref - out.features).abs().max().item())
     assert d <= TOL
     if head == "ctc":
-        assert c.vocab == [f"<{i}>" for i in range(32)]
+        assert c.vocab == tuple(f"<{i}>" for i in range(32))
         assert out.logits.shape == logits.shape
         d = _record(f"{kind} ForCTC logits", (logits - out.logits).abs().max().item())
         assert d <= TOL
@@ -223,24 +223,28 @@ def test_missing_masked_spec_embed_tolerated():
 def test_vocab_names_from_tokenizer_dict():
     hf = hf_model("wav2vec2-group-postLN", "ctc", seed=8, vocab_size=5)
     ours = from_transformers(hf, vocab={"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4})
-    assert ours.config.vocab == ["<pad>", "<s>", "</s>", "<unk>", "|"]
+    assert ours.config.vocab == ("<pad>", "<s>", "</s>", "<unk>", "|")
     ours = from_transformers(hf, vocab=["a", "b", "c", "d", "e"])
-    assert ours.config.vocab == ["a", "b", "c", "d", "e"]
+    assert ours.config.vocab == ("a", "b", "c", "d", "e")
     with pytest.raises(ValueError):
         from_transformers(hf, vocab=["a"])
 
 
 def test_parity_wav2vec2_pretraining_heads():
     hf = hf_model("wav2vec2-group-postLN", "pretraining", seed=9)
+    from wavstream.training.convert import heads_from_transformers
+
     ours = from_transformers(hf).eval()
+    heads = heads_from_transformers(hf).eval()  # the objective's heads, not the encoder's
     assert ours.config.quantizer == "gumbel"
+    assert not any(k.startswith(("quantizer.", "project_")) for k in ours.state_dict())
     x = wave(3.0, seed=9)
     with torch.no_grad():
         ref = hf(x)
         out = ours(x)
-        proj = ours.project_hid(out.features)
-        q = ours.quantizer(out.extra["norm_features"])
-        proj_q = ours.project_q(q.x)
+        proj = heads.project_hid(out.features)
+        q = heads.quantizer(out.norm_features)
+        proj_q = heads.project_q(q.x)
     d1 = _record("Wav2Vec2ForPreTraining projected_states", (ref.projected_states - proj).abs().max().item())
     d2 = _record("Wav2Vec2ForPreTraining projected_quantized_states",
                  (ref.projected_quantized_states - proj_q).abs().max().item())

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wavstream.training.models import CTC_VOCAB, FAMILIES, build_model
+from wavstream.training.models import CTC_VOCAB, FAMILIES, build_model, stream_chunks
 
 TOL = 1e-4
 MAX_DIFFS: dict[str, float] = {}  # printed at the end with -s
@@ -75,20 +75,9 @@ def make_batch(model, chunk_frames: int, left_chunks: int, seed: int = 0):
 
 
 def run_stream(model, wave: torch.Tensor, steps: int | None = None):
-    """Feed (B, L) through step() chunk by chunk (last chunk zero-padded)."""
-    cs = model.chunk_samples
-    n = math.ceil(wave.shape[1] / cs) if steps is None else steps
-    wave = F.pad(wave, (0, max(n * cs - wave.shape[1], 0)))
-    state = model.init_state(wave.shape[0])
-    feats, logits, codes = [], [], []
-    for i in range(n):
-        out = model.step_outputs(wave[:, i * cs:(i + 1) * cs], state)
-        state = out["state"]
-        feats.append(out["features"])
-        logits.append(out["logits"])
-        if out["codes"] is not None:
-            codes.append(out["codes"])
-    return (torch.cat(feats, 1), torch.cat(logits, 1), torch.cat(codes, 1) if codes else None, state)
+    """Feed (B, L) through step() chunk by chunk (last chunk zero-padded): the reference loop."""
+    out = stream_chunks(model, wave, steps=steps)
+    return out.features, out.logits, out.codes, out.state
 
 
 def _max_valid_diff(a: torch.Tensor, b: torch.Tensor, lengths: torch.Tensor) -> float:
@@ -106,7 +95,7 @@ CASES = [(f, c, left) for f in FAMILIES for c in (1, 4, 16)
 @pytest.mark.parametrize("family,chunk_frames,left_chunks", CASES)
 def test_stream_equals_offline(family, chunk_frames, left_chunks):
     model = tiny(family)
-    model.set_chunking(chunk_frames, left_chunks)
+    model = model.with_chunking(chunk_frames, left_chunks)
     wave, lengths = make_batch(model, chunk_frames, left_chunks, seed=chunk_frames * 10 + left_chunks)
     with torch.no_grad():
         off = model(wave, lengths)
@@ -135,7 +124,7 @@ def test_causality(family):
     """Changing audio after chunk k changes no output up to chunk k, offline or streaming."""
     model = tiny(family)
     C, L, k = 4, 1, 2
-    model.set_chunking(C, L)
+    model = model.with_chunking(C, L)
     cs = model.chunk_samples
     g = torch.Generator().manual_seed(7)
     a = 0.1 * torch.randn(2, 7 * cs + 55, generator=g)
@@ -158,7 +147,7 @@ def test_causality(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_state_shapes_fixed(family):
     model = tiny(family)
-    model.set_chunking(4, 4)
+    model = model.with_chunking(4, 4)
     specs = model.state_specs()
     state = model.init_state(2)
     assert len(state) == len(specs) and specs[0].name == "frames_seen"
@@ -179,7 +168,7 @@ def test_state_shapes_fixed(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_step_rejects_bad_inputs(family):
     model = tiny(family)
-    model.set_chunking(4, 1)
+    model = model.with_chunking(4, 1)
     state = model.init_state(2)
     cs = model.chunk_samples
     with pytest.raises(ValueError):
@@ -333,3 +322,11 @@ def test_to_streaming_rejects_unbounded():
         to_streaming(pub, 4, -1)
     with pytest.raises(ValueError):
         to_streaming(pub, 4, 1, pos_conv_kernel=pub.config.pos_conv_kernel // 2)
+
+
+def test_mask_docstring_example_holds():
+    import doctest
+
+    from wavstream.training.models import streaming
+
+    assert doctest.testmod(streaming).failed == 0

@@ -233,9 +233,8 @@ def test_hubert_loss_ignores_unmasked_frames():
 
 def test_hubert_unmasked_weight_adds_unmasked_frames():
     """HuBERT's alpha < 1 variant: unmasked frames count with their weight, still per masked frame."""
-    import argparse
-
-    from wavstream.training.pretrain import build_objective
+    from wavstream.training.objectives.build import build_objective
+    from wavstream.training.objectives.settings import settings_for
 
     g = torch.Generator().manual_seed(1)
     B, T, C = 2, 30, 10
@@ -249,20 +248,21 @@ def test_hubert_unmasked_weight_adds_unmasked_frames():
             + 0.5 * ce(logits[~mask], targets[~mask], reduction="sum")) / int(mask.sum())
     assert float(loss) == pytest.approx(float(want), rel=1e-5)
     assert "acc_u" in m and "acc_m" in m
-    # the command line reaches the objective (published default: 0)
+    # the given settings reach the objective (published default: 0)
     from wavstream.training.labels import LabelStore
 
     model = tiny_model("hubert", num_label_classes=20)
     store = LabelStore([np.zeros(10, dtype=np.int64)], 100.0)
     for given, want_w in ((None, 0.0), (0.5, 0.5)):
-        obj = build_objective("hubert", model, argparse.Namespace(unmasked_weight=given), None, store)
-        assert obj.unmasked_weight == want_w
+        obj = build_objective("hubert", model, settings_for("hubert", unmasked_weight=given), store)
+        assert obj.settings.unmasked_weight == want_w
 
 
 def test_hubert_objective_unmasked_frames_do_not_matter():
     """End to end: different labels at unmasked frames leave the loss unchanged."""
     from wavstream.training.labels import LabelStore
     from wavstream.training.objectives.hubert import HubertObjective
+    from wavstream.training.objectives.settings import HubertSettings
 
     model = tiny_model("hubert", num_label_classes=20)
     model.eval()  # no dropout
@@ -271,7 +271,7 @@ def test_hubert_objective_unmasked_frames_do_not_matter():
     wave = torch.randn(2, 16000) * 0.1
     wave[1, 12800:] = 0
     batch = {"wave": wave, "lengths": torch.tensor(L), "indices": torch.tensor([0, 1])}
-    obj = HubertObjective(model, LabelStore(labs, 100.0), feature_penalty_weight=0.0)
+    obj = HubertObjective(model, LabelStore(labs, 100.0), settings=HubertSettings(feature_penalty_weight=0.0))
     batch["rng"] = np.random.default_rng(3)
     a, _ = obj(batch, (8, 2), 0)
     # recompute the mask the objective drew, then scramble the labels outside it
@@ -419,16 +419,17 @@ def _mean(rows, key, sl):
 
 def _dataset(corpus, cls=None):
     from wavstream.training.dataset import read_manifest
-    from wavstream.training.pretrain import CropTrackingDataset
+    from wavstream.training.dataset import CropTrackingDataset
 
     return CropTrackingDataset(read_manifest(corpus), max_samples=16000)
 
 
 @pytest.mark.parametrize("family", ["wav2vec", "vq_wav2vec"])
 def test_wav2vec_training_lowers_loss(corpus, tmp_path, family):
+    from wavstream.training.objectives.settings import Wav2VecSettings
     from wavstream.training.objectives.wav2vec import Wav2VecObjective
 
-    obj = Wav2VecObjective(tiny_model(family), num_negatives=10, temp_anneal_steps=40)
+    obj = Wav2VecObjective(tiny_model(family), Wav2VecSettings(num_negatives=10, temp_anneal_steps=40))
     rows = _run(obj, _dataset(corpus), tmp_path / family, 60)
     first, last = _mean(rows, "loss", slice(0, 5)), _mean(rows, "loss", slice(-5, None))
     print(f"{family}: loss {first:.3f} -> {last:.3f}, acc {rows[-1]['acc']:.3f}")
@@ -445,9 +446,10 @@ def test_wav2vec_training_lowers_loss(corpus, tmp_path, family):
 
 
 def test_vq_wav2vec_kmeans_training_lowers_loss(corpus, tmp_path):
+    from wavstream.training.objectives.settings import Wav2VecSettings
     from wavstream.training.objectives.wav2vec import Wav2VecObjective
 
-    obj = Wav2VecObjective(tiny_model("vq_wav2vec", quantizer="kmeans"), num_negatives=10)
+    obj = Wav2VecObjective(tiny_model("vq_wav2vec", quantizer="kmeans"), Wav2VecSettings(num_negatives=10))
     rows = _run(obj, _dataset(corpus), tmp_path / "km", 60)
     first, last = _mean(rows, "loss", slice(0, 5)), _mean(rows, "loss", slice(-5, None))
     # (the k-means codes collapse here too: code perplexity -> 2 of 32 by ~step 15)
@@ -461,9 +463,11 @@ def test_wav2vec2_training_lowers_loss(corpus, tmp_path):
     within ~25 steps: every distractor then equals its positive, gets -inf and the
     contrastive term reads 0. `distinct_negatives` catches that.) In 80 steps the
     contrastive term itself only starts to move below chance (ln 21 = 3.04)."""
+    from wavstream.training.objectives.settings import Wav2Vec2Settings
     from wavstream.training.objectives.wav2vec2 import Wav2Vec2Objective
 
-    obj = Wav2Vec2Objective(tiny_model("wav2vec2"), num_negatives=20, temp_anneal_steps=60, diversity_weight=0.5)
+    obj = Wav2Vec2Objective(tiny_model("wav2vec2"),
+                            Wav2Vec2Settings(num_negatives=20, temp_anneal_steps=60, diversity_weight=0.5))
     rows = _run(obj, _dataset(corpus), tmp_path / "w2v2", 80, lr=1e-3)
     first, last = _mean(rows, "loss", slice(0, 5)), _mean(rows, "loss", slice(-5, None))
     c0, c1 = _mean(rows, "contrastive", slice(0, 5)), _mean(rows, "contrastive", slice(-5, None))
@@ -488,6 +492,7 @@ def _labels_for(corpus, tmp_path):
 @pytest.mark.parametrize("family", ["hubert", "wavlm"])
 def test_hubert_wavlm_training_lowers_loss(corpus, tmp_path, family):
     from wavstream.training.objectives.hubert import HubertObjective
+    from wavstream.training.objectives.settings import WavLMSettings
     from wavstream.training.objectives.wavlm import WavLMObjective
 
     store = _labels_for(corpus, tmp_path)
@@ -496,7 +501,7 @@ def test_hubert_wavlm_training_lowers_loss(corpus, tmp_path, family):
     if family == "hubert":
         obj = HubertObjective(model, store, ds.crop_starts)
     else:
-        obj = WavLMObjective(model, store, ds.crop_starts, mix_prob=0.5, noise_prob=0.3, reverb_prob=0.2)
+        obj = WavLMObjective(model, store, ds.crop_starts, WavLMSettings(mix_prob=0.5, noise_prob=0.3, reverb_prob=0.2))
     rows = _run(obj, ds, tmp_path / family, 80)
     p0, p1 = _mean(rows, "pred_loss", slice(0, 5)), _mean(rows, "pred_loss", slice(-5, None))
     first, last = _mean(rows, "loss", slice(0, 5)), _mean(rows, "loss", slice(-5, None))
@@ -527,30 +532,27 @@ def test_hubert_iteration2_labels_from_teacher(corpus, tmp_path):
 
 
 def test_pretrain_reuses_labels_and_refuses_the_wrong_iteration(tmp_path):
-    import argparse
+    from dataclasses import replace
 
     from wavstream.training.dataset import read_manifest
-    from wavstream.training.pretrain import ensure_labels
+    from wavstream.training.label_folder import LabelPlan, ensure_labels
+    from wavstream.training.labels import KMeansSettings, LabelError
 
     tsv = make_corpus(tmp_path / "c", n=5, seconds=(0.5, 0.7))
     utts = read_manifest(tsv)
-    args = argparse.Namespace(labels=str(tmp_path / "lab"), out=str(tmp_path / "run"), kmeans_iter=None,
-                              teacher=None, layer=None, num_clusters=6, kmeans_percent=1.0, kmeans_n_init=1,
-                              seed=0, threads=1)
-    d = ensure_labels(args, utts, 0, 1)  # builds MFCC labels
+    plan = LabelPlan(tmp_path / "lab", kmeans=KMeansSettings(num_clusters=6, percent=1.0, n_init=1), threads=1)
+    d = ensure_labels(plan, utts, 0, 1)  # builds MFCC labels
     stamp = (d / "train.npy").stat().st_mtime_ns
-    assert ensure_labels(args, utts, 0, 1) == d and (d / "train.npy").stat().st_mtime_ns == stamp  # reused
-    args.kmeans_iter = 2
-    with pytest.raises(SystemExit, match="mfcc labels"):
-        ensure_labels(args, utts, 0, 1)
+    assert ensure_labels(plan, utts, 0, 1) == d and (d / "train.npy").stat().st_mtime_ns == stamp  # reused
+    with pytest.raises(LabelError, match="mfcc labels"):
+        ensure_labels(replace(plan, iteration=2), utts, 0, 1)
     # iteration 2 into its own folder: k-means of the teacher's layer, 50 Hz labels
     from wavstream.training.loop import save_checkpoint
 
     save_checkpoint(tmp_path / "teacher", tiny_model("hubert", num_label_classes=10), {})
-    args.labels, args.teacher, args.layer = str(tmp_path / "lab2"), str(tmp_path / "teacher"), 1
-    d2 = ensure_labels(args, utts, 0, 1)
+    plan2 = replace(plan, folder=tmp_path / "lab2", iteration=2, teacher=str(tmp_path / "teacher"), layer=1)
+    d2 = ensure_labels(plan2, utts, 0, 1)
     meta = json.loads((d2 / "meta.json").read_text())
     assert meta["source"] == "teacher" and meta["label_rate"] == 50.0 and meta["layer"] == 1
-    args.layer = 2
-    with pytest.raises(SystemExit, match="layer 1"):
-        ensure_labels(args, utts, 0, 1)
+    with pytest.raises(LabelError, match="layer 1"):
+        ensure_labels(replace(plan2, layer=2), utts, 0, 1)

@@ -8,6 +8,7 @@ the loss and the gradient direction only by rounding.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from wavstream.training.checkpoint import load_checkpoint
 from wavstream.training.models import CTC_VOCAB, build_model
 from wavstream.training.objectives.ctc import CTCObjective
+from wavstream.training.objectives.settings import CTCSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "training" / "recipes" / "checkpoints" / "wav2vec2_tiny_ctc"
@@ -73,7 +75,7 @@ def _real_batch() -> dict:
 
 def test_bf16_loss_and_gradient_match_fp32():
     model = load_checkpoint(CKPT)  # a trained model on speech: the regime training is in
-    obj = CTCObjective(model, freeze_encoder=False, mask_prob=0.0, mask_channel_prob=0.0)
+    obj = CTCObjective(model, CTCSettings(freeze_encoder=False, mask_prob=0.0, mask_channel_prob=0.0))
     obj.train()
     batch = _real_batch()
     res = []
@@ -149,14 +151,14 @@ def test_training_loop_bf16_with_augmentation_and_resume(tmp_path):
 
     torch.manual_seed(0)
     model = build_model("wav2vec2", "tiny", vocab=list(CTC_VOCAB), num_layers=1)
-    obj = CTCObjective(model, freeze_encoder=False)
+    obj = CTCObjective(model, CTCSettings(freeze_encoder=False))
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), max_steps=3, batch_seconds=3.0, bf16=True,
                       ckpt_every=2, warmup_steps=1, log_every=1)
     res = train(obj, ds, cfg, progress=False)
     assert res["step"] == 3 and np.isfinite(res.get("frames", 0.0))
-    cfg.max_steps = 5
+    cfg = dataclasses.replace(cfg, max_steps=5)
     model2 = build_model("wav2vec2", "tiny", vocab=list(CTC_VOCAB), num_layers=1)
-    res2 = train(CTCObjective(model2, freeze_encoder=False), ds, cfg, progress=False)
+    res2 = train(CTCObjective(model2, CTCSettings(freeze_encoder=False)), ds, cfg, progress=False)
     assert res2["step"] == 5
     import json
 
@@ -186,7 +188,7 @@ def test_compact_checkpoint_resumes_in_a_fresh_folder(tmp_path):
     model = build_model("wav2vec2", "tiny", vocab=list(CTC_VOCAB), num_layers=1)
     cfg = TrainConfig(out_dir=str(tmp_path / "a"), max_steps=4, batch_seconds=2.0, ckpt_every=100,
                       warmup_steps=1, log_every=1, schedule="constant")
-    train(CTCObjective(model, freeze_encoder=False), ds, cfg, progress=False)
+    train(CTCObjective(model, CTCSettings(freeze_encoder=False)), ds, cfg, progress=False)
     save_compact(tmp_path / "a" / "last", tmp_path / "packed")
     assert {p.name for p in (tmp_path / "packed").iterdir()} == {"model.safetensors", "config.json",
                                                                   "resume.json", "log.jsonl"}
@@ -194,7 +196,7 @@ def test_compact_checkpoint_resumes_in_a_fresh_folder(tmp_path):
     cfg2 = TrainConfig(out_dir=str(tmp_path / "b"), max_steps=6, batch_seconds=2.0, ckpt_every=100,
                        warmup_steps=1, log_every=1, schedule="constant", resume_from=str(tmp_path / "packed"),
                        rewarm_steps=4)
-    res = train(CTCObjective(model2, freeze_encoder=False), ds, cfg2, progress=False)
+    res = train(CTCObjective(model2, CTCSettings(freeze_encoder=False)), ds, cfg2, progress=False)
     assert res["step"] == 6
     rows = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]

@@ -12,10 +12,16 @@ beside other trainer fields). Accepted spellings of ``path``:
   ``P_config.json`` / ``P-config.json`` (or ``P.json``, else ``config.json``
   in the same folder).
 
-Weights are read with safetensors only (never pickle). Keys that are missing
-from, or unexpected in, the checkpoint are tolerated only when they belong to
-pretraining modules (``model.pretraining_modules()``); anything else is an
-error naming the keys.
+Weights are read with safetensors only (never pickle). The encoder's keys
+must match the config exactly; anything else is an error naming the keys.
+A pretraining checkpoint also stores its objective's heads, under
+``heads.``; `load_checkpoint` returns the encoder alone, and `load_heads`
+puts the heads' tensors into an objective's heads.
+
+The key shim: checkpoints written before the heads moved out of the encoder
+keep them as encoder submodules (``label_head.``, ``quantizer.``,
+``project_q.``, ``project_hid.``, ``wav2vec_predictions.``). `split_state`
+reads both layouts, so every committed checkpoint loads unchanged.
 """
 
 from __future__ import annotations
@@ -24,12 +30,41 @@ import json
 from pathlib import Path
 from typing import Any, Union
 
-__all__ = ["CheckpointError", "load_checkpoint", "find_checkpoint_files", "read_model_config", "read_config",
-           "resolve"]
+__all__ = ["CheckpointError", "load_checkpoint", "load_heads", "find_checkpoint_files", "read_model_config",
+           "read_config", "resolve", "split_state", "HEADS_PREFIX"]
 
 
 class CheckpointError(Exception):
     """The checkpoint is missing, unreadable, or does not fit its config."""
+
+
+HEADS_PREFIX = "heads."
+# The older layout: the pretraining heads were encoder submodules. Old prefix ->
+# key inside the objective's heads module (training/objectives/heads.py).
+_LEGACY_HEADS = {
+    "label_head.": "",  # HubertHead
+    "wav2vec_predictions.": "",  # Wav2VecPredictions
+    "quantizer.": "quantizer.",  # Wav2Vec2Heads (wav2vec 2.0; vq-wav2vec's is `vector_quantizer.`)
+    "project_q.": "project_q.",
+    "project_hid.": "project_hid.",
+}
+
+
+def split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(encoder tensors, pretraining-head tensors keyed as in the heads module)
+    of a checkpoint's state dict, in the current or the older layout."""
+    encoder: dict[str, Any] = {}
+    heads: dict[str, Any] = {}
+    for k, v in state.items():
+        if k.startswith(HEADS_PREFIX):
+            heads[k[len(HEADS_PREFIX):]] = v
+            continue
+        old = next((p for p in _LEGACY_HEADS if k.startswith(p)), None)
+        if old is None:
+            encoder[k] = v
+        else:
+            heads[_LEGACY_HEADS[old] + k[len(old):]] = v
+    return encoder, heads
 
 
 _SEPS = (".", "_", "-")
@@ -98,51 +133,64 @@ def read_model_config(config_path: Union[str, Path]) -> Any:
     return cfg
 
 
-def load_checkpoint(path: Union[str, Path], device: str = "cpu", drop_pretraining: bool = False) -> Any:
-    """Build the model described by the checkpoint's config and load its weights.
-
-    Returns the `SpeechEncoder` in eval mode (call ``.train()`` to continue
-    training). Pretraining-only keys (``model.pretraining_modules()``) may be
-    missing or extra; every other key must match exactly. Pretraining modules
-    whose keys were missing keep their fresh initialisation (the exporter
-    drops them; a trainer may re-train them).
-    """
-    import torch
+def read_state(weights: Union[str, Path]) -> dict[str, Any]:
+    """The tensors of a safetensors file, without DDP's or torch.compile's key prefix."""
     from safetensors.torch import load_file
 
-    from .models import model_from_config
-
-    weights, config_path = find_checkpoint_files(path)
-    cfg = read_model_config(config_path)
-    model = model_from_config(cfg)
     try:
         state = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises SafetensorError / OSError
         raise CheckpointError(f"{weights}: cannot read safetensors weights ({type(exc).__name__}: {exc})") from exc
-    # Tolerate the common wrappers: DDP's "module." and torch.compile's "_orig_mod.".
     for prefix in ("module.", "_orig_mod."):
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
-    pre = set(model.pretraining_modules())
-    own = model.state_dict()
+    return state
+
+
+def load_exact(module: Any, state: dict[str, Any], what: str) -> None:
+    """Copy `state` into `module` (dtypes cast to the module's): every key and
+    shape must match, else a CheckpointError naming the keys."""
+    own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    bad_missing = [k for k in missing if k.split(".")[0] not in pre]
-    bad_unexpected = [k for k in unexpected if k.split(".")[0] not in pre]
-    if bad_missing or bad_unexpected:
+    if missing or unexpected:
         raise CheckpointError(
-            f"{weights} does not fit the {cfg.family} config in {config_path}: "
-            f"missing {bad_missing[:8]}{' ...' if len(bad_missing) > 8 else ''} ({len(bad_missing)}), "
-            f"unexpected {bad_unexpected[:8]}{' ...' if len(bad_unexpected) > 8 else ''} ({len(bad_unexpected)})")
+            f"{what}: missing {missing[:8]}{' ...' if len(missing) > 8 else ''} ({len(missing)}), "
+            f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''} ({len(unexpected)})")
     shape_bad = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                 for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+                 for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
     if shape_bad:
-        raise CheckpointError(f"{weights}: tensor shapes do not fit the config in {config_path}: {shape_bad[:5]}")
-    state = {k: v for k, v in state.items() if k in own}
-    model.load_state_dict(state, strict=False)
-    if drop_pretraining:
-        model.drop_pretraining_modules()
+        raise CheckpointError(f"{what}: tensor shapes do not fit: {shape_bad[:5]}")
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def load_checkpoint(path: Union[str, Path], device: str = "cpu", config: Any = None) -> Any:
+    """Build the encoder described by the checkpoint's config (or by `config`,
+    e.g. the saved one with other dropouts) and load its weights.
+
+    Returns the `SpeechEncoder` in eval mode (call ``.train()`` to continue
+    training). Pretraining heads stored beside it are left out (`load_heads`).
+    """
+    import torch
+
+    from .models import model_from_config
+
+    weights, config_path = find_checkpoint_files(path)
+    cfg = read_model_config(config_path) if config is None else config
+    model = model_from_config(cfg)
+    encoder, _ = split_state(read_state(weights))
+    load_exact(model, encoder, f"{weights} does not fit the {cfg.family} config in {config_path}")
     return model.to(torch.device(device)).eval()
+
+
+def load_heads(path: Union[str, Path], heads: Any) -> None:
+    """Load the pretraining heads stored in a checkpoint into `heads` (an
+    objective's heads module); a CheckpointError when they are absent or do not fit."""
+    weights, _ = find_checkpoint_files(path)
+    _, state = split_state(read_state(weights))
+    if not state:
+        raise CheckpointError(f"{weights} holds no pretraining heads")
+    load_exact(heads, state, f"{weights}: pretraining heads")
 
 
 def resolve(path: Union[str, Path]) -> Path:

@@ -8,8 +8,9 @@
     live = to_streaming(model, chunk_frames=16, left_chunks=4)   # needs fine-tuning, see below
 
 `from_transformers` accepts transformers' `Wav2Vec2Model`, `HubertModel`,
-`WavLMModel`, their `*ForCTC` heads and `Wav2Vec2ForPreTraining` (quantiser,
-`project_q`, `project_hid`). The imported model is in *published form*
+`WavLMModel`, their `*ForCTC` heads and `Wav2Vec2ForPreTraining`, whose
+pretraining heads (quantiser, `project_q`, `project_hid`) belong to the
+objective: `heads_from_transformers` imports them as `Wav2Vec2Heads`. The imported model is in *published form*
 (unpadded convs, the extractor of the checkpoint, a symmetric positional conv,
 full attention) and reproduces HF's `last_hidden_state` and CTC logits to
 float tolerance (tests/test_models_parity_hf.py; max |diff| ~1e-6 in fp32).
@@ -32,7 +33,6 @@ Two things are deliberately *not* inside the imported model:
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,11 +40,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .checkpoint import split_state
 from .models import ModelConfig, SpeechEncoder, model_from_config
+from .objectives.heads import Wav2Vec2Heads
 
 __all__ = [
     "config_from_transformers",
     "from_transformers",
+    "heads_from_transformers",
     "hf_state_dict_to_wavstream",
     "load_state_dict_any",
     "to_streaming",
@@ -150,14 +153,11 @@ def config_from_transformers(hf_config: Any, *, ctc: bool = False, pretraining: 
     if pretraining:
         if family != "wav2vec2":
             raise ValueError("only wav2vec2 has a pretraining head in transformers")
-        cfg.quantizer = "gumbel"
-        cfg.vq_groups = int(c.num_codevector_groups)
-        cfg.vq_vars = int(c.num_codevectors_per_group)
-        cfg.vq_dim = int(c.codevector_dim)
-        cfg.vq_combine_groups = False
-        cfg.final_dim = int(c.proj_codevector_dim)
+        cfg = cfg.replace(quantizer="gumbel", vq_groups=int(c.num_codevector_groups),
+                          vq_vars=int(c.num_codevectors_per_group), vq_dim=int(c.codevector_dim),
+                          vq_combine_groups=False, final_dim=int(c.proj_codevector_dim))
     if ctc:
-        cfg.vocab = _vocab_from(vocab, int(c.vocab_size))
+        cfg = cfg.replace(vocab=_vocab_from(vocab, int(c.vocab_size)))
     cfg.validate()
     return cfg
 
@@ -251,9 +251,25 @@ def from_transformers(hf_model: nn.Module, vocab: Any = None) -> SpeechEncoder:
     model.to(dtype=p.dtype)
     # A missing masked_spec_embed (HF drops it when masking is off) keeps the
     # model's own U[0, 1) init, as fairseq/HF would create it.
-    load_state_dict_any(model, sd)
+    encoder, _ = split_state(hf_state_dict_to_wavstream(sd))  # the pretraining heads: heads_from_transformers
+    load_state_dict_any(model, encoder)
     model.train(hf_model.training)
     return model.to(p.device)
+
+
+def heads_from_transformers(hf_model: nn.Module) -> Wav2Vec2Heads:
+    """The pretraining heads of a transformers `Wav2Vec2ForPreTraining`
+    (quantiser, project_q, project_hid) as this project's `Wav2Vec2Heads`."""
+    if type(hf_model).__name__ != "Wav2Vec2ForPreTraining":
+        raise TypeError(f"{type(hf_model).__name__} has no wav2vec 2.0 pretraining heads")
+    cfg = config_from_transformers(hf_model.config, pretraining=True)
+    heads = Wav2Vec2Heads(cfg)
+    p = next(hf_model.parameters())
+    heads.to(dtype=p.dtype)
+    _, state = split_state(hf_state_dict_to_wavstream(hf_model.state_dict()))
+    load_state_dict_any(heads, state, allow_missing=())
+    heads.train(hf_model.training)
+    return heads.to(p.device)
 
 
 # ---------------------------------------------------------------------------
@@ -324,8 +340,9 @@ def to_streaming(model: SpeechEncoder, chunk_frames: int, left_chunks: int, *,
       future buckets beyond the chunk are no longer reached.
 
     Everything else (projection, attention and FFN weights, WavLM gates, CTC
-    head, pretraining heads, dropouts) is copied unchanged. Streaming output
-    equals the offline output of the returned model with the same C and L.
+    head, dropouts) is copied unchanged; pretraining heads are not part of the
+    encoder. Streaming output equals the offline output of the returned model
+    with the same C and L.
     """
     cfg0 = model.config
     chunk_frames, left_chunks = int(chunk_frames), int(left_chunks)
@@ -346,7 +363,7 @@ def to_streaming(model: SpeechEncoder, chunk_frames: int, left_chunks: int, *,
         over["pos_conv_causal"] = True
     elif pos_conv_kernel is not None and pos_conv_kernel != K:
         raise ValueError("pos_conv_kernel can only be changed when converting a symmetric positional conv")
-    cfg = copy.deepcopy(cfg0).replace(**over)
+    cfg = cfg0.replace(**over)
     new = model_from_config(cfg)
     p = next(model.parameters())
     new.to(device=p.device, dtype=p.dtype)

@@ -17,17 +17,12 @@ from .data.manifest import Entry, load_audio, read_manifest, subset_hours
 from .data.manifest import total_hours as hours
 from .tokens import encode
 
-__all__ = ["AudioDataset", "Utterance", "bucket_batches", "collate", "hours", "load_audio",
+__all__ = ["AudioDataset", "CropTrackingDataset", "bucket_batches", "collate", "hours", "load_audio",
            "read_manifest", "subset_hours"]
 
 
-# Manifests are read by the corpus package; the names here are kept for the
-# trainer's callers.
-Utterance = Entry
-
-
 class AudioDataset(torch.utils.data.Dataset):
-    def __init__(self, utterances: list[Utterance], max_samples: int | None = None,
+    def __init__(self, utterances: list[Entry], max_samples: int | None = None,
                  preload: bool = True, transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
                  progress: bool = False) -> None:
         self.utts = utterances
@@ -74,7 +69,7 @@ class AudioDataset(torch.utils.data.Dataset):
         return {"index": i, "wave": wave, "text": self.utts[i].text}
 
 
-def collate(items: list[dict], clean: list[np.ndarray] | None = None) -> dict:
+def collate(items: list[dict]) -> dict:
     B = len(items)
     lengths = torch.tensor([len(it["wave"]) for it in items], dtype=torch.long)
     wave = torch.zeros(B, int(lengths.max()))
@@ -87,11 +82,6 @@ def collate(items: list[dict], clean: list[np.ndarray] | None = None) -> dict:
         tokens[b, : len(t)] = torch.tensor(t, dtype=torch.long)
     out = {"wave": wave, "lengths": lengths, "tokens": tokens, "token_lengths": tok_len,
            "texts": [it["text"] for it in items], "indices": torch.tensor([it["index"] for it in items])}
-    if "clean" in items[0]:
-        cw = torch.zeros_like(wave)
-        for b, it in enumerate(items):
-            cw[b, : len(it["clean"])] = torch.from_numpy(np.asarray(it["clean"], dtype=np.float32))
-        out["clean"] = cw
     return out
 
 
@@ -115,3 +105,26 @@ def bucket_batches(lengths: list[int], batch_samples: int, seed: int, max_batch:
     if shuffle:
         random.Random(seed).shuffle(batches)
     return batches
+
+
+STRIDE_ALIGN = 320  # crops start on a multiple of the 50 Hz frame hop (and of the 10 ms label hop)
+
+
+class CropTrackingDataset(AudioDataset):
+    """AudioDataset whose random crops start on a frame boundary and are
+    recorded in `crop_starts[index]`, so frame-level labels follow the crop
+    (fairseq: label offset = round(start * label_rate / 16000))."""
+
+    def __init__(self, *a, seed: int = 0, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.crop_starts: dict[int, int] = {}
+        self.rng = random.Random(seed)  # seeded crops (AudioDataset uses the global `random`)
+
+    def __getitem__(self, i: int) -> dict:
+        wave = self.audio(i)
+        start = 0
+        if self.max_samples and len(wave) > self.max_samples:
+            start = self.rng.randint(0, (len(wave) - self.max_samples) // STRIDE_ALIGN) * STRIDE_ALIGN
+            wave = wave[start:start + self.max_samples]
+        self.crop_starts[i] = start
+        return {"index": i, "wave": wave, "text": self.utts[i].text}

@@ -1,5 +1,5 @@
 """HuBERT / WavLM pseudo-labels: features -> MiniBatchKMeans -> label files
-(MODELS.md 5.3, fairseq `examples/hubert/simple_kmeans`).
+(docs/models.md, HuBERT; fairseq `examples/hubert/simple_kmeans`).
 
 * Iteration 1: 39-dim MFCC + deltas + delta-deltas at 100 Hz, computed here
   with numpy to match torchaudio's Kaldi-compatible `mfcc(use_energy=False)`
@@ -211,7 +211,7 @@ def build_labels(out_dir: str | Path, splits: dict[str, list], features: tuple[F
                  audio: Callable[[object], np.ndarray] | None = None, progress: bool = False) -> dict:
     """Cluster `features` of `splits[fit_split]` and write labels for every split.
 
-    splits: name -> list of Utterance (training.dataset). `audio(utt)` loads
+    splits: name -> list of manifest entries (training.data.manifest.Entry). `audio(utt)` loads
     a waveform (default: dataset.load_audio). Returns the meta dict."""
     from .dataset import load_audio
 
@@ -245,6 +245,10 @@ def build_labels(out_dir: str | Path, splits: dict[str, list], features: tuple[F
     return meta
 
 
+class LabelError(ValueError):
+    """A label folder does not fit the run (another manifest, iteration or teacher)."""
+
+
 def read_meta(label_dir: str | Path) -> dict:
     return json.loads((Path(label_dir) / "meta.json").read_text())
 
@@ -257,7 +261,7 @@ def labels_ready(label_dir: str | Path, split: str, utts=None) -> bool:
     if split not in meta.get("splits", {}):
         return False
     if utts is not None and meta["splits"][split] != manifest_fingerprint(utts):
-        raise ValueError(f"labels in {p} were made for a different '{split}' manifest "
+        raise LabelError(f"labels in {p} were made for a different '{split}' manifest "
                          f"({meta['splits'][split]}), not this one ({manifest_fingerprint(utts)}); "
                          "use another --labels folder")
     return True
@@ -281,7 +285,7 @@ class LabelStore:
 
     Frame i of the model (at `frame_rate` Hz) takes label floor(i * ratio),
     ratio = label_rate / frame_rate (2 for 100 Hz MFCC labels and 50 Hz
-    frames, MODELS.md 5.2); a crop starting at sample s starts at label
+    frames, docs/models.md, HuBERT); a crop starting at sample s starts at label
     round(s * label_rate / 16000). Frames without a label get `ignore`.
     Label k is class k + `offset` (fairseq's dictionary puts 4 specials first).
     """

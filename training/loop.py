@@ -1,7 +1,8 @@
 """One training loop for every objective (CTC and the five self-supervised ones).
 
-An objective is an ``nn.Module`` that owns the model (``objective.model``)
-and returns ``(loss, metrics)`` from ``forward(batch, chunk, step)``. Wrapping
+An objective (training/objectives/base.py) owns the encoder
+(``objective.model``) and its pretraining heads (``objective.heads``) and
+returns ``(loss, metrics)`` from ``forward(batch, chunk, step)``. Wrapping
 the objective (not the bare model) in DistributedDataParallel keeps every
 parameter the loss touches inside one forward, as DDP requires.
 
@@ -21,7 +22,7 @@ import random
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -30,11 +31,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .checkpoint import HEADS_PREFIX, load_exact, split_state
 from .dataset import AudioDataset, bucket_batches, collate
 from .masking import ChunkSampler
+from .objectives.base import Objective
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     out_dir: str = "runs/exp"
     max_steps: int = 1000
@@ -64,7 +67,6 @@ class TrainConfig:
     # moments) to continue from when out_dir has none of its own
     resume_from: str = ""
     rewarm_steps: int = 200  # after resuming without optimizer moments, ramp the lr up again
-    extra: dict = field(default_factory=dict)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -123,15 +125,20 @@ def maybe_init_distributed() -> tuple[int, int]:
 # -- checkpoints -----------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, model: nn.Module, extra: dict, optimizer=None, trainer_state=None) -> None:
-    """Atomic: written to a temp folder, then renamed."""
+def save_checkpoint(path: Path, model: nn.Module, extra: dict, optimizer=None, trainer_state=None,
+                    heads: nn.Module | None = None) -> None:
+    """The encoder's weights (and an objective's `heads`, under ``heads.``),
+    its config and `extra`. Atomic: written to a temp folder, then renamed."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = dict(model.state_dict())
+    if heads is not None:
+        tensors.update({HEADS_PREFIX + k: v for k, v in heads.state_dict().items()})
+    state = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     save_file(state, str(tmp / "model.safetensors"))
     cfg = {"model": model.config.to_dict(), **extra}  # type: ignore[attr-defined]
     (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
@@ -169,27 +176,26 @@ def save_compact(src: Path, dst: Path, resumable: bool = True) -> None:
     tmp.rename(dst)
 
 
-def load_compact(model: nn.Module, path: Path, rnd: random.Random | None = None) -> int:
-    """Load a `save_compact` checkpoint into `model` (weights cast back to fp32);
-    returns its step and restores the chunk sampler's state into `rnd`."""
+def load_weights(model: nn.Module, heads: nn.Module | None, path: Path) -> None:
+    """Load a checkpoint folder's encoder (and heads) weights, exactly (cast to the modules' dtypes)."""
     from safetensors.torch import load_file
 
-    sd = load_file(str(path / "model.safetensors"))
-    own = model.state_dict()
-    model.load_state_dict({k: v.to(own[k].dtype) if k in own else v for k, v in sd.items()}, strict=True)
+    encoder, head_state = split_state(load_file(str(Path(path) / "model.safetensors")))
+    load_exact(model, encoder, f"{path}: encoder")
+    if heads is not None:
+        load_exact(heads, head_state, f"{path}: pretraining heads")
+
+
+def load_compact(model: nn.Module, path: Path, rnd: random.Random | None = None,
+                 heads: nn.Module | None = None) -> int:
+    """Load a `save_compact` checkpoint into `model` (and `heads`; weights cast
+    back to fp32); returns its step and restores the chunk sampler's state into `rnd`."""
+    load_weights(model, heads, path)
     meta = json.loads((path / "resume.json").read_text())
     if rnd is not None and meta.get("rnd"):
         v, t, g = json.loads(meta["rnd"])
         rnd.setstate((v, tuple(t), g))
     return int(meta["step"])
-
-
-def load_model_weights(model: nn.Module, path: Path, strict: bool = False) -> tuple[list[str], list[str]]:
-    from safetensors.torch import load_file
-
-    sd = load_file(str(Path(path) / "model.safetensors"))
-    res = model.load_state_dict(sd, strict=strict)
-    return list(res.missing_keys), list(res.unexpected_keys)
 
 
 # -- the loop --------------------------------------------------------------------------
@@ -207,8 +213,7 @@ def _epoch_loader(dataset: AudioDataset, batches: list[list[int]], cfg: TrainCon
     many DataLoader processes; otherwise by one background thread, which on a
     2-core machine measured faster than a worker process (no IPC, and numpy,
     scipy and pedalboard release the GIL while torch computes)."""
-    if hasattr(dataset, "set_epoch"):
-        dataset.set_epoch(epoch, cfg.seed)
+    dataset.set_epoch(epoch, cfg.seed)
     if cfg.workers > 0:
         return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
                                                 num_workers=cfg.workers, prefetch_factor=4))
@@ -285,10 +290,13 @@ def plot_curve(log_path: Path, png_path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
+def train(objective: Objective, dataset: AudioDataset, cfg: TrainConfig,
           evaluator: Callable[[nn.Module], dict] | None = None, progress: bool = True,
-          resume: bool = True, meta: dict | None = None) -> dict:
-    """Train `objective` (which holds `.model`) on `dataset`. Returns final metrics."""
+          resume: bool = True, meta: dict | None = None, log: Callable[[str], None] = lambda _: None) -> dict:
+    """Train `objective` (which holds `.model` and `.heads`) on `dataset`. Returns final metrics.
+    Writes checkpoints, log.jsonl and loss.png under `cfg.out_dir`; with
+    `progress`, a progress bar on stderr (rank 0 only); `log` gets the run's
+    messages (where it resumed from)."""
     rank, world = maybe_init_distributed()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -298,6 +306,7 @@ def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = objective.model
+    heads = objective.heads
     device = next(model.parameters()).device
 
     params = [p for p in objective.parameters()]
@@ -310,7 +319,7 @@ def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
     rewarm_from = -1  # step from which the lr ramps up again (moments were not restored)
     last = out / "last"
     if resume and (last / "trainer.pt").exists():
-        load_model_weights(model, last, strict=True)
+        load_weights(model, heads, last)
         st = torch.load(last / "trainer.pt", weights_only=True)
         if "optimizer" in st:
             opt.load_state_dict(st["optimizer"])
@@ -321,14 +330,14 @@ def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
             v, t, g = json.loads(st["rnd"])
             rnd.setstate((v, tuple(t), g))
         if rank == 0:
-            print(f"resumed from {last} at step {start_step}")
+            log(f"resumed from {last} at step {start_step}")
     elif resume and cfg.resume_from:
-        start_step = load_compact(model, Path(cfg.resume_from), rnd)
+        start_step = load_compact(model, Path(cfg.resume_from), rnd, heads)
         rewarm_from = start_step
         if rank == 0 and (Path(cfg.resume_from) / "log.jsonl").exists() and not (out / "log.jsonl").exists():
             shutil.copyfile(Path(cfg.resume_from) / "log.jsonl", out / "log.jsonl")  # one curve across sessions
         if rank == 0:
-            print(f"resumed from {cfg.resume_from} at step {start_step} (fp16 weights, fresh optimizer moments, "
+            log(f"resumed from {cfg.resume_from} at step {start_step} (fp16 weights, fresh optimizer moments, "
                   f"lr re-warmed over {cfg.rewarm_steps} steps)")
     if start_step >= cfg.max_steps:
         return {"step": start_step}
@@ -361,7 +370,7 @@ def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
             return
         v, t, g = rnd.getstate()
         st = {"step": step, "rnd": json.dumps([v, list(t), g])}
-        save_checkpoint(out / name, model, {**meta, "step": step}, opt, st)
+        save_checkpoint(out / name, model, {**meta, "step": step}, opt, st, heads=heads)
         plot_curve(log_path, out / "loss.png", out.name)
 
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
@@ -379,8 +388,7 @@ def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
                 lr *= min(1.0, (step - rewarm_from + 1) / max(cfg.rewarm_steps, 1))
             for g in opt.param_groups:
                 g["lr"] = lr
-            if hasattr(objective, "before_step"):
-                objective.before_step(step)
+            objective.before_step(step)
             with amp:
                 loss, metrics = wrapped(batch, chunk, step)
             opt.zero_grad(set_to_none=True)
@@ -422,7 +430,7 @@ def train(objective: nn.Module, dataset: AudioDataset, cfg: TrainConfig,
     checkpoint("last")
     if rank == 0:
         if stop_reason == "max_steps":
-            save_checkpoint(out / "final", model, {**meta, "step": step})
+            save_checkpoint(out / "final", model, {**meta, "step": step}, heads=heads)
         plot_curve(log_path, out / "loss.png", out.name)
     if world > 1:
         dist.barrier()

@@ -1,4 +1,4 @@
-"""Span masking (fairseq `compute_mask_indices`, MODELS.md 1.7) and the
+"""Span masking (fairseq `compute_mask_indices`, docs/models.md, span masking) and the
 dynamic-chunk sampler used by every training objective."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every transform takes a float32 mono waveform and returns a new one of the
 same length; the caller keeps the clean waveform for the targets (WavLM
-computes its pseudo-labels from the clean utterance, MODELS.md section 6.3).
+computes its pseudo-labels from the clean utterance, docs/models.md, WavLM).
 Each transform has a probability ``p`` and its own seeded
 ``numpy.random.Generator`` (``seed``), or uses the generator passed to
 ``__call__`` (``Compose`` passes its own, so one seed fixes a whole chain).
@@ -12,7 +12,7 @@ Each transform has a probability ``p`` and its own seeded
 * :class:`Reverb`: convolution with a synthetic room impulse response:
   a direct path plus exponentially decaying Gaussian noise whose decay gives
   the drawn RT60 (60 dB decay time), via ``scipy.signal.fftconvolve``.
-* :class:`UtteranceMixing`: WavLM's utterance mixing (MODELS.md 6.3): a
+* :class:`UtteranceMixing`: WavLM's utterance mixing (docs/models.md, WavLM): a
   segment of a second utterance (or of noise) of length l ~ U{0..floor(T/2)}
   is added at a random offset, so at most 50% of the primary is overlapped,
   with energy ratio r ~ U(-5, 5) dB for speech and U(-5, 20) dB for noise,
@@ -203,7 +203,7 @@ class Reverb(Transform):
 
 
 class UtteranceMixing(Transform):
-    """WavLM utterance mixing (MODELS.md 6.3), one utterance at a time.
+    """WavLM utterance mixing (docs/models.md, WavLM), one utterance at a time.
 
     With probability ``noise_prob`` the interferer is noise (from
     ``noise_source``, or generated white/pink/brown noise when none is given)
@@ -340,7 +340,7 @@ def wavlm_augment(source: Source, seed: int | None = None, noise_p: float = 0.25
     """A default chain for WavLM pretraining: reverb, then noise, then mixing.
 
     The probabilities are this project's tiny-recipe choices, not the
-    paper's (MODELS.md 6.3 recalls ~10-20% of utterances mixed).
+    paper's (about 10-20% of utterances mixed, docs/models.md).
     """
     return Compose([
         Reverb(p=reverb_p),

@@ -5,6 +5,7 @@
     out = model(wave)                              # offline, chunk-masked
     state = model.init_state(batch=1)
     feats, logits, state = model.step(chunk, state)  # streaming, equal to offline
+    out = stream_chunks(model, wave)               # the reference chunk loop over a whole wave
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 
 from .config import CTC_VOCAB, FAMILIES, SIZES, ModelConfig, preset
 from .encoder import ConvContextModel, EncoderOutput, SpeechEncoder, TransformerEncoderModel
-from .streaming import StateSpec, chunk_attention_mask
+from .streaming import StateSpec, StreamedOutput, chunk_attention_mask, stream_chunks
 
 __all__ = [
     "CTC_VOCAB", "FAMILIES", "SIZES", "ModelConfig", "preset", "build_model", "model_from_config",
     "SpeechEncoder", "TransformerEncoderModel", "ConvContextModel", "EncoderOutput", "StateSpec",
-    "chunk_attention_mask",
+    "chunk_attention_mask", "stream_chunks", "StreamedOutput",
 ]
 
 

@@ -18,7 +18,7 @@ from .streaming import StateSpec, StreamContext
 
 
 def relative_position_bucket(relative: Tensor, num_buckets: int, max_distance: int) -> Tensor:
-    """T5-style bidirectional buckets of delta = key - query (WavLM, MODELS.md 6.2)."""
+    """T5-style bidirectional buckets of delta = key - query (WavLM, docs/models.md)."""
     half = num_buckets // 2
     buckets = (relative > 0).long() * half
     rel = relative.abs()

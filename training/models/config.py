@@ -6,13 +6,17 @@ utterance normalisation) reproduces the released models, so imported weights
 give the published outputs. The *streaming* form (left-padded convs, per-frame
 LayerNorm, a causal positional conv, chunked attention) is what wavstream
 trains and exports. Field comments name the fairseq/HF option they match.
+
+A `ModelConfig` is frozen: a change is a new config (`cfg.replace(...)` or
+`dataclasses.replace`). Sequences are stored as tuples so that nothing can
+edit a config that a model or a checkpoint already shares.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 FAMILIES = ("wav2vec", "vq_wav2vec", "wav2vec2", "hubert", "wavlm")
@@ -23,10 +27,10 @@ CTC_VOCAB: tuple[str, ...] = ("<blank>", "|") + tuple("abcdefghijklmnopqrstuvwxy
 
 ConvSpec = tuple[int, int, int]  # (out_channels, kernel, stride)
 
-W2V2_CONV: list[ConvSpec] = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+W2V2_CONV: tuple[ConvSpec, ...] = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     family: str = "wav2vec2"
 
@@ -35,7 +39,7 @@ class ModelConfig:
     normalize_waveform: bool = False  # fairseq task.normalize: utterance z-norm (published LARGE)
 
     # --- conv feature encoder --------------------------------------------
-    conv_layers: list[ConvSpec] = field(default_factory=lambda: list(W2V2_CONV))
+    conv_layers: tuple[ConvSpec, ...] = W2V2_CONV
     # "group": GroupNorm(C, C) in layer 0 over all time (fairseq "default", published BASE);
     # "layer": per-frame LayerNorm in every layer (fairseq "layer_norm"; streamable);
     # "group1": wav2vec-1 GroupNorm(1, C) over channels x time in every layer;
@@ -49,7 +53,7 @@ class ModelConfig:
     log_compression: bool = False  # wav2vec 1: z = log(|x| + 1)
 
     # --- wav2vec 1 / vq-wav2vec context network (aggregator) ------------
-    agg_layers: list[ConvSpec] = field(default_factory=list)  # (channels, kernel, stride=1)
+    agg_layers: tuple[ConvSpec, ...] = ()  # (channels, kernel, stride=1)
     agg_zero_pad: bool = False  # False: replicate the first frame on the left (fairseq default)
     agg_skip: bool = True
     agg_residual_scale: float = 0.5
@@ -101,8 +105,16 @@ class ModelConfig:
     with_mask_emb: bool = True
 
     # --- outputs -----------------------------------------------------------
-    vocab: list[str] = field(default_factory=list)  # CTC vocabulary; empty = no CTC head
+    vocab: tuple[str, ...] = ()  # CTC vocabulary; empty = no CTC head
     feature_layer: int = -1  # which hidden layer the streamed `features` come from
+
+    def __post_init__(self) -> None:
+        # Lists from JSON or callers become tuples (frozen all the way down).
+        set_ = object.__setattr__
+        set_(self, "conv_layers", tuple(tuple(int(v) for v in x) for x in self.conv_layers))
+        set_(self, "agg_layers", tuple(tuple(int(v) for v in x) for x in self.agg_layers))
+        set_(self, "vq_temp", tuple(float(v) for v in self.vq_temp))
+        set_(self, "vocab", tuple(str(v) for v in self.vocab))
 
     # ------------------------------------------------------------------------
     @property
@@ -131,6 +143,7 @@ class ModelConfig:
         d["conv_layers"] = [list(x) for x in self.conv_layers]
         d["agg_layers"] = [list(x) for x in self.agg_layers]
         d["vq_temp"] = list(self.vq_temp)
+        d["vocab"] = list(self.vocab)
         return d
 
     def to_json(self, **kw: Any) -> str:
@@ -142,25 +155,23 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        d = dict(d)
-        if "conv_layers" in d:
-            d["conv_layers"] = [tuple(x) for x in d["conv_layers"]]
-        if "agg_layers" in d:
-            d["agg_layers"] = [tuple(x) for x in d["agg_layers"]]
-        if "vq_temp" in d:
-            d["vq_temp"] = tuple(d["vq_temp"])
-        return cls(**d)
+        return cls(**d)  # __post_init__ turns the JSON lists into tuples
 
     @classmethod
     def from_json(cls, s: str) -> "ModelConfig":
         return cls.from_dict(json.loads(s))
 
     def replace(self, **overrides: Any) -> "ModelConfig":
+        """A copy with `overrides` (unknown field names are an error)."""
         known = {f.name for f in dataclasses.fields(self)}
         bad = set(overrides) - known
         if bad:
             raise ValueError(f"unknown config fields: {sorted(bad)}")
         return dataclasses.replace(self, **overrides)
+
+    def with_chunking(self, chunk_frames: int, left_chunks: int) -> "ModelConfig":
+        """The same model at another latency (the run-time knobs; no weight depends on them)."""
+        return dataclasses.replace(self, chunk_frames=int(chunk_frames), left_chunks=int(left_chunks))
 
     def validate(self) -> None:
         if self.family not in FAMILIES:
@@ -192,18 +203,18 @@ class ModelConfig:
 
 # Narrow early layers: on CPU the high-rate layers' elementwise work (norm,
 # GELU, their backward) dominates training time, not their multiply-adds.
-_TINY_CONV: list[ConvSpec] = [(64, 10, 5), (64, 3, 2)] + [(128, 3, 2)] * 3 + [(128, 2, 2)] * 2
-_W2V1_CONV_SMALL: list[ConvSpec] = [(512, 10, 5), (512, 8, 4), (512, 4, 2), (512, 4, 2), (512, 4, 2)]
-_W2V1_CONV_LARGE: list[ConvSpec] = _W2V1_CONV_SMALL + [(512, 1, 1)] * 2
-_VQ_CONV: list[ConvSpec] = _W2V1_CONV_SMALL + [(512, 1, 1)] * 3
-_W2V1_AGG_LARGE: list[ConvSpec] = [(512, k, 1) for k in range(2, 14)]
+_TINY_CONV: tuple[ConvSpec, ...] = ((64, 10, 5), (64, 3, 2)) + ((128, 3, 2),) * 3 + ((128, 2, 2),) * 2
+_W2V1_CONV_SMALL: tuple[ConvSpec, ...] = ((512, 10, 5), (512, 8, 4), (512, 4, 2), (512, 4, 2), (512, 4, 2))
+_W2V1_CONV_LARGE: tuple[ConvSpec, ...] = _W2V1_CONV_SMALL + ((512, 1, 1),) * 2
+_VQ_CONV: tuple[ConvSpec, ...] = _W2V1_CONV_SMALL + ((512, 1, 1),) * 3
+_W2V1_AGG_LARGE: tuple[ConvSpec, ...] = tuple((512, k, 1) for k in range(2, 14))
 
 
 def _transformer_published(family: str, size: str) -> ModelConfig:
     large = size == "large"
     cfg = ModelConfig(
         family=family,
-        conv_layers=list(W2V2_CONV),
+        conv_layers=W2V2_CONV,
         extractor_mode="layer" if large else "group",
         conv_bias=large and family == "wav2vec2",
         conv_padding="none",
@@ -223,20 +234,19 @@ def _transformer_published(family: str, size: str) -> ModelConfig:
         feature_grad_mult=1.0 if large else 0.1,
     )
     if family == "wav2vec2":
-        cfg.quantizer = "gumbel"
-        cfg.vq_dim = 768 if large else 256
-        cfg.vq_temp = (2.0, 0.1, 0.999995) if large else (2.0, 0.5, 0.999995)
+        cfg = cfg.replace(quantizer="gumbel", vq_dim=768 if large else 256,
+                          vq_temp=(2.0, 0.1, 0.999995) if large else (2.0, 0.5, 0.999995))
     else:
-        cfg.num_label_classes = 504
+        cfg = cfg.replace(num_label_classes=504)
     if large:
-        cfg.dropout = cfg.attention_dropout = cfg.dropout_input = cfg.dropout_features = 0.0
+        cfg = cfg.replace(dropout=0.0, attention_dropout=0.0, dropout_input=0.0, dropout_features=0.0)
     return cfg
 
 
 def _transformer_tiny(family: str) -> ModelConfig:
     cfg = ModelConfig(
         family=family,
-        conv_layers=list(_TINY_CONV),
+        conv_layers=_TINY_CONV,
         extractor_mode="layer",
         conv_bias=False,
         conv_padding="causal",
@@ -261,11 +271,8 @@ def _transformer_tiny(family: str) -> ModelConfig:
         dropout_features=0.05,
     )
     if family == "wav2vec2":
-        cfg.quantizer = "gumbel"
-        cfg.vq_groups, cfg.vq_vars, cfg.vq_dim = 2, 64, 128
-    else:
-        cfg.num_label_classes = 104  # K=100 clusters + 4 fairseq specials
-    return cfg
+        return cfg.replace(quantizer="gumbel", vq_groups=2, vq_vars=64, vq_dim=128)
+    return cfg.replace(num_label_classes=104)  # K=100 clusters + 4 fairseq specials
 
 
 def _w2v1(family: str, size: str) -> ModelConfig:
@@ -294,15 +301,15 @@ def _w2v1(family: str, size: str) -> ModelConfig:
             left_chunks=0,
         )
     conv = (_VQ_CONV if vq else (_W2V1_CONV_LARGE if size == "large" else _W2V1_CONV_SMALL))
-    agg = _W2V1_AGG_LARGE if (vq or size == "large") else [(512, 3, 1)] * 9
+    agg = _W2V1_AGG_LARGE if (vq or size == "large") else ((512, 3, 1),) * 9
     return ModelConfig(
         family=family,
-        conv_layers=list(conv),
+        conv_layers=conv,
         extractor_mode="group1",
         conv_padding="none",
         conv_activation="gelu" if vq else "relu",
         log_compression=not vq,
-        agg_layers=list(agg),
+        agg_layers=agg,
         agg_zero_pad=False,
         agg_norm="group1",
         prediction_steps=12,

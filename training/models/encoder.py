@@ -4,10 +4,13 @@
     out = model(wave, lengths)                        # offline, chunk-masked
     state = model.init_state(batch)
     features, logits, state = model.step(samples, state)   # streaming
+    view = model.with_chunking(chunk_frames, left_chunks)  # another latency, same weights
 
 `SpeechEncoder` implements the contract once: waveform preparation, the rule
 for partial chunks, output lengths, state packing, the frame counter and the
-CTC head. Two subclasses supply only the frame computation:
+CTC head. The encoder is the backbone plus an optional CTC head; the
+pretraining heads belong to the objectives (training/objectives/heads.py).
+Two subclasses supply only the frame computation:
 `TransformerEncoderModel` (wav2vec 2.0, HuBERT, WavLM) and
 `ConvContextModel` (wav2vec, vq-wav2vec).
 
@@ -19,8 +22,9 @@ the first ceil(samples / stride) are real, and `lengths` says so.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +32,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .conv import Aggregator, ConvFeatureEncoder, GradMultiply
-from .heads import HubertHead, Wav2VecPredictions
-from .quantizers import GumbelVectorQuantizer, KmeansVectorQuantizer
+from .quantizers import GumbelVectorQuantizer, KmeansVectorQuantizer, QuantizerOutput
 from .streaming import StateSpec, StreamContext, chunk_attention_mask
 from .transformer import FeatureProjection, TransformerEncoder
 
@@ -41,7 +44,22 @@ class EncoderOutput:
     logits: Tensor | None = None  # (B, T, V) when a CTC head is configured
     hidden_states: list[Tensor] | None = None  # every layer, on request
     codes: Tensor | None = None  # (B, T, G) vq-wav2vec
-    extra: dict = field(default_factory=dict)  # pretraining tensors (conv features, ...)
+    # what the pretraining objectives read besides the features:
+    conv_features: Tensor | None = None  # (B, T, C) conv encoder output (z for wav2vec 1)
+    norm_features: Tensor | None = None  # (B, T, C) LayerNorm'ed conv features (wav2vec 2.0 quantiser input)
+    targets: Tensor | None = None  # (B, T, C) wav2vec 1 prediction targets (z, or the quantised z)
+    quantized: QuantizerOutput | None = None  # vq-wav2vec: the quantiser's output (perplexities, loss)
+
+
+@dataclass
+class FrameOutputs:
+    """What a subclass's offline frame computation returns (untrimmed)."""
+
+    hidden: list[Tensor]  # every layer, (B, T', D)
+    conv_features: Tensor | None = None
+    norm_features: Tensor | None = None
+    targets: Tensor | None = None
+    quantized: QuantizerOutput | None = None
 
 
 class SpeechEncoder(nn.Module):
@@ -76,17 +94,28 @@ class SpeechEncoder(nn.Module):
     def chunk_samples(self) -> int:
         return self.config.chunk_frames * self.stride
 
-    def set_chunking(self, chunk_frames: int, left_chunks: int) -> "SpeechEncoder":
-        """Change the run-time latency knobs (no weights change)."""
-        self.config.chunk_frames, self.config.left_chunks = int(chunk_frames), int(left_chunks)
-        return self
+    def with_chunking(self, chunk_frames: int, left_chunks: int) -> "SpeechEncoder":
+        """This model at another latency: a view that shares every parameter
+        (training it trains this model) and has its own config. This model's
+        config is left as it is, so what is saved is what was trained."""
+        if (chunk_frames, left_chunks) == (self.config.chunk_frames, self.config.left_chunks):
+            return self
+        view = copy.copy(self)  # shallow: the same parameter and submodule dicts
+        view.config = self.config.with_chunking(chunk_frames, left_chunks)
+        return view
 
     def add_ctc_head(self, vocab: list[str] | tuple[str, ...]) -> None:
-        self.config.vocab = list(vocab)
+        """A fresh CTC head over `vocab`; the model's config gets the vocabulary."""
+        self.config = self.config.replace(vocab=tuple(vocab))
         p = next(self.parameters())
         self.lm_head = nn.Linear(self.config.feature_dim, len(vocab)).to(p.device)
         nn.init.xavier_uniform_(self.lm_head.weight)
         nn.init.zeros_(self.lm_head.bias)
+
+    @property
+    def emits_codes(self) -> bool:
+        """Whether `step` returns codes (vq-wav2vec's quantiser indices)."""
+        return False
 
     # -- offline -----------------------------------------------------------------------
     def frame_lengths(self, lengths: Tensor) -> Tensor:
@@ -121,33 +150,40 @@ class SpeechEncoder(nn.Module):
     def forward(self, wave: Tensor, lengths: Tensor | None = None, *, chunk_frames: int | None = None,
                 left_chunks: int | None = None, output_hidden_states: bool = False,
                 mask_time_indices: Tensor | None = None,
-                mask_channel_indices: Tensor | None = None) -> EncoderOutput:
+                mask_channel_indices: Tensor | None = None,
+                feature_grad_mult: float | None = None) -> EncoderOutput:
         """wave: (B, L) float at 16 kHz (zero-padded rows, true lengths in `lengths`).
 
         chunk_frames / left_chunks override the config for this call (dynamic
         chunk training); chunk_frames=0 is full attention. mask_time_indices (B, T)
         replaces frames by the learned mask embedding; mask_channel_indices (B, D)
         zeroes feature channels (SpecAugment-style fine-tuning, transformers only).
+        feature_grad_mult overrides the config's gradient scale of the conv
+        encoder for this call (0: it runs without gradients, as when fine-tuning).
         """
         C = self.config.chunk_frames if chunk_frames is None else chunk_frames
         Lc = self.config.left_chunks if left_chunks is None else left_chunks
         wave, lengths = self._prepare(wave, lengths, C)
         frame_lengths = self.frame_lengths(lengths)
         T = int(frame_lengths.max().item()) if frame_lengths.numel() else 0
-        out = self._forward_frames(wave, frame_lengths, C, Lc, mask_time_indices, mask_channel_indices)
-        hidden = [h[:, :T] for h in out.pop("hidden")]
-        codes = out.pop("codes", None)
-        extra = {k: (v[:, :T] if isinstance(v, Tensor) and v.dim() >= 2 and v.shape[1] >= T else v)
-                 for k, v in out.items()}
-        features = hidden[self.config.feature_layer]
-        logits = self._logits(hidden[-1])
+        mult = self.config.feature_grad_mult if feature_grad_mult is None else feature_grad_mult
+        out = self._forward_frames(wave, frame_lengths, C, Lc, mask_time_indices, mask_channel_indices, mult)
+        hidden = [h[:, :T] for h in out.hidden]
+
+        def trim(x: Tensor | None) -> Tensor | None:
+            return None if x is None else x[:, :T]
+
+        q = out.quantized
         return EncoderOutput(
-            features=features,
+            features=hidden[self.config.feature_layer],
             lengths=frame_lengths,
-            logits=logits,
+            logits=self._logits(hidden[-1]),
             hidden_states=hidden if output_hidden_states else None,
-            codes=codes[:, :T] if codes is not None else None,
-            extra=extra,
+            codes=trim(q.codes) if q is not None else None,
+            conv_features=trim(out.conv_features),
+            norm_features=trim(out.norm_features),
+            targets=trim(out.targets),
+            quantized=q,
         )
 
     def _logits(self, last: Tensor) -> Tensor | None:
@@ -200,7 +236,8 @@ class SpeechEncoder(nn.Module):
 
     # -- for subclasses -----------------------------------------------------------
     def _forward_frames(self, wave: Tensor, frame_lengths: Tensor, chunk_frames: int, left_chunks: int,
-                        mask_time_indices: Tensor | None, mask_channel_indices: Tensor | None = None) -> dict:
+                        mask_time_indices: Tensor | None, mask_channel_indices: Tensor | None = None,
+                        grad_mult: float = 1.0) -> FrameOutputs:
         raise NotImplementedError
 
     def _state_specs(self) -> list[StateSpec]:
@@ -209,17 +246,9 @@ class SpeechEncoder(nn.Module):
     def _stream_frames(self, samples: Tensor, states: list[Tensor], ctx: StreamContext):
         raise NotImplementedError
 
-    def pretraining_modules(self) -> list[str]:
-        """Names of submodules used only by pretraining (dropped for fine-tuning)."""
-        return []
-
-    def drop_pretraining_modules(self) -> None:
-        for name in self.pretraining_modules():
-            if hasattr(self, name):
-                delattr(self, name)
-
     def num_parameters(self, backbone_only: bool = False) -> int:
-        skip = set(self.pretraining_modules()) | {"lm_head"} if backbone_only else set()
+        """All parameters, or those of the backbone (without the CTC head)."""
+        skip = {"lm_head"} if backbone_only else set()
         return sum(p.numel() for n, p in self.named_parameters() if n.split(".")[0] not in skip)
 
 
@@ -241,19 +270,8 @@ class TransformerEncoderModel(SpeechEncoder):
         if c.with_mask_emb:
             self.masked_spec_embed = nn.Parameter(torch.rand(c.hidden_size))
         self.encoder = TransformerEncoder(c)
-        if c.family == "wav2vec2" and c.quantizer == "gumbel":
-            self.quantizer = GumbelVectorQuantizer(c.conv_dim, c.vq_vars, c.vq_groups, c.vq_dim,
-                                                   c.vq_combine_groups, c.vq_temp, depth=1)
-            self.project_q = nn.Linear(c.vq_dim, c.final_dim)
-            self.project_hid = nn.Linear(c.hidden_size, c.final_dim)
-        elif c.family in ("hubert", "wavlm") and c.num_label_classes > 0:
-            self.label_head = HubertHead(c.hidden_size, c.final_dim, c.num_label_classes)
 
-    def pretraining_modules(self) -> list[str]:
-        return ["quantizer", "project_q", "project_hid", "label_head"]
-
-    def _conv_features(self, wave: Tensor) -> Tensor:
-        mult = self.config.feature_grad_mult
+    def _conv_features(self, wave: Tensor, mult: float) -> Tensor:
         if mult == 0.0:
             with torch.no_grad():
                 x = self.feature_extractor(wave)
@@ -262,8 +280,8 @@ class TransformerEncoderModel(SpeechEncoder):
         return x.transpose(1, 2)  # (B, T, C)
 
     def _forward_frames(self, wave, frame_lengths, chunk_frames, left_chunks, mask_time_indices,
-                        mask_channel_indices=None):
-        conv = self._conv_features(wave)
+                        mask_channel_indices=None, grad_mult=1.0):
+        conv = self._conv_features(wave, grad_mult)
         T = conv.shape[1]
         x, normed = self.feature_projection(conv)
         if mask_time_indices is not None:
@@ -280,7 +298,7 @@ class TransformerEncoderModel(SpeechEncoder):
             allowed = key_valid[:, None, None, :]
             pad_mask = ~key_valid
         hidden = self.encoder(x, allowed, pad_mask)
-        return {"hidden": hidden, "conv_features": conv, "norm_features": normed}
+        return FrameOutputs(hidden=hidden, conv_features=conv, norm_features=normed)
 
     def _state_specs(self) -> list[StateSpec]:
         cache = self.config.chunk_frames * max(self.config.left_chunks, 0)
@@ -315,10 +333,10 @@ class ConvContextModel(SpeechEncoder):
         agg_in = c.vq_dim if self.vector_quantizer is not None and c.quantizer == "gumbel" else c.conv_dim
         self.feature_aggregator = Aggregator(agg_in, c.agg_layers, c.agg_norm, c.conv_activation,
                                              c.agg_zero_pad, c.agg_skip, c.agg_residual_scale)
-        self.wav2vec_predictions = Wav2VecPredictions(c.feature_dim, agg_in, c.prediction_steps)
 
-    def pretraining_modules(self) -> list[str]:
-        return ["wav2vec_predictions"]
+    @property
+    def emits_codes(self) -> bool:
+        return self.vector_quantizer is not None
 
     @property
     def prediction_offset(self) -> int:
@@ -327,20 +345,14 @@ class ConvContextModel(SpeechEncoder):
         return math.ceil(self.feature_extractor.receptive_field / self.stride)
 
     def _forward_frames(self, wave, frame_lengths, chunk_frames, left_chunks, mask_time_indices,
-                        mask_channel_indices=None):
-        z = _scale_grad(self.feature_extractor(wave), self.config.feature_grad_mult, self.training)
+                        mask_channel_indices=None, grad_mult=1.0):
+        z = _scale_grad(self.feature_extractor(wave), grad_mult, self.training)
         zt = z.transpose(1, 2)
-        out: dict = {"z": zt}
-        x = zt
-        if self.vector_quantizer is not None:
-            q = self.vector_quantizer(zt)
-            x = q.x
-            out.update(codes=q.codes, quantizer=q, targets=x)
-        else:
-            out["targets"] = zt
+        q = self.vector_quantizer(zt) if self.vector_quantizer is not None else None
+        x = zt if q is None else q.x
         c = self.feature_aggregator(x.transpose(1, 2)).transpose(1, 2)
-        out["hidden"] = [zt, c] if self.vector_quantizer is None else [zt, x, c]
-        return out
+        hidden = [zt, c] if q is None else [zt, x, c]
+        return FrameOutputs(hidden=hidden, conv_features=zt, targets=x, quantized=q)
 
     def _state_specs(self) -> list[StateSpec]:
         return self.feature_extractor.state_specs() + self.feature_aggregator.state_specs()

@@ -59,8 +59,11 @@ class GumbelVectorQuantizer(nn.Module):
         self.max_temp, self.min_temp, self.temp_decay = temp
         self.curr_temp = self.max_temp
 
-    def set_num_updates(self, n: int) -> None:
-        self.curr_temp = max(self.max_temp * self.temp_decay ** n, self.min_temp)
+    def set_num_updates(self, n: int, decay: float | None = None) -> None:
+        """The temperature after `n` updates: max(max_temp * decay^n, min_temp);
+        `decay` defaults to the config's (a trainer may anneal faster)."""
+        d = self.temp_decay if decay is None else decay
+        self.curr_temp = max(self.max_temp * d ** n, self.min_temp)
 
     def _codebook(self) -> Tensor:
         cv = self.codevectors

@@ -1,11 +1,11 @@
-"""HuBERT objective (MODELS.md 5.2): masked prediction of k-means labels.
+"""HuBERT objective (docs/pretraining.md): masked prediction of k-means labels.
 
 * Span masking with mask_prob 0.80 (p = 8%), M = 10, min_masks 2, rows
   equalised (fairseq's default `require_same_masks`); masked frames get the
   model's mask embedding; the Transformer runs under the batch's streaming
   chunk mask (dynamic chunk training).
-* Logits: cos(final_proj(o_t), e_c) / 0.1 over all label embeddings (the
-  model's `label_head`); classes are k-means labels + 4 (fairseq dictionary
+* Logits: cos(final_proj(o_t), e_c) / 0.1 over all label embeddings (this
+  objective's head, `HubertHead`); classes are k-means labels + 4 (fairseq dictionary
   specials, never targets).
 * Loss = 1.0 * CE(masked frames) + 0.0 * CE(unmasked) + 10 * feature
   penalty, normalised by the number of masked frames. Padding frames and
@@ -31,29 +31,31 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..labels import LabelStore
 from ..masking import compute_mask_indices
 from ..models import SpeechEncoder
+from .base import Objective
+from .heads import HubertHead
 from .losses import feature_penalty, masked_label_loss
+from .settings import HubertSettings
 
 
-class HubertObjective(nn.Module):
+class HubertObjective(Objective):
+    heads: HubertHead
+
     def __init__(self, model: SpeechEncoder, labels: LabelStore, crop_starts: dict | None = None,
-                 mask_prob: float = 0.8, mask_length: int = 10, min_masks: int = 2,
-                 masked_weight: float = 1.0, unmasked_weight: float = 0.0,
-                 feature_penalty_weight: float = 10.0, temperature: float = 0.1) -> None:
-        super().__init__()
-        if not hasattr(model, "label_head"):
-            raise ValueError("HuBERT-style pretraining needs a model with a label_head (num_label_classes > 0)")
-        self.model = model
+                 settings: HubertSettings = HubertSettings(), heads: HubertHead | None = None) -> None:
+        c = model.config
+        if heads is None:
+            if c.num_label_classes <= 0:
+                raise ValueError("HuBERT-style pretraining needs label classes (config.num_label_classes > 0)")
+            heads = HubertHead(c.hidden_size, c.final_dim, c.num_label_classes)
+        super().__init__(model, heads)
+        self.settings = settings
         self.labels = labels
         self.crop_starts = crop_starts if crop_starts is not None else {}
-        self.mask_prob, self.mask_length, self.min_masks = mask_prob, mask_length, min_masks
-        self.masked_weight, self.unmasked_weight = masked_weight, unmasked_weight
-        self.feature_penalty_weight = feature_penalty_weight
-        self.temperature = temperature
 
     def input_wave(self, batch: dict, rng: np.random.Generator) -> Tensor:
         """The waveform the model sees (WavLM overrides: noisy / mixed)."""
@@ -67,22 +69,22 @@ class HubertObjective(nn.Module):
         return torch.from_numpy(t).to(batch["wave"].device)
 
     def forward(self, batch: dict, chunk: tuple[int, int], step: int) -> tuple[Tensor, dict]:
-        model = self.model
+        model, s = self.model, self.settings
         rng: np.random.Generator = batch.get("rng") or np.random.default_rng(step)
         lengths = batch["lengths"].to(batch["wave"].device)
         frame_lengths = model.frame_lengths(lengths)
         T = int(frame_lengths.max())
-        m = compute_mask_indices((lengths.shape[0], T), frame_lengths, self.mask_prob, self.mask_length,
-                                 min_masks=self.min_masks, require_same_masks=True, rng=rng)
+        m = compute_mask_indices((lengths.shape[0], T), frame_lengths, s.mask_prob, s.mask_length,
+                                 min_masks=s.min_masks, require_same_masks=True, rng=rng)
         mask = torch.from_numpy(m).to(lengths.device)
         wave = self.input_wave(batch, rng)
         out = model(wave, lengths, chunk_frames=chunk[0], left_chunks=chunk[1], mask_time_indices=mask,
                     output_hidden_states=True)
-        logits = model.label_head(out.hidden_states[-1], self.temperature)  # (B, T, C)
+        logits = self.heads(out.hidden_states[-1], s.temperature)  # (B, T, C)
         targets = self.targets(batch, T, frame_lengths)
-        l_pred, metrics = masked_label_loss(logits, targets, mask, self.masked_weight, self.unmasked_weight)
-        l_f = feature_penalty(out.extra["conv_features"], frame_lengths)
-        loss = l_pred + self.feature_penalty_weight * l_f
+        l_pred, metrics = masked_label_loss(logits, targets, mask, s.masked_weight, s.unmasked_weight)
+        l_f = feature_penalty(out.conv_features, frame_lengths)
+        loss = l_pred + s.feature_penalty_weight * l_f
         metrics.update(pred_loss=float(l_pred.detach()), feature_pen=float(l_f.detach()),
                        masked_frac=float(mask.sum()) / float(frame_lengths.sum()))
         return loss, metrics

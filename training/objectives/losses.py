@@ -1,13 +1,13 @@
-"""Loss functions shared by the self-supervised objectives (MODELS.md 2-6).
+"""Loss functions shared by the self-supervised objectives (docs/models.md).
 
 Pure functions on tensors, so each can be tested on constructed inputs:
 
 * :func:`sample_negatives` / :func:`wav2vec_bce_loss`: wav2vec and vq-wav2vec
-  (MODELS.md 2.2): step-specific predictions scored by a dot product against
+  (docs/models.md, wav2vec): step-specific predictions scored by a dot product against
   the target at t + k - 1 + offset and against negatives drawn uniformly
   from the same utterance (excluding the positive's own position), binary
   cross-entropy with logits, normalised by the number of positives.
-* :func:`contrastive_loss`: wav2vec 2.0 (MODELS.md 4.2): cosine logits over a
+* :func:`contrastive_loss`: wav2vec 2.0 (docs/models.md, wav2vec 2.0): cosine logits over a
   temperature against the quantised target and distractors from the masked
   frames of the same utterance; distractors equal to the positive get -inf.
 * :func:`diversity_loss`: (GV - sum_g exp H(p_g)) / GV (the code's form).
@@ -40,7 +40,7 @@ def sample_negatives(lengths: Tensor, T: int, num: int, generator: torch.Generat
 def wav2vec_bce_loss(preds: Tensor, targets: Tensor, lengths: Tensor, offset: int, num_negatives: int = 10,
                      generator: torch.Generator | None = None, neg_idx: Tensor | None = None
                      ) -> tuple[Tensor, dict]:
-    """wav2vec / vq-wav2vec loss (MODELS.md 2.2).
+    """wav2vec / vq-wav2vec loss (docs/models.md, wav2vec).
 
     preds: (B, T, K, C) = h_k(c_t); targets: (B, T, C) = z (or quantised z);
     lengths: (B,) valid frames. Step k (1-based) made at t predicts
@@ -81,7 +81,7 @@ def wav2vec_bce_loss(preds: Tensor, targets: Tensor, lengths: Tensor, offset: in
 def contrastive_loss(x: Tensor, y: Tensor, num_negatives: int = 100, temperature: float = 0.1,
                      generator: torch.Generator | None = None, neg_idx: Tensor | None = None
                      ) -> tuple[Tensor, dict]:
-    """wav2vec 2.0 contrastive loss, summed over masked positions (MODELS.md 4.2).
+    """wav2vec 2.0 contrastive loss, summed over masked positions (docs/models.md, wav2vec 2.0).
 
     x: (B, M, D) context vectors c~_t at the masked positions; y: (B, M, D)
     quantised-and-projected targets q_t of the same positions (rows hold the
@@ -130,7 +130,7 @@ def feature_penalty(conv_features: Tensor, lengths: Tensor | None = None) -> Ten
 
 def masked_label_loss(logits: Tensor, targets: Tensor, mask: Tensor, masked_weight: float = 1.0,
                       unmasked_weight: float = 0.0, ignore_index: int = -100) -> tuple[Tensor, dict]:
-    """HuBERT/WavLM prediction loss (MODELS.md 5.2), normalised by the number
+    """HuBERT/WavLM prediction loss (docs/models.md, HuBERT), normalised by the number
     of masked frames with a label.
 
     logits (B, T, C) (cosine/tau over the label embeddings), targets (B, T)

@@ -1,9 +1,9 @@
-"""wav2vec (2019) and vq-wav2vec objectives (MODELS.md 2.2, 3.2-3.4).
+"""wav2vec (2019) and vq-wav2vec objectives (docs/pretraining.md).
 
 The model (`ConvContextModel`) gives c = aggregator output (`features`) and
 the targets (z, or the quantised z for vq-wav2vec: fairseq passes the
-quantised features to the prediction module). The step transforms h_k live
-in the model (`wav2vec_predictions`, one shared bias). The loss is
+quantised features to the prediction module). The step transforms h_k are
+this objective's heads (`Wav2VecPredictions`, one shared bias). The loss is
 :func:`losses.wav2vec_bce_loss`: K = 12 steps, offset "auto" (=
 ceil(receptive field / hop), from the model), 10 negatives per target
 position from the same utterance, BCE normalised by the number of positives.
@@ -24,8 +24,8 @@ diversity weight keeps only the soft perplexity up). Watch `acc` and
 Departures for the tiny CPU recipe (and why):
 * the encoder is causal-padded with per-frame LayerNorm (the published
   GroupNorm(1, C) normalises over all time and cannot stream); the tiny
-  conv/aggregator stacks are narrower (MODELS.md keeps the 12-step, offset,
-  10-negative objective unchanged);
+  conv/aggregator stacks are narrower (the 12-step, offset, 10-negative
+  objective is kept as published);
 * `temp_anneal_steps`: fairseq decays tau = max(2 * 0.999995^n, 0.5), which
   reaches the floor after ~277k updates (70% of 400k). A tiny run has a few
   thousand updates, so the decay rate is rescaled to reach the floor at the
@@ -39,10 +39,14 @@ import math
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..models import SpeechEncoder
+from ..models.quantizers import GumbelVectorQuantizer
+from .base import Objective
+from .heads import Wav2VecPredictions, build_heads
 from .losses import diversity_loss, wav2vec_bce_loss
+from .settings import Wav2VecSettings
 
 
 def torch_generator(batch: dict, step: int) -> torch.Generator:
@@ -58,46 +62,41 @@ def anneal_decay(max_temp: float, min_temp: float, steps: int) -> float:
     return math.exp(math.log(min_temp / max_temp) / max(steps, 1))
 
 
-class Wav2VecObjective(nn.Module):
-    def __init__(self, model: SpeechEncoder, num_negatives: int = 10, kmeans_weight: float = 1.0,
-                 diversity_weight: float = 0.0, temp_anneal_steps: int = 0) -> None:
-        super().__init__()
+class Wav2VecObjective(Objective):
+    def __init__(self, model: SpeechEncoder, settings: Wav2VecSettings = Wav2VecSettings(),
+                 heads: Wav2VecPredictions | None = None) -> None:
         if model.config.family not in ("wav2vec", "vq_wav2vec"):
             raise ValueError(f"Wav2VecObjective needs a wav2vec or vq_wav2vec model, got {model.config.family}")
-        self.model = model
-        self.num_negatives = num_negatives
-        self.kmeans_weight = kmeans_weight
-        self.diversity_weight = diversity_weight
-        q = getattr(model, "vector_quantizer", None)
-        if temp_anneal_steps > 0 and q is not None and hasattr(q, "set_num_updates"):
-            q.temp_decay = anneal_decay(q.max_temp, q.min_temp, temp_anneal_steps)
-            model.config.vq_temp = (q.max_temp, q.min_temp, q.temp_decay)
+        super().__init__(model, heads if heads is not None else build_heads(model.config))
+        self.settings = settings
+        q = model.vector_quantizer
+        self.gumbel: GumbelVectorQuantizer | None = q if isinstance(q, GumbelVectorQuantizer) else None
+        self.temp_decay: float | None = None  # None: the config's decay
+        if settings.temp_anneal_steps > 0 and self.gumbel is not None:
+            self.temp_decay = anneal_decay(self.gumbel.max_temp, self.gumbel.min_temp, settings.temp_anneal_steps)
 
     def before_step(self, step: int) -> None:
-        q = getattr(self.model, "vector_quantizer", None)
-        if q is not None and hasattr(q, "set_num_updates"):
-            q.set_num_updates(step)
+        if self.gumbel is not None:
+            self.gumbel.set_num_updates(step, self.temp_decay)
 
     def forward(self, batch: dict, chunk: tuple[int, int], step: int) -> tuple[Tensor, dict]:
-        model = self.model
+        model, s = self.model, self.settings
         # Fully causal: the chunk only sets how the offline form pads (no attention mask).
         out = model(batch["wave"], batch["lengths"], chunk_frames=chunk[0], left_chunks=chunk[1])
-        preds = model.wav2vec_predictions(out.features)  # (B, T, K, C)
-        targets = out.extra["targets"]
-        loss, metrics = wav2vec_bce_loss(preds, targets, out.lengths, model.prediction_offset,
-                                         self.num_negatives, torch_generator(batch, step))
-        q = out.extra.get("quantizer")
+        preds = self.heads(out.features)  # (B, T, K, C)
+        loss, metrics = wav2vec_bce_loss(preds, out.targets, out.lengths, model.prediction_offset,
+                                         s.num_negatives, torch_generator(batch, step))
+        q = out.quantized
         if q is not None:
             metrics["prob_perplexity"] = float(q.prob_perplexity.detach())
             metrics["code_perplexity"] = float(q.code_perplexity.detach())
-            if q.loss is not None and self.kmeans_weight > 0:
-                loss = loss + self.kmeans_weight * q.loss  # fairseq: x sample_size, then / sample_size
+            if q.loss is not None and s.kmeans_weight > 0:
+                loss = loss + s.kmeans_weight * q.loss  # fairseq: x sample_size, then / sample_size
                 metrics["kmeans_loss"] = float(q.loss.detach())
-            if self.diversity_weight > 0:
+            if s.diversity_weight > 0:
                 d = diversity_loss(q.prob_perplexity, q.num_vars)
-                loss = loss + self.diversity_weight * d
+                loss = loss + s.diversity_weight * d
                 metrics["diversity_loss"] = float(d.detach())
-            vq = model.vector_quantizer
-            if hasattr(vq, "curr_temp"):
-                metrics["temp"] = float(vq.curr_temp)
+            if self.gumbel is not None:
+                metrics["temp"] = float(self.gumbel.curr_temp)
         return loss, metrics

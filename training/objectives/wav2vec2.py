@@ -1,4 +1,4 @@
-"""wav2vec 2.0 objective (MODELS.md 1.7, 4.2-4.3).
+"""wav2vec 2.0 objective (docs/pretraining.md).
 
 1. conv features -> LayerNorm: branch A (`norm_features`, + dropout_features)
    feeds the quantiser; branch B is projected, span-masked (mask_prob 0.65,
@@ -7,6 +7,8 @@
 2. Transformer outputs at the masked positions -> `project_hid` (fairseq
    final_proj) = c~_t; branch A at the masked positions only -> Gumbel
    quantiser -> `project_q` = q_t (so the perplexity is over masked frames).
+   The quantiser and both projections are this objective's heads
+   (`Wav2Vec2Heads`), not part of the encoder.
 3. Distractors: `num_negatives` per masked frame, uniformly from the other
    masked frames of the same utterance; cosine / 0.1; identical distractors
    -> -inf; cross-entropy summed and normalised by the number of masked frames.
@@ -35,43 +37,44 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..masking import compute_mask_indices
 from ..models import SpeechEncoder
+from .base import Objective
+from .heads import Wav2Vec2Heads
 from .losses import contrastive_loss, diversity_loss, feature_penalty
+from .settings import Wav2Vec2Settings
 from .wav2vec import anneal_decay, torch_generator
 
 
-class Wav2Vec2Objective(nn.Module):
-    def __init__(self, model: SpeechEncoder, mask_prob: float = 0.65, mask_length: int = 10, min_masks: int = 2,
-                 num_negatives: int = 100, temperature: float = 0.1, diversity_weight: float = 0.1,
-                 feature_penalty_weight: float = 10.0, temp_anneal_steps: int = 0) -> None:
-        super().__init__()
-        if model.config.family != "wav2vec2" or not hasattr(model, "quantizer"):
-            raise ValueError("Wav2Vec2Objective needs a wav2vec2 model with its quantiser")
-        self.model = model
-        self.mask_prob, self.mask_length, self.min_masks = mask_prob, mask_length, min_masks
-        self.num_negatives = num_negatives
-        self.temperature = temperature
-        self.diversity_weight = diversity_weight
-        self.feature_penalty_weight = feature_penalty_weight
-        q = model.quantizer
-        if temp_anneal_steps > 0:
-            q.temp_decay = anneal_decay(q.max_temp, q.min_temp, temp_anneal_steps)
-            model.config.vq_temp = (q.max_temp, q.min_temp, q.temp_decay)
+class Wav2Vec2Objective(Objective):
+    heads: Wav2Vec2Heads
+
+    def __init__(self, model: SpeechEncoder, settings: Wav2Vec2Settings = Wav2Vec2Settings(),
+                 heads: Wav2Vec2Heads | None = None) -> None:
+        c = model.config
+        if c.family != "wav2vec2" or (heads is None and c.quantizer != "gumbel"):
+            raise ValueError("Wav2Vec2Objective needs a wav2vec2 model configured with its Gumbel quantiser")
+        super().__init__(model, heads if heads is not None else Wav2Vec2Heads(c))
+        self.settings = settings
+        q = self.heads.quantizer
+        self.temp_decay: float | None = None  # None: the config's decay
+        if settings.temp_anneal_steps > 0:
+            self.temp_decay = anneal_decay(q.max_temp, q.min_temp, settings.temp_anneal_steps)
 
     def before_step(self, step: int) -> None:
-        self.model.quantizer.set_num_updates(step)
+        self.heads.quantizer.set_num_updates(step, self.temp_decay)
 
     def make_mask(self, batch: dict, T: int, frame_lengths: Tensor, step: int) -> Tensor:
+        s = self.settings
         rng: np.random.Generator = batch.get("rng") or np.random.default_rng(step)
-        m = compute_mask_indices((batch["wave"].shape[0], T), frame_lengths, self.mask_prob, self.mask_length,
-                                 min_masks=self.min_masks, require_same_masks=True, rng=rng)
+        m = compute_mask_indices((batch["wave"].shape[0], T), frame_lengths, s.mask_prob, s.mask_length,
+                                 min_masks=s.min_masks, require_same_masks=True, rng=rng)
         return torch.from_numpy(m).to(batch["wave"].device)
 
     def forward(self, batch: dict, chunk: tuple[int, int], step: int) -> tuple[Tensor, dict]:
-        model = self.model
+        model, s, h = self.model, self.settings, self.heads
         wave, lengths = batch["wave"], batch["lengths"]
         frame_lengths = model.frame_lengths(lengths.to(wave.device))
         T = int(frame_lengths.max())
@@ -84,18 +87,19 @@ class Wav2Vec2Objective(nn.Module):
         if M == 0 or int(counts.max()) != M:
             raise RuntimeError("wav2vec 2.0 needs the same number of masked frames in every row")
         # branch A: LayerNorm'ed conv features with dropout_features, masked frames only
-        feats = F.dropout(out.extra["norm_features"], model.config.dropout_features, self.training)
+        feats = F.dropout(out.norm_features, model.config.dropout_features, self.training)
         y_in = feats[mask].view(B, M, -1)
-        q = model.quantizer(y_in)
-        y = model.project_q(q.x)  # (B, M, final_dim)
-        x = model.project_hid(out.hidden_states[-1][mask].view(B, M, -1))  # c~_t (last layer)
-        l_sum, metrics = contrastive_loss(x, y, self.num_negatives, self.temperature, torch_generator(batch, step))
+        q = h.quantizer(y_in)
+        y = h.project_q(q.x)  # (B, M, final_dim)
+        x = h.project_hid(out.hidden_states[-1][mask].view(B, M, -1))  # c~_t (last layer)
+        l_sum, metrics = contrastive_loss(x, y, s.num_negatives, s.temperature, torch_generator(batch, step))
         n = B * M
         l_m = l_sum / n
         l_d = diversity_loss(q.prob_perplexity, q.num_vars)
-        l_f = feature_penalty(out.extra["conv_features"], frame_lengths)
-        loss = l_m + self.diversity_weight * l_d + self.feature_penalty_weight * l_f
+        l_f = feature_penalty(out.conv_features, frame_lengths)
+        loss = l_m + s.diversity_weight * l_d + s.feature_penalty_weight * l_f
         metrics.update(contrastive=float(l_m.detach()), diversity_loss=float(l_d.detach()),
                        feature_pen=float(l_f.detach()), prob_perplexity=float(q.prob_perplexity.detach()),
-                       code_perplexity=float(q.code_perplexity.detach()), temp=float(model.quantizer.curr_temp), masked_frac=float(n) / float(frame_lengths.sum()))
+                       code_perplexity=float(q.code_perplexity.detach()), temp=float(h.quantizer.curr_temp),
+                       masked_frac=float(n) / float(frame_lengths.sum()))
         return loss, metrics

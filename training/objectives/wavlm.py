@@ -1,4 +1,4 @@
-"""WavLM objective (MODELS.md 6.3): HuBERT's masked prediction, denoising.
+"""WavLM objective (docs/pretraining.md): HuBERT's masked prediction, denoising.
 
 The targets are the pseudo-labels of the CLEAN utterance (the label files
 are computed from the corpus audio, before any augmentation), while the
@@ -9,8 +9,8 @@ transforms of training/data/augment.py applied per row on its valid samples.
 The gated relative position bias is part of the model (config.relative_bias).
 
 Probabilities: the derived task code defaults to mixing_prob 0.5 and
-mixing_noise_prob 0.5; MODELS.md recalls the paper mixing a minority
-(10-20%). The tiny recipe uses this project's `wavlm_augment` defaults
+mixing_noise_prob 0.5; the paper describes mixing only a minority of
+utterances (10-20%). The tiny recipe uses this project's `wavlm_augment` defaults
 (mixing 0.2 with 20% of it noise, additive noise 0.25, reverb 0.15);
 all are options.
 """
@@ -22,20 +22,26 @@ import torch
 from torch import Tensor
 
 from ..data.augment import Compose, wavlm_augment
+from ..labels import LabelStore
+from ..models import SpeechEncoder
+from .heads import HubertHead
 from .hubert import HubertObjective
+from .settings import WavLMSettings
 
 
 class WavLMObjective(HubertObjective):
-    def __init__(self, model, labels, crop_starts=None, mix_prob: float = 0.2, noise_prob: float = 0.25,
-                 reverb_prob: float = 0.15, **kw) -> None:
-        super().__init__(model, labels, crop_starts, **kw)
+    settings: WavLMSettings
+
+    def __init__(self, model: SpeechEncoder, labels: LabelStore, crop_starts: dict | None = None,
+                 settings: WavLMSettings = WavLMSettings(), heads: HubertHead | None = None) -> None:
         if not model.config.relative_bias:
             raise ValueError("WavLM pretraining expects the gated relative position bias (config.relative_bias)")
-        self.mix_prob, self.noise_prob, self.reverb_prob = mix_prob, noise_prob, reverb_prob
+        super().__init__(model, labels, crop_starts, settings, heads)
         self.last_augmented = 0
 
     def augmenter(self, others: list[np.ndarray]) -> Compose:
-        return wavlm_augment(others, noise_p=self.noise_prob, mix_p=self.mix_prob, reverb_p=self.reverb_prob)
+        s = self.settings
+        return wavlm_augment(others, noise_p=s.noise_prob, mix_p=s.mix_prob, reverb_p=s.reverb_prob)
 
     def input_wave(self, batch: dict, rng: np.random.Generator) -> Tensor:
         if not self.training:

@@ -60,7 +60,7 @@ def _load(args: argparse.Namespace):
                 print(f"wavstream export: no tokenizer in {args.checkpoint} ({type(exc).__name__}); "
                       "CTC labels will be placeholders", file=sys.stderr)
         return from_transformers(hf, vocab=vocab).eval()
-    from .checkpoint import load_checkpoint
+    from wavstream.export.checkpoint import load_checkpoint
 
     return load_checkpoint(args.checkpoint)
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from .checkpoint import CheckpointError
+    from wavstream.export.checkpoint import CheckpointError
 
     t0 = time.perf_counter()
     try:
@@ -90,12 +90,12 @@ def run(args: argparse.Namespace) -> int:
         if L < 0 and not args.offline:
             print("wavstream export: --left-chunks must be >= 0 for streaming", file=sys.stderr)
             return 2
-        model.set_chunking(C, L)
+        model = model.with_chunking(C, L)  # the checkpoint's own config stays as saved
     out = Path(args.out)
 
     if args.offline:
-        from .bundle import write_tokens
-        from .onnx_export import ExportError, export_offline
+        from wavstream.export.bundle import write_tokens
+        from wavstream.export.onnx_export import ExportError, export_offline
 
         try:
             info = export_offline(model, out / "model.offline.onnx", opset=args.opset)
@@ -113,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
               f"inputs wave (batch, time), outputs {info['outputs']}")
         return 0
 
-    from .bundle import export_bundle
-    from .onnx_export import ExportError
-    from .tensorrt import TensorRTUnavailable
+    from wavstream.export.bundle import export_bundle
+    from wavstream.export.onnx_export import ExportError
+    from wavstream.export.tensorrt import TensorRTUnavailable
 
     try:
         report = export_bundle(model, out, opset=args.opset, int8=args.int8, tensorrt=args.tensorrt,

@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     action = getattr(args, "corpus_action", None)
     if action == "build":
-        from .corpus import BuildConfig, build
+        from wavstream.training.data.corpus import BuildConfig, build
 
         if args.hours is not None and args.train is not None:
             print("wavstream corpus build: give --hours or --train, not both", file=sys.stderr)
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} in {meta['build']['wall_seconds']:.0f} s")
         return 0 if all(m["missing"] == 0 for m in meta["splits"].values()) else 1
     if action == "subset":
-        from . import manifest as M
+        from wavstream.training.data import manifest as M
 
         entries = M.read_manifest(args.manifest)
         sub = M.subset_hours(entries, args.hours, seed=args.seed)
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out}: {len(sub)} utterances, {M.total_hours(sub):.3f} h of {M.total_hours(entries):.2f} h")
         return 0
     if action == "engines":
-        from . import engines as E
+        from wavstream.training.data import engines as E
 
         ok, missing = E.available_engines()
         for e in ok:
