@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 SCHEMA_VERSION = 1
-# Top-level keys of bench.json (tests/test_bench.py checks them).
+# Top-level keys of bench.json (tests/bench/test_bench.py checks them).
 SECTIONS = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "server", "memory", "profile")
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from wavstream.stream.errors import WavstreamError
+
 __all__ = [
     "StreamingStep",
     "OfflineGraph",
@@ -48,7 +50,7 @@ TRT_UNFRIENDLY_OPS = {
 }
 
 
-class ExportError(RuntimeError):
+class ExportError(WavstreamError, RuntimeError):
     """The model cannot be exported, or the exported graph is wrong."""
 
 

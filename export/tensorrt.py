@@ -23,6 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Union
 
+from wavstream.stream.errors import WavstreamError
+
 __all__ = ["TensorRTUnavailable", "import_tensorrt", "check_gpu", "build_engine",
            "MIN_BATCH", "OPT_BATCH", "MAX_BATCH"]
 
@@ -30,7 +32,7 @@ MIN_BATCH, OPT_BATCH, MAX_BATCH = 1, 8, 64
 WORKSPACE_BYTES = 2 << 30  # 2 GiB builder workspace
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(WavstreamError, RuntimeError):
     """TensorRT, or a CUDA GPU for it, is not available on this machine."""
 
 

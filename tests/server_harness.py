@@ -1,17 +1,15 @@
-"""Helpers for the tests/test_server_*.py modules: a toy recogniser, a server on port 0, raw clients."""
+"""Helpers for the tests/server/ and tests/cli/ modules: a toy recogniser, a server on port 0, raw clients."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_bundle import build_toy_bundle, silence, synth  # noqa: E402
 
 from wavstream.stream import Final, Recognizer  # noqa: E402

@@ -5,7 +5,7 @@ HOME and cookie in a temp dir, so it touches nothing of the user's) with a
 16 kHz mono null sink ``vmic`` whose monitor is the default source. PortAudio
 opens it through ALSA's ``pulse`` plugin (device name "pulse"); anything
 played into the sink with ``paplay --device=vmic`` arrives at the capture
-callback in real time (ENVIRONMENT.md, "Microphone without a sound card").
+callback in real time (demos/README.md, "Trying it without a sound card").
 
 Why a second toy model (``build_tone_bundle`` / ``tone_synth``): the toy
 bundle of toy_bundle.py codes a token as a DC level per 10 ms frame, so it
@@ -25,7 +25,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,6 @@ import numpy as np
 import onnx
 from onnx import helper
 
-sys.path.insert(0, str(Path(__file__).parent))
 from toy_bundle import STRIDE, VOCAB, _const, build_toy_bundle  # noqa: E402
 
 SR = 16000

@@ -30,11 +30,13 @@ import json
 from pathlib import Path
 from typing import Any, Union
 
+from wavstream.stream.errors import WavstreamError
+
 __all__ = ["CheckpointError", "load_checkpoint", "load_heads", "find_checkpoint_files", "read_model_config",
            "read_config", "resolve", "split_state", "HEADS_PREFIX"]
 
 
-class CheckpointError(Exception):
+class CheckpointError(WavstreamError):
     """The checkpoint is missing, unreadable, or does not fit its config."""
 
 

@@ -13,7 +13,7 @@ pretraining heads (quantiser, `project_q`, `project_hid`) belong to the
 objective: `heads_from_transformers` imports them as `Wav2Vec2Heads`. The imported model is in *published form*
 (unpadded convs, the extractor of the checkpoint, a symmetric positional conv,
 full attention) and reproduces HF's `last_hidden_state` and CTC logits to
-float tolerance (tests/test_models_parity_hf.py; max |diff| ~1e-6 in fp32).
+float tolerance (tests/training/test_models_parity_hf.py; max |diff| ~1e-6 in fp32).
 
 Two things are deliberately *not* inside the imported model:
 
@@ -39,6 +39,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from wavstream.stream.errors import WavstreamError
 
 from .checkpoint import split_state
 from .models import ModelConfig, SpeechEncoder, model_from_config
@@ -188,7 +190,7 @@ def hf_state_dict_to_wavstream(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-class StateDictMismatch(ValueError):
+class StateDictMismatch(WavstreamError, ValueError):
     """Raised when a state dict does not cover a model exactly."""
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from wavstream.stream.errors import WavstreamError
+
 from .loop import TrainConfig
 from .objectives.settings import CTCSettings
 
@@ -48,7 +50,7 @@ class FinetuneJob:
     resume: bool = True
 
 
-class FinetuneError(ValueError):
+class FinetuneError(WavstreamError, ValueError):
     """The job cannot run as given (e.g. no family to train from scratch)."""
 
 

@@ -33,6 +33,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from wavstream.stream.errors import WavstreamError
+
 SAMPLE_RATE = 16000
 
 
@@ -245,7 +247,7 @@ def build_labels(out_dir: str | Path, splits: dict[str, list], features: tuple[F
     return meta
 
 
-class LabelError(ValueError):
+class LabelError(WavstreamError, ValueError):
     """A label folder does not fit the run (another manifest, iteration or teacher)."""
 
 

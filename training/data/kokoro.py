@@ -13,7 +13,7 @@ v1.0 set, English symbols included, so this module feeds it English phonemes:
    ɔɪ→Y), affricates one symbol (dʒ→ʤ, tʃ→ʧ), r-coloured vowels vowel + ɹ,
    length marks go (American Kokoro does not use them), syllabic consonants
    get a small schwa (n̩ → ᵊn). Every symbol espeak-ng 1.51 emits for the
-   corpus sentences is handled (``tests/test_corpus.py`` checks a sample); a
+   corpus sentences is handled (``tests/training/test_corpus.py`` checks a sample); a
    symbol outside :data:`_ALLOWED` raises, so a new espeak release cannot
    silently feed the model garbage;
 3. :class:`KokoroModel`: tokens + a 256-d style vector (a convex mixture of the

@@ -14,7 +14,7 @@ is added once per positive (fairseq `--loss-weights [1]`). Prob/code
 perplexity are logged. The README Gumbel recipe applies no diversity
 penalty; `diversity_weight` > 0 adds (GV - prob_ppl)/GV if wanted.
 
-Known at tiny scale (tests/test_objectives.py): in 60-update runs the loss
+Known at tiny scale (tests/training/test_objectives.py): in 60-update runs the loss
 falls to about 11 * H(1/11) = 3.35, the loss of a calibrated but blind
 scorer, while the encoder output loses its variation over time; for
 vq-wav2vec both quantisers' hard codes collapse to ~1 entry per group (a

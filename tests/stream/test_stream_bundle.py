@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from toy_bundle import STRIDE, build_toy_bundle  # noqa: E402
 
 from wavstream.stream import (  # noqa: E402

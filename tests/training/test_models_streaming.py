@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from wavstream.training.models import CTC_VOCAB, FAMILIES, build_model, stream_chunks
 
-TOL = 1e-4
+from common import PARITY_TOL as TOL  # noqa: E402
 MAX_DIFFS: dict[str, float] = {}  # printed at the end with -s
 
 

@@ -26,7 +26,6 @@ from typing import Iterator
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from virtual_mic import VirtualMic, build_tone_bundle, require_pulse, tone_synth, write_wav  # noqa: E402
 
 from wavstream.cli.terminal import FLOOR_DB, fit_tail, level_bar, rms_dbfs, shade, sparkline  # noqa: E402
@@ -261,7 +260,7 @@ def _cer(hyp: str, ref: str) -> float:
 
 def test_mic_default_model_on_espeak_sample(vmic: VirtualMic) -> None:
     """The shipped model through the virtual mic on the committed espeak sample: some sensible text."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     sample = root / "stream" / "samples" / "sample.wav"
     ref = (root / "stream" / "samples" / "sample.txt").read_text().strip()
     proc = subprocess.Popen(WAVSTREAM + ["mic", "--device", "pulse", "--seconds", "8", "--json"], env=vmic.env,

@@ -17,7 +17,7 @@ import torch
 from wavstream.training.checkpoint import load_checkpoint, load_heads, read_config
 from wavstream.training.models import CTC_VOCAB, build_model, stream_chunks
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CKPTS = ROOT / "training" / "recipes" / "checkpoints"
 UTTS = ROOT / "tests" / "data" / "eval_utts"
 

@@ -18,12 +18,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).parent))
 from toy_bundle import build_toy_bundle, synth  # noqa: E402
 
 from wavstream.stream import Features, Final, Partial  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "stream" / "samples"  # sample.wav with sample.txt beside it: a one-utterance eval folder
 
 _WITHOUT = r"""

@@ -20,7 +20,7 @@ from wavstream.training.models import CTC_VOCAB, build_model
 from wavstream.training.objectives.ctc import CTCObjective
 from wavstream.training.objectives.settings import CTCSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CKPT = ROOT / "training" / "recipes" / "checkpoints" / "wav2vec2_tiny_ctc"
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UTTS = ROOT / "tests" / "data" / "eval_utts"
 CKPT = ROOT / "training" / "recipes" / "checkpoints" / "wav2vec2_tiny_ctc"
 # Measured when the default model was trained (README results): 0.518 on these

@@ -30,7 +30,7 @@ from wavstream.training.models import CTC_VOCAB, build_model  # noqa: E402
 
 FAMILIES = ("wav2vec", "vq_wav2vec", "wav2vec2", "hubert", "wavlm")
 N_CHUNKS = 20
-TOL = 1e-4
+from common import PARITY_TOL as TOL  # noqa: E402
 
 # Smaller than the "tiny" presets so that five exports stay fast on 2 cores;
 # same structure (every module kind, caches that wrap within 20 chunks).

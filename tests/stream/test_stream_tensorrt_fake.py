@@ -18,7 +18,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 from toy_bundle import build_toy_bundle, silence, synth  # noqa: E402
 
 from wavstream.stream import Features, Final, Recognizer  # noqa: E402

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).parent))
 from toy_bundle import build_toy_bundle, silence, synth  # noqa: E402
 
 from wavstream.stream import AudioFormatError, DecodingConfig, EndpointConfig, Final, Recognizer  # noqa: E402

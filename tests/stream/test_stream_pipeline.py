@@ -5,14 +5,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).parent))
 from toy_bundle import STRIDE, build_toy_bundle, silence, synth  # noqa: E402
 
 from wavstream.stream import (  # noqa: E402

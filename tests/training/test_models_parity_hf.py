@@ -17,7 +17,7 @@ from wavstream.training.convert import (StateDictMismatch, from_transformers,  #
                                         hf_state_dict_to_wavstream, load_state_dict_any)
 from wavstream.training.models import model_from_config  # noqa: E402
 
-TOL = 1e-4
+from common import PARITY_TOL as TOL  # noqa: E402
 MAX_DIFFS: dict[str, float] = {}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = sorted(p for d in ("training", "export") for p in (ROOT / d).rglob("*.py")
                  if "recipes" not in p.parts)  # recipes are programs
 
@@ -70,3 +70,16 @@ def test_training_commands_keep_their_flags():
         "--feature-penalty 10 --temp-anneal-steps 0 --mix-prob 0.1 --noise-prob 0.1 --reverb-prob 0.1 "
         "--num-negatives 50 --diversity-weight 0.5 --vq-type kmeans"))
     assert a.train_command == "pretrain" and a.precision == "fp32"
+
+
+def test_training_and_export_errors_share_the_runtime_root() -> None:
+    from wavstream.export.onnx_export import ExportError
+    from wavstream.export.tensorrt import TensorRTUnavailable
+    from wavstream.stream import WavstreamError
+    from wavstream.training.checkpoint import CheckpointError
+    from wavstream.training.convert import StateDictMismatch
+    from wavstream.training.finetune import FinetuneError
+    from wavstream.training.labels import LabelError
+
+    for cls in (ExportError, TensorRTUnavailable, CheckpointError, StateDictMismatch, FinetuneError, LabelError):
+        assert issubclass(cls, WavstreamError), cls

@@ -20,10 +20,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).parent))
 from toy_bundle import build_toy_bundle, silence, synth  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEMOS = ROOT / "demos"
 SAMPLE = ROOT / "stream" / "samples" / "sample.wav"
 

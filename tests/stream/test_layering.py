@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-STREAM = Path(__file__).resolve().parents[1] / "stream"
+STREAM = Path(__file__).resolve().parents[2] / "stream"
 
 PROBE = r"""
 import importlib, json, pkgutil, sys
