@@ -108,17 +108,22 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.list_devices:
         return _list_devices(out)
+    rec = _load_recognizer(args)
+    if isinstance(rec, int):
+        return rec
+    marks = _BlockMarks()
+    mic = _open_microphone(args, marks)
+    if isinstance(mic, int):
+        return mic
+    return _MicSession(args, rec, mic, marks, out).run()
 
-    import numpy as np
 
+def _load_recognizer(args: argparse.Namespace) -> Any:
+    """The Recognizer, or an exit status after saying why not."""
     from wavstream.stream.bundle import BundleError
     from wavstream.stream.engines import EngineUnavailableError
-    from wavstream.stream.events import Final, Partial
     from wavstream.stream.recognizer import Recognizer, resolve_model
-    from wavstream.stream.sources import DeviceLostError, MicrophoneSource, SourceError
-    from .terminal import StatusLine, fit_tail, level_bar, rms_dbfs
 
-    prog = "wavstream mic"
     try:
         rec = Recognizer.from_bundle(
             resolve_model(args.model),
@@ -128,40 +133,22 @@ def run(args: argparse.Namespace) -> int:
             **engine_options(args),
         )
     except (BundleError, EngineUnavailableError, ImportError, ValueError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     if not rec.config.has_logits:
-        print(f"{prog}: bundle {rec.bundle.path} has no CTC head (no vocab); it gives features, not text", file=sys.stderr)
+        print(f"{PROG}: bundle {rec.bundle.path} has no CTC head (no vocab); it gives features, not text", file=sys.stderr)
         return 2
+    return rec
 
-    # Timing marks (for --stats): after each push the callback stamps how many
-    # samples had been written and when (monotonic). Preallocated, O(1).
-    # (PortAudio's inputBufferAdcTime is not used: through ALSA's pulse plugin
-    # it drifts by ~0.1 s per 0.1 s block, i.e. it is not a real ADC time.)
-    marks = 256
-    mark_written = np.zeros(marks, np.int64)
-    mark_time = np.zeros(marks, np.float64)
-    mark_n = [0]
 
-    def mark(block: np.ndarray, total_written: int) -> None:  # MicrophoneSource.on_block (audio thread)
-        i = mark_n[0] % marks
-        mark_written[i] = total_written
-        mark_time[i] = time.monotonic()
-        mark_n[0] += 1
-
-    def find_mark(sample_index: int) -> Optional[int]:
-        """The mark of the callback block holding capture sample ``sample_index`` (0-based)."""
-        n = mark_n[0]
-        for k in range(max(0, n - marks), n):
-            i = k % marks
-            if mark_written[i] > sample_index:
-                return i
-        return None
+def _open_microphone(args: argparse.Namespace, marks: "_BlockMarks") -> Any:
+    """The started MicrophoneSource, or an exit status after saying why not."""
+    from wavstream.stream.sources import MicrophoneSource, SourceError
 
     try:
         mic = MicrophoneSource(
             _device_arg(args.device),
-            on_block=mark,
+            on_block=marks,
             sample_rate=args.rate,
             block_s=args.block_ms / 1000.0,
             buffer_s=args.buffer_s,
@@ -170,115 +157,171 @@ def run(args: argparse.Namespace) -> int:
         )
         mic.start()
     except (SourceError, ValueError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         if "no audio input device" in str(exc):
-            print(f"{prog}: {_NO_DEVICE_HINT}", file=sys.stderr)
+            print(f"{PROG}: {_NO_DEVICE_HINT}", file=sys.stderr)
         return 2
+    return mic
 
-    # Ctrl-C / SIGTERM set a flag; the loop (which wakes at least every 0.2 s)
-    # then stops capture and flushes. A second Ctrl-C interrupts at once.
-    stop = {"flag": False}
 
-    def _on_signal(signum: int, frame: Any) -> None:
-        if stop["flag"]:
-            raise KeyboardInterrupt
-        stop["flag"] = True
+PROG = "wavstream mic"
 
-    old_int = signal.signal(signal.SIGINT, _on_signal)
-    old_term = signal.signal(signal.SIGTERM, _on_signal)
 
-    status = StatusLine(out, tty=False if args.json else None)
-    tty = status.tty
-    show_meter = (tty and not args.no_meter) or (not tty and args.meter)
-    level_db = -90.0
-    partial = ""
-    latencies: list[float] = []  # s from the callback that delivered a chunk's last sample to its Partial
-    dropped_total = 0
-    last_level_line = 0.0
-    model_rate = rec.config.sample_rate
+class _BlockMarks:
+    """When each captured block arrived, for --stats latency: the MicrophoneSource.on_block hook.
 
-    def emit_json(obj: dict) -> None:
-        out.write(json.dumps(obj) + "\n")
-        out.flush()
+    After each push the audio thread stamps how many samples had been written and when (monotonic);
+    preallocated, O(1). (PortAudio's inputBufferAdcTime is not used: through ALSA's pulse plugin it
+    drifts by ~0.1 s per 0.1 s block, i.e. it is not a real ADC time.)
+    """
 
-    def draw() -> None:
-        if not tty:
+    def __init__(self, size: int = 256) -> None:
+        import numpy as np
+
+        self.size = size
+        self.written = np.zeros(size, np.int64)
+        self.time = np.zeros(size, np.float64)
+        self.n = 0
+
+    def __call__(self, block: Any, total_written: int) -> None:  # on the audio thread
+        i = self.n % self.size
+        self.written[i] = total_written
+        self.time[i] = time.monotonic()
+        self.n += 1
+
+    def arrival(self, sample_index: int) -> Optional[float]:
+        """When the block holding capture sample ``sample_index`` (0-based) arrived; None if forgotten."""
+        n = self.n
+        for k in range(max(0, n - self.size), n):
+            i = k % self.size
+            if self.written[i] > sample_index:
+                return float(self.time[i])
+        return None
+
+
+class _MicSession:
+    """One run of the command: capture loop, decoding, terminal/JSON output, the end-of-run report."""
+
+    def __init__(self, args: argparse.Namespace, rec: Any, mic: Any, marks: _BlockMarks, out: Any) -> None:
+        from .terminal import StatusLine
+
+        self.args, self.rec, self.mic, self.marks, self.out = args, rec, mic, marks, out
+        self.stream = rec.create_stream()
+        self.model_rate = rec.config.sample_rate
+        self.status = StatusLine(out, tty=False if args.json else None)
+        self.tty = self.status.tty
+        self.show_meter = (self.tty and not args.no_meter) or (not self.tty and args.meter)
+        self.level_db = -90.0
+        self.partial = ""
+        self.n_partials = 0
+        self.latencies: list[float] = []  # s from the callback that delivered a chunk's last sample to its Partial
+        self.dropped_total = 0
+        self.samples_in = 0
+        self.last_level_line = 0.0
+        self.stop_requested = False
+
+    # --------------------------------------------------------------- output
+    def emit_json(self, obj: dict) -> None:
+        self.out.write(json.dumps(obj) + "\n")
+        self.out.flush()
+
+    def draw(self) -> None:
+        if not self.tty:
             return
-        meter = f"{level_bar(level_db, 16)} {level_db:6.1f} dB │ " if show_meter else ""
-        status.update(meter + fit_tail(partial, status.width() - len(meter) - 1))
+        from .terminal import fit_tail, level_bar
 
-    stream = rec.create_stream()
-    stride = rec.config.stride
+        meter = f"{level_bar(self.level_db, 16)} {self.level_db:6.1f} dB │ " if self.show_meter else ""
+        self.status.update(meter + fit_tail(self.partial, self.status.width() - len(meter) - 1))
 
-    def chunk_latency() -> None:
-        """Latency of a Partial just produced, from its chunk's last sample (--stats)."""
-        now = time.monotonic()
-        # Last sample of the decoded chunk, in capture samples.
-        last = int(stream.frames_done * stride * mic.sample_rate / model_rate) - 1
-        i = find_mark(last)
-        if i is None:
-            return
-        latencies.append(now - float(mark_time[i]))
+    def handle(self, ev: Any, live: bool) -> None:
+        from wavstream.stream.events import Final, Partial
 
-    n_partials = 0
-
-    def handle(ev: Any, live: bool) -> None:
-        nonlocal partial, n_partials
+        args, status = self.args, self.status
         if isinstance(ev, Partial):
-            n_partials += 1
+            self.n_partials += 1
             if live and args.stats:
-                chunk_latency()
-            partial = ev.text
+                self._time_partial()
+            self.partial = ev.text
             if args.json:
-                emit_json(ev.to_dict())
-            elif not tty:
+                self.emit_json(ev.to_dict())
+            elif not self.tty:
                 status.print(f"partial: {ev.text}")
         elif isinstance(ev, Final):
-            partial = ""
+            self.partial = ""
             if args.json:
-                emit_json(ev.to_dict())
-            elif tty:
+                self.emit_json(ev.to_dict())
+            elif self.tty:
                 status.print(ev.text)
             else:
                 status.print(f"final: {ev.text}  [{ev.start:.2f}-{ev.end:.2f} s]")
 
-    def warn_dropped() -> None:
-        nonlocal dropped_total
-        d = mic.take_dropped()
-        if d:
-            dropped_total += d
-            msg = (f"dropped {d} samples ({d / mic.sample_rate:.2f} s of audio): inference fell behind the microphone "
-                   f"(try --threads {max(2, (args.threads or 1) * 2)}, --int8, or a smaller model)")
-            if args.json:
-                emit_json({"type": "dropped", "samples": d, "seconds": round(d / mic.sample_rate, 3)})
-            else:
-                status.clear()
-            print(f"{prog}: warning: {msg}", file=sys.stderr)
+    def _time_partial(self) -> None:
+        """Latency of a Partial just produced, from its chunk's last sample (--stats)."""
+        now = time.monotonic()
+        last = int(self.stream.frames_done * self.rec.config.stride * self.mic.sample_rate / self.model_rate) - 1
+        t = self.marks.arrival(last)
+        if t is not None:
+            self.latencies.append(now - t)
 
-    t_start = time.monotonic()
-    lost: Optional[str] = None  # why the device went away mid-capture, if it did
-    # Tell the user (and tests) when audio is really flowing, not just when the device opened.
-    try:
-        while mic.ring.total_written == 0 and time.monotonic() - t_start < 5.0 and not stop["flag"]:
-            time.sleep(0.01)
-            mic.check()
-    except DeviceLostError as exc:
-        lost = str(exc)
-    rate_note = f"{mic.sample_rate} Hz" + (f" -> {model_rate} Hz" if mic.sample_rate != model_rate else "")
-    if lost is None and mic.ring.total_written == 0:
-        print(f"{prog}: warning: no audio from {mic.device_name!r} after 5 s; still waiting", file=sys.stderr)
-    elif lost is None:
-        print(f"{prog}: listening on {mic.device_name!r} ({rate_note}); Ctrl-C to stop", file=sys.stderr)
-    sys.stderr.flush()
+    def warn_dropped(self) -> None:
+        d = self.mic.take_dropped()
+        if not d:
+            return
+        self.dropped_total += d
+        rate = self.mic.sample_rate
+        msg = (f"dropped {d} samples ({d / rate:.2f} s of audio): inference fell behind the microphone "
+               f"(try --threads {max(2, (self.args.threads or 1) * 2)}, --int8, or a smaller model)")
+        if self.args.json:
+            self.emit_json({"type": "dropped", "samples": d, "seconds": round(d / rate, 3)})
+        else:
+            self.status.clear()
+        print(f"{PROG}: warning: {msg}", file=sys.stderr)
 
-    # --seconds counts from the first audio (device start-up can take a second or two).
-    deadline = None if args.seconds is None else time.monotonic() + args.seconds
-    latency_reported = getattr(getattr(mic, "_stream", None), "latency", None)
-    cpu0 = time.process_time()
-    wall0 = time.monotonic()
-    samples_in = 0
-    try:
-        while not stop["flag"] and lost is None:
+    def level_line(self, now: float) -> None:
+        if self.tty or not self.show_meter or now - self.last_level_line < 1.0:
+            return
+        self.last_level_line = now
+        if self.args.json:
+            self.emit_json({"type": "level", "dbfs": round(self.level_db, 1)})
+        else:
+            self.status.print(f"level: {self.level_db:.1f} dBFS")
+
+    # -------------------------------------------------------------- capture
+    def decode_ready(self, live: bool) -> None:
+        # One chunk at a time, so each Partial is timed against its own chunk.
+        while self.rec.is_ready(self.stream):
+            for ev in self.rec.decode_stream(self.stream):
+                self.handle(ev, live)
+
+    def wait_for_audio(self) -> Optional[str]:
+        """Until audio really flows (not just the device opened), at most 5 s; tell the user. Returns a loss."""
+        from wavstream.stream.sources import DeviceLostError
+
+        mic, t_start, lost = self.mic, time.monotonic(), None
+        try:
+            while mic.ring.total_written == 0 and time.monotonic() - t_start < 5.0 and not self.stop_requested:
+                time.sleep(0.01)
+                mic.check()
+        except DeviceLostError as exc:
+            lost = str(exc)
+        rate_note = f"{mic.sample_rate} Hz" + (f" -> {self.model_rate} Hz" if mic.sample_rate != self.model_rate else "")
+        if lost is None and mic.ring.total_written == 0:
+            print(f"{PROG}: warning: no audio from {mic.device_name!r} after 5 s; still waiting", file=sys.stderr)
+        elif lost is None:
+            print(f"{PROG}: listening on {mic.device_name!r} ({rate_note}); Ctrl-C to stop", file=sys.stderr)
+        sys.stderr.flush()
+        return lost
+
+    def capture(self) -> Optional[str]:
+        """Read, decode and show until stopped, --seconds, or the device is lost (returned)."""
+        from wavstream.stream.sources import DeviceLostError
+
+        from .terminal import rms_dbfs
+
+        mic = self.mic
+        # --seconds counts from the first audio (device start-up can take a second or two).
+        deadline = None if self.args.seconds is None else time.monotonic() + self.args.seconds
+        while not self.stop_requested:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
@@ -286,82 +329,95 @@ def run(args: argparse.Namespace) -> int:
             try:
                 block = mic.read(timeout=wait)
             except DeviceLostError as exc:
-                lost = str(exc)  # flush what was captured below, then report it
-                break
+                return str(exc)  # the caller flushes what was captured, then reports it
             if block is None:
                 if mic.ring.closed:
                     break
-                draw()
+                self.draw()
                 continue
-            samples_in += block.shape[0]
-            level_db = rms_dbfs(block)
-            stream.accept_waveform(block, mic.sample_rate)
-            while rec.is_ready(stream):  # one chunk at a time, so each Partial is timed against its own chunk
-                for ev in rec.decode_stream(stream):
-                    handle(ev, True)
-            warn_dropped()
-            if not tty and show_meter and now - last_level_line >= 1.0:
-                last_level_line = now
-                if args.json:
-                    emit_json({"type": "level", "dbfs": round(level_db, 1)})
-                else:
-                    status.print(f"level: {level_db:.1f} dBFS")
-            draw()
-        # Stop capture, decode what is still buffered, then the last final.
+            self.samples_in += block.shape[0]
+            self.level_db = rms_dbfs(block)
+            self.stream.accept_waveform(block, mic.sample_rate)
+            self.decode_ready(live=True)
+            self.warn_dropped()
+            self.level_line(now)
+            self.draw()
+        return None
+
+    def flush(self) -> None:
+        """Stop capture, decode what is still buffered, then the last final."""
+        mic = self.mic
         mic.stop()
         while True:
             block = mic.read(timeout=0)
             if block is None:
                 break
-            samples_in += block.shape[0]
-            stream.accept_waveform(block, mic.sample_rate)
-        stream.input_finished()
-        while rec.is_ready(stream):
-            for ev in rec.decode_stream(stream):
-                handle(ev, False)
-        warn_dropped()
-    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still print what we have
-        mic.stop()
-        status.clear()
-        if partial:
-            status.print(partial if tty else f"final: {partial}")
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
-        mic.stop()
-    status.clear()
+            self.samples_in += block.shape[0]
+            self.stream.accept_waveform(block, mic.sample_rate)
+        self.stream.input_finished()
+        self.decode_ready(live=False)
+        self.warn_dropped()
 
-    if args.stats:
-        mic_latency = latency_reported
-        wall = time.monotonic() - wall0
-        cpu = time.process_time() - cpu0
-        lat_ms = [x * 1000 for x in latencies]
-        stats = {
+    # ------------------------------------------------------------------ run
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Ctrl-C / SIGTERM set a flag; the loop (which wakes at least every 0.2 s) then stops capture and
+        # flushes. A second Ctrl-C interrupts at once.
+        if self.stop_requested:
+            raise KeyboardInterrupt
+        self.stop_requested = True
+
+    def run(self) -> int:
+        old_int = signal.signal(signal.SIGINT, self._on_signal)
+        old_term = signal.signal(signal.SIGTERM, self._on_signal)
+        mic = self.mic
+        latency_reported = getattr(getattr(mic, "_stream", None), "latency", None)
+        try:
+            lost = self.wait_for_audio()
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            if lost is None:
+                lost = self.capture()
+            self.flush()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, still print what we have
+            mic.stop()
+            self.status.clear()
+            if self.partial:
+                self.status.print(self.partial if self.tty else f"final: {self.partial}")
+            return 130
+        finally:
+            signal.signal(signal.SIGINT, old_int)
+            signal.signal(signal.SIGTERM, old_term)
+            mic.stop()
+        self.status.clear()
+        if self.args.stats:
+            print(json.dumps(self.stats(time.monotonic() - wall0, time.process_time() - cpu0, latency_reported)),
+                  file=sys.stderr)
+        if lost is not None:
+            print(f"{PROG}: {lost}; the text above covers the audio captured until then", file=sys.stderr)
+            if mic.stuck:
+                # PortAudio is blocked on the dead device and sounddevice's atexit
+                # handler would block on it too: leave without running it.
+                self.out.flush()
+                sys.stderr.flush()
+                os._exit(1)
+            return 1
+        return 0
+
+    def stats(self, wall: float, cpu: float, mic_latency: Optional[float]) -> dict:
+        lat_ms = [x * 1000 for x in self.latencies]
+        return {
             "type": "stats",
-            "audio_s": round(samples_in / mic.sample_rate, 3),
+            "audio_s": round(self.samples_in / self.mic.sample_rate, 3),
             "wall_s": round(wall, 3),
             "cpu_s": round(cpu, 3),
             "cpu_percent": round(100.0 * cpu / wall, 1) if wall > 0 else None,
-            "partials": n_partials,
-            "partials_timed": len(latencies),
+            "partials": self.n_partials,
+            "partials_timed": len(self.latencies),
             "latency_ms_p50": round(_percentile(lat_ms, 50), 1) if lat_ms else None,
             "latency_ms_p95": round(_percentile(lat_ms, 95), 1) if lat_ms else None,
             "latency_ms_max": round(max(lat_ms), 1) if lat_ms else None,
             "portaudio_input_latency_ms": round(1000 * float(mic_latency), 1) if mic_latency is not None else None,
-            "block_ms": args.block_ms,
-            "chunk_ms": round(1000.0 * rec.config.chunk_samples / model_rate, 1),
-            "dropped_samples": dropped_total,
-            "portaudio_overflows": mic.status_overflows,
+            "block_ms": self.args.block_ms,
+            "chunk_ms": round(1000.0 * self.rec.config.chunk_samples / self.model_rate, 1),
+            "dropped_samples": self.dropped_total,
+            "portaudio_overflows": self.mic.status_overflows,
         }
-        print(json.dumps(stats), file=sys.stderr)
-    if lost is not None:
-        print(f"{prog}: {lost}; the text above covers the audio captured until then", file=sys.stderr)
-        if mic.stuck:
-            # PortAudio is blocked on the dead device and sounddevice's atexit
-            # handler would block on it too: leave without running it.
-            out.flush()
-            sys.stderr.flush()
-            os._exit(1)
-        return 1
-    return 0
