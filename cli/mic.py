@@ -75,15 +75,11 @@ def _device_arg(value: Optional[str]) -> Any:
 
 
 def _list_devices(out: Any) -> int:
-    from wavstream.stream.sources import SourceError, _sounddevice, list_input_devices
+    from wavstream.stream.sources import SourceError, default_input_index, list_input_devices
 
     try:
         devs = list_input_devices()
-        sd = _sounddevice()
-        try:
-            default_in = sd.default.device[0]
-        except Exception:
-            default_in = None
+        default_in = default_input_index()
     except SourceError as exc:
         print(f"wavstream mic: {exc}", file=sys.stderr)
         return 2
@@ -370,7 +366,7 @@ class _MicSession:
         old_int = signal.signal(signal.SIGINT, self._on_signal)
         old_term = signal.signal(signal.SIGTERM, self._on_signal)
         mic = self.mic
-        latency_reported = getattr(getattr(mic, "_stream", None), "latency", None)
+        latency_reported = mic.input_latency_s
         try:
             lost = self.wait_for_audio()
             cpu0, wall0 = time.process_time(), time.monotonic()

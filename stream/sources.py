@@ -85,6 +85,16 @@ def list_input_devices() -> list[dict[str, Any]]:
     return out
 
 
+def default_input_index() -> Optional[int]:
+    """Index of the system's default input device (as in list_input_devices), or None when there is none."""
+    sd = _sounddevice()
+    try:
+        index = sd.default.device[0]
+    except Exception:  # PortAudio without a default device
+        return None
+    return None if index is None or index < 0 else int(index)
+
+
 class MicrophoneSource:
     """Capture from a PortAudio input device into a RingBuffer.
 
@@ -162,6 +172,12 @@ class MicrophoneSource:
         self._callbacks += 1
         if self.on_block is not None:
             self.on_block(block, self.ring.total_written)
+
+    @property
+    def input_latency_s(self) -> Optional[float]:
+        """PortAudio's reported input latency in seconds while capturing; None when stopped."""
+        latency = getattr(self._stream, "latency", None)
+        return None if latency is None else float(latency)
 
     def start(self) -> "MicrophoneSource":
         if self._stream is None:

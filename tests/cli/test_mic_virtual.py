@@ -91,6 +91,7 @@ def test_mic_prints_expected_words_native_rate(vmic: VirtualMic, tone_bundle: Pa
     assert stats["type"] == "stats" and stats["dropped_samples"] == 0
     assert stats["partials"] == len(partials) and stats["latency_ms_p50"] is not None
     assert 5.0 <= stats["audio_s"] <= 7.5, stats
+    assert stats["portaudio_input_latency_ms"] is not None, stats  # MicrophoneSource.input_latency_s
 
 
 def test_mic_json_at_16k_times_and_words(vmic: VirtualMic, tone_bundle: Path, hello_wav: Path) -> None:

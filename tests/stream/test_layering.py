@@ -63,3 +63,17 @@ def test_no_stream_module_prints_exits_or_parses_argv() -> None:
         if bad:
             offenders.append((str(path.relative_to(STREAM.parent)), sorted(set(bad))))
     assert offenders == []
+
+
+def test_commands_do_not_borrow_from_each_other() -> None:
+    """Shared flags live in cli/args.py: no command imports another command to reuse its flags."""
+    import re
+
+    cli_dir = STREAM.parent / "cli"
+    commands = sorted(p.stem for p in cli_dir.glob("*.py") if p.stem not in ("__init__", "args", "main", "terminal"))
+    assert {"mic", "transcribe", "features", "serve", "client", "train", "eval", "export"} <= set(commands)
+    alt = "|".join(commands)
+    pattern = re.compile(rf"from \.({alt}) import|from wavstream\.cli\.({alt}) import|import wavstream\.cli\.({alt})\b")
+    for name in commands:
+        m = pattern.search((cli_dir / f"{name}.py").read_text())
+        assert m is None, f"cli/{name}.py imports another command: {m.group(0)}"
