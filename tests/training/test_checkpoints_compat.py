@@ -23,8 +23,10 @@ UTTS = ROOT / "tests" / "data" / "eval_utts"
 
 # Sums of |output| on one fixed second of noise, measured with the code before
 # the heads moved (offline features, streamed features over 3 chunks, CTC logits).
+# ctc_v2_resume is not here: the long run replaces it every session (its step moves on); the recipe
+# resume test below covers it.
+MOVING = {"ctc_v2_resume"}
 REFERENCE = {
-    "ctc_v2_resume": (5814.4453458676, 5584.210491796432, 3435.3859071377665),
     "hubert_tiny_ctc_1h": (8967.5420416151, 8601.581405050616, 2826.977132692933),
     "hubert_tiny_pretrained": (10330.913129882421, 9917.078719125435, None),
     "vq_wav2vec_tiny_ctc_1h": (9795.69352826802, 9403.865830723196, 4448.941650241613),
@@ -41,7 +43,7 @@ def _wave() -> torch.Tensor:
 
 
 def test_every_committed_checkpoint_is_covered():
-    assert sorted(p.name for p in CKPTS.iterdir() if (p / "model.safetensors").exists()) == sorted(REFERENCE)
+    assert sorted(p.name for p in CKPTS.iterdir() if (p / "model.safetensors").exists()) == sorted({*REFERENCE, *MOVING})
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
