@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .protocol import ErrorCode
+from ..protocol import ErrorCode
 from .session import Phase, Session
 
 __all__ = ["Batcher", "BatcherStats", "measure_engine_cost"]
@@ -132,13 +132,13 @@ class Batcher:
                 log.exception("inference failed for sessions %s", [s.id for s, _, _ in work])
                 for s, _, _ in work:
                     s.fail(ErrorCode.INTERNAL, f"inference failed: {exc}")
-                work = None  # type: ignore[assignment]
+                del work  # see below
                 backlog = False
                 continue
             backlog = self._deliver(outcome)
             # Drop this cycle's references before waiting: a session that ends meanwhile must be freed
             # at once, not when the next batch runs (which may be never on an idle server).
-            work = outcome = None  # type: ignore[assignment]
+            del work, outcome
 
     def _any_end_requested(self) -> bool:
         return any(s.phase is Phase.ENDING for s in self.sessions.values())

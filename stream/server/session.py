@@ -39,7 +39,7 @@ from typing import Any, Deque, Optional, Union
 import numpy as np
 
 from ..events import Event
-from .protocol import SessionProtocol, StartMessage
+from ..protocol import SessionProtocol, StartMessage
 
 __all__ = ["Session", "Phase", "Close"]
 

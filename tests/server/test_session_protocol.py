@@ -11,7 +11,7 @@ import pytest
 from test_server_errors import CASES
 
 from wavstream.stream.events import Features, Final, Partial
-from wavstream.stream.server.protocol import (
+from wavstream.stream.protocol import (
     AudioReceived,
     EndReceived,
     ProtocolError,
