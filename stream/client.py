@@ -332,6 +332,7 @@ class Client:
                 raise ServerError(m.code, m.reason, self.ws.close_code)
             # anything else (ready, overloaded, a type from a newer server) carries no result
 
+
 def _as_frames(samples: Any, channels: int) -> np.ndarray:
     """Samples -> (n,) or (n, channels): the session's channel count tells which axis is which."""
     x = np.asarray(samples)

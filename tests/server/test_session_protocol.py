@@ -4,6 +4,8 @@ gives the same error codes and close codes as through a real websocket; and a go
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -148,6 +150,15 @@ def test_server_messages_a_client_reads_leniently() -> None:
     ready = parse_server_message('{"type": "ready", "session": "fake", "chunk_ms": 80}')
     assert isinstance(ready, Ready) and ready.session is None and ready.chunk_ms == 80.0 and ready.protocol == 1
     assert parse_server_message('{"type": "done"}') == Done("end") and Done("shutting_down").close_code == 1001
+
+
+def test_the_client_does_not_load_the_server() -> None:
+    """The wire format sits beside the client: importing either loads neither the server package nor websockets."""
+    code = ("import sys, wavstream.stream.client, wavstream.stream.protocol; "
+            "print(sorted(m for m in sys.modules if m.startswith(('wavstream.stream.server', 'websockets'))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
 
 
 def test_every_wavstream_exception_has_one_root() -> None:
