@@ -34,7 +34,7 @@ __all__ = ["measure", "ramp", "main"]
 
 async def _one_stream(url: str, duration_s: float, chunk_samples: int, phase_s: float, seed: int, lat: list, errors: list) -> None:
     from wavstream.stream.client import Client
-    from wavstream.stream.server.protocol import unpack_features
+    from wavstream.stream.protocol import unpack_features
 
     rng = np.random.default_rng(seed)
     try:

@@ -110,7 +110,7 @@ class ClientResult:
     def __init__(self) -> None:
         self.latencies: list[float] = []  # chunk -> response, seconds
         self.partial_latencies: list[float] = []
-        self.finals: list[tuple[float, dict]] = []  # (arrival, message)
+        self.finals: list[tuple[float, Any]] = []  # (arrival, Final)
         self.error: Optional[str] = None
         self.speech_end_sent: Optional[float] = None
         self.end_sent: Optional[float] = None
@@ -122,7 +122,8 @@ async def _client(url: str, audio: np.ndarray, seconds: float, start_delay: floa
                   send_end: bool = True, wait_after: float = 5.0) -> None:
     from websockets.asyncio.client import connect
 
-    from wavstream.stream.server.protocol import END_TEXT, StartMessage, unpack_features
+    from wavstream.stream.events import Features, Final, Partial
+    from wavstream.stream.protocol import END_TEXT, Done, ErrorMessage, Ready, StartMessage, parse_server_message
 
     await asyncio.sleep(start_delay)
     pcm = np.clip(audio * 32767.0, -32768, 32767).astype("<i2")
@@ -133,34 +134,31 @@ async def _client(url: str, audio: np.ndarray, seconds: float, start_delay: floa
     try:
         async with connect(url, max_size=1 << 24, ping_interval=None) as ws:
             await ws.send(StartMessage(sample_rate=16000, format="int16", features=True).to_json())
-            ready = json.loads(await ws.recv())
-            if ready.get("type") != "ready":
-                res.error = f"no ready: {ready}"
+            first = await ws.recv()
+            if not isinstance(parse_server_message(first), Ready):
+                res.error = f"no ready: {first!r:.200}"
                 return
             last_chunk_sent: list[Optional[float]] = [None]
 
             async def receiver() -> None:
                 async for msg in ws:
                     now = time.perf_counter()
-                    if isinstance(msg, bytes):
-                        start, feats = unpack_features(msg)
-                        end_sample = (start + feats.shape[0]) * stride - 1
+                    m = parse_server_message(msg)
+                    if isinstance(m, Features):
+                        end_sample = (m.start_frame + m.num_frames) * stride - 1
                         k = min(end_sample // packet, n_packets - 1)
-                        if start // max(1, feats.shape[0]) >= skip_chunks and not np.isnan(sent_at[k]):
+                        if m.start_frame // max(1, m.num_frames) >= skip_chunks and not np.isnan(sent_at[k]):
                             res.latencies.append(now - sent_at[k])
                             last_chunk_sent[0] = float(sent_at[k])
-                        continue
-                    d = json.loads(msg)
-                    t = d.get("type")
-                    if t == "partial" and last_chunk_sent[0] is not None:
+                    elif isinstance(m, Partial) and last_chunk_sent[0] is not None:
                         # a partial follows its chunk's feature frame (same decode call)
                         res.partial_latencies.append(now - last_chunk_sent[0])
-                    elif t == "final":
-                        res.finals.append((now, d))
-                    elif t == "done":
+                    elif isinstance(m, Final):
+                        res.finals.append((now, m))
+                    elif isinstance(m, Done):
                         res.done_at = now
-                    elif t == "error":
-                        res.error = f"{d.get('code')}: {d.get('reason')}"
+                    elif isinstance(m, ErrorMessage):
+                        res.error = f"{m.code}: {m.reason}"
 
             rx = asyncio.create_task(receiver())
             t0 = time.perf_counter()
@@ -290,10 +288,10 @@ def end_to_end(server: ServerProcess, utterance: np.ndarray, speech_end: int, st
     flush_done = (res2.done_at - res2.end_sent) if res2.done_at and res2.end_sent else None
     out = {
         "speech_end_to_final_s": endpoint_s,
-        "final_text": _short(res.finals[0][1].get("text")) if res.finals else None,
+        "final_text": _short(res.finals[0][1].text) if res.finals else None,
         "final_by": "endpoint" if endpoint_s is not None else ("end message" if res.finals else None),
         "end_message_to_final_s": flush_final, "end_message_to_done_s": flush_done,
-        "flush_final_text": _short(res2.finals[0][1].get("text")) if res2.finals else None,
+        "flush_final_text": _short(res2.finals[0][1].text) if res2.finals else None,
         "endpoint_rules": {"rule1_silence_s": 2.4, "rule2_silence_s": 1.2, "max_utterance_s": 20.0},
         "errors": [e for e in (res.error, res2.error) if e],
     }

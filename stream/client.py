@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from typing import Any, AsyncIterator, Optional
 
@@ -46,15 +45,24 @@ import numpy as np
 
 from .errors import WavstreamError
 from .events import Event, Features, Final, Partial
+from .protocol import (
+    END_TEXT,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    Done,
+    ErrorMessage,
+    Ready,
+    ServerMessageError,
+    StartMessage,
+    parse_server_message,
+)
 from .resample import AudioFormatError, StreamResampler, check_sample_rate, to_mono_float32
 
 __all__ = ["Client", "ServerError", "ServerProtocolError", "ServerTimeoutError", "transcribe"]
 
-# The protocol's accepted input rates (stream/server/protocol.py); anything
-# else is resampled here to WIRE_RATE, the rate every bundle runs at, so the
-# server does no resampling of its own for it.
-_MIN_WIRE_RATE = 8000
-_MAX_WIRE_RATE = 48000
+# Rates outside the protocol's MIN_SAMPLE_RATE..MAX_SAMPLE_RATE are resampled
+# here to WIRE_RATE, the rate every bundle runs at, so the server does no
+# resampling of its own for them.
 WIRE_RATE = 16000
 
 
@@ -148,14 +156,12 @@ class Client:
         from websockets.exceptions import ConnectionClosed
 
         input_rate = check_sample_rate(sample_rate, "sample_rate")
-        wire_rate = input_rate if _MIN_WIRE_RATE <= input_rate <= _MAX_WIRE_RATE else WIRE_RATE
+        wire_rate = input_rate if MIN_SAMPLE_RATE <= input_rate <= MAX_SAMPLE_RATE else WIRE_RATE
         headers = {"Authorization": f"Bearer {token}"} if token else None
         try:
             ws = await connect(url, additional_headers=headers, open_timeout=open_timeout, max_size=1 << 24)
         except (asyncio.TimeoutError, TimeoutError):
             raise ServerTimeoutError("connect_timeout", f"no websocket handshake from {url} within {open_timeout:g} s") from None
-        from .server.protocol import StartMessage
-
         start = StartMessage(
             sample_rate=wire_rate,
             format=format,
@@ -180,12 +186,14 @@ class Client:
                 raise ServerTimeoutError(
                     "ready_timeout", f"the server accepted the connection but sent no ready within {ready_timeout:g} s"
                 ) from None
-            ready = _parse(msg)
-            kind = ready.get("type")
-            if kind == "error":
-                raise _error_from(ready, ws.close_code)
-            if kind != "ready":
+            if isinstance(msg, bytes):
+                raise ServerProtocolError(f"a binary message where a JSON text message was due ({len(msg)} bytes)")
+            answer = _parse(msg)
+            if isinstance(answer, ErrorMessage):
+                raise ServerError(answer.code, answer.reason, ws.close_code)
+            if not isinstance(answer, Ready):
                 raise ServerProtocolError(f"expected a ready message after start, got {_show(msg)}")
+            ready = json.loads(msg)  # kept as sent: newer servers may add fields
         except BaseException as exc:
             await ws.close()
             if isinstance(exc, ServerError) and exc.close_code is None:
@@ -254,8 +262,6 @@ class Client:
                 tail = self._resampler.flush()
                 if tail.size:
                     await self.ws.send(self._pack(tail))
-            from .server.protocol import END_TEXT
-
             await self.ws.send(END_TEXT)
             self._end_sent.set()
 
@@ -304,8 +310,6 @@ class Client:
         """
         from websockets.exceptions import ConnectionClosed
 
-        from .server.protocol import unpack_features
-
         while True:
             try:
                 msg = await self._recv()
@@ -313,32 +317,20 @@ class Client:
                 if self.done_reason is not None:
                     return
                 raise ServerError("closed", f"connection closed before done ({exc})", self.ws.close_code) from None
-            if isinstance(msg, bytes):
-                try:
-                    start, frames = unpack_features(msg)
-                except ValueError as exc:
-                    raise ServerProtocolError(f"a binary message that is not a feature frame: {exc}") from None
-                yield Features(frames, start)
-                continue
-            d = _parse(msg)
-            kind = d.get("type")
-            if kind == "partial":
-                yield Partial(_field(d, "text", str), _segment(d))
-            elif kind == "final":
-                yield Final(_field(d, "text", str), _seconds(d, "start"), _seconds(d, "end"), _segment(d))
-            elif kind == "done":
-                reason = d.get("reason", "end")
-                self.done_reason = reason if isinstance(reason, str) else str(reason)
+            m = _parse(msg)
+            if isinstance(m, (Partial, Final, Features)):
+                yield m
+            elif isinstance(m, Done):
+                self.done_reason = m.reason
                 return
-            elif kind == "error":
+            elif isinstance(m, ErrorMessage):
                 # The server closes right after an error; its close code completes the picture.
                 try:
                     await asyncio.wait_for(self.ws.wait_closed(), 1.0)
                 except (asyncio.TimeoutError, TimeoutError):
                     pass
-                raise _error_from(d, self.ws.close_code)
-            elif not isinstance(kind, str):
-                raise ServerProtocolError(f"a message without a type: {_show(msg)}")
+                raise ServerError(m.code, m.reason, self.ws.close_code)
+            # anything else (ready, overloaded, a type from a newer server) carries no result
 
 
 def _as_frames(samples: Any, channels: int) -> np.ndarray:
@@ -383,43 +375,12 @@ def _show(msg: Any) -> str:
     return f"{msg!r:.200}"
 
 
-def _parse(msg: Any) -> dict:
-    """A server text message -> dict. Raises ServerProtocolError for anything but a JSON object."""
-    if isinstance(msg, bytes):
-        raise ServerProtocolError(f"a binary message where a JSON text message was due ({len(msg)} bytes)")
+def _parse(msg: Any) -> Any:
+    """A server message -> its typed form (None: a type this client does not know). Raises ServerProtocolError."""
     try:
-        d = json.loads(msg)
-    except ValueError:
-        raise ServerProtocolError(f"a text message that is not JSON: {_show(msg)}") from None
-    if not isinstance(d, dict):
-        raise ServerProtocolError(f"a JSON message that is not an object: {_show(msg)}")
-    return d
-
-
-def _field(d: dict, name: str, kind: type) -> Any:
-    v = d.get(name)
-    if not isinstance(v, kind):
-        raise ServerProtocolError(f"{d.get('type')} message without a {kind.__name__} {name!r}: {_show(json.dumps(d))}")
-    return v
-
-
-def _segment(d: dict) -> int:
-    """The utterance index of a partial/final (0 when a server leaves it out)."""
-    v = d.get("segment", 0)
-    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
-
-
-def _seconds(d: dict, name: str) -> float:
-    v = d.get(name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ServerProtocolError(f"{d.get('type')} message without a number {name!r}: {_show(json.dumps(d))}")
-    return float(v)
-
-
-def _error_from(d: dict, close_code: Optional[int]) -> ServerError:
-    """A server ``error`` message -> ServerError (code and reason as text whatever their JSON type)."""
-    code, reason = d.get("code", "?"), d.get("reason", "")
-    return ServerError(code if isinstance(code, str) else json.dumps(code), reason if isinstance(reason, str) else json.dumps(reason), close_code)
+        return parse_server_message(msg)
+    except ServerMessageError as exc:
+        raise ServerProtocolError(str(exc)) from None
 
 
 async def transcribe(

@@ -47,6 +47,7 @@ Recognizer on that executor's single worker.
 from __future__ import annotations
 
 import collections
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Iterator, Optional, Sequence, Union
@@ -60,7 +61,7 @@ from .engines.base import Engine, stack_states, unstack_states
 from .events import Event, Features, Final, Partial
 from .resample import AudioFormatError, StreamResampler, channels_first_layout, check_sample_rate, to_mono_float32
 
-__all__ = ["Recognizer", "Stream", "DecodingConfig", "DEFAULT_MODEL_DIR", "resolve_model"]
+__all__ = ["Recognizer", "Stream", "StreamState", "DecodingConfig", "DEFAULT_MODEL_DIR", "resolve_model"]
 
 # Where the package's embedded default bundle lives.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -96,6 +97,14 @@ class DecodingConfig:
             raise ValueError(f"beam_size must be an integer >= 1, got {self.beam_size!r}")
 
 
+class StreamState(enum.Enum):
+    """Where a Stream is. Transitions only go down this list."""
+
+    OPEN = "open"  # accepting audio
+    FINISHED = "finished"  # input_finished() was called: the queued tail is still to be decoded
+    DONE = "done"  # everything decoded and finalised: no more events
+
+
 class Stream:
     """One audio stream's state. Create with ``Recognizer.create_stream()``."""
 
@@ -113,8 +122,7 @@ class Stream:
         self.frames_done = 0  # output frames produced so far (stream frame index)
         self.utterance_start_frame = 0
         self.segment = 0  # index of the current utterance
-        self.finished = False  # input_finished() called
-        self.done = False  # everything decoded and finalised
+        self.state = StreamState.OPEN
         self._last_partial = ""
         # Layout of 2-D input blocks once known: True = (channels, n), False = (n, channels).
         self._channels_first: Optional[bool] = None
@@ -184,9 +192,19 @@ class Stream:
             return
         if self._resampler is not None:
             self._push(self._resampler.flush())
-        self.finished = True
+        self.state = StreamState.FINISHED
 
     # ---------------------------------------------------------------- state
+    @property
+    def finished(self) -> bool:
+        """input_finished() was called (the stream may still have a tail to decode)."""
+        return self.state is not StreamState.OPEN
+
+    @property
+    def done(self) -> bool:
+        """Everything was decoded and finalised: no more events."""
+        return self.state is StreamState.DONE
+
     @property
     def queued_samples(self) -> int:
         return self._queued
@@ -267,10 +285,11 @@ class Stream:
 
     def finish(self) -> list[Event]:
         """The input is over and decoded: the last utterance's Final (if any); the stream is done."""
-        self.done = True
+        self.state = StreamState.DONE
         if self.decoder is None:
             return []
         return self._end_utterance(self.frames_done)
+
 
 class Recognizer:
     """Streaming recogniser over an Engine. See the module docstring for usage.

@@ -3,14 +3,16 @@
     from wavstream.stream import Recognizer
     from wavstream.stream.server import Server, run_server
 
-See app.py for the server, protocol.py (and docs/protocol.md) for the wire
-format, batcher.py for the shared inference loop, cli.py for ``wavstream serve``.
+See app.py for the server (sockets, HTTP, authentication, limits), session.py
+for one session's buffers, batcher.py for the shared inference loop, and
+stream/protocol.py (docs/protocol.md) for the wire format it shares with the
+client; the ``wavstream serve`` command is cli/serve.py.
 Needs the ``websockets`` package (a runtime dependency).
 """
 
 from .app import Server, run_server, tls_context
 from .batcher import Batcher
-from .protocol import (
+from ..protocol import (
     PROTOCOL_VERSION,
     SUBPROTOCOL,
     ErrorCode,

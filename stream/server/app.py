@@ -62,7 +62,7 @@ from websockets.http11 import Request, Response
 
 from ..endpoint import EndpointConfig
 from .batcher import Batcher, measure_engine_cost
-from .protocol import (
+from ..protocol import (
     PROTOCOL_VERSION,
     SUBPROTOCOL,
     AudioReceived,

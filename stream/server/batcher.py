@@ -12,8 +12,10 @@ Recognizer stays single-threaded) it
 and returns the events. Back on the loop each session turns its events into
 wire messages (``Session.deliver``: the protocol module builds them, not the
 Batcher). A session with a full ``out`` queue (a slow reader) is skipped,
-never waited for. Only the executor thread touches the streams; only the loop
-touches the sessions' other state (phase, buffers, arrival times).
+never waited for. The executor thread is handed a ``_Job`` per session (its
+Stream and the audio taken for it on the loop), never the Session, and hands
+back an ``_Outcome`` keyed by session id: only the thread touches the streams,
+only the loop touches the sessions (phase, buffers, arrival times).
 
 ``measure_engine_cost`` times the engine once at start-up; the server sizes
 its default session limit from it.
@@ -26,11 +28,12 @@ import collections
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 
-from .protocol import ErrorCode
+from ..protocol import ErrorCode
 from .session import Phase, Session
 
 __all__ = ["Batcher", "BatcherStats", "measure_engine_cost"]
@@ -60,6 +63,33 @@ class BatcherStats:
             "engine_ms_per_batch": round(1000.0 * self.engine_s / self.cycles, 3) if self.cycles else 0.0,
             "latency_ms": {"count": int(lat.size), "p50": pct(50), "p95": pct(95), "max": pct(100)},
         }
+
+
+@dataclass(eq=False)
+class _Job:
+    """What the executor thread gets for one session: its Stream and the input taken for it on the loop."""
+
+    sid: int
+    stream: Any  # wavstream.stream.Stream
+    rate: int  # the session's input sample rate
+    audio: list[np.ndarray]  # blocks to accept, in order
+    end: bool  # give the stream input_finished() after the audio
+    last_served: int  # round-robin order
+
+
+@dataclass(eq=False)
+class _Outcome:
+    """What the executor thread hands back to the loop (by session id; plain values, no Session)."""
+
+    batch: list[int]  # session ids decoded this cycle, in batch order
+    events: dict[int, list]  # their events
+    backlog: dict[int, int]  # 16 kHz samples still queued in each looked-at stream
+    decoded16: dict[int, int]  # 16 kHz samples decoded so far, per decoded session
+    done: set[int]  # decoded sessions whose stream is finished
+    stepped: int  # streams that ran through the engine (not only finalised)
+    engine_s: float
+    done_t: float  # monotonic time the results were ready
+    more: bool  # another ready chunk is waiting: run again without waiting
 
 
 class Batcher:
@@ -129,21 +159,23 @@ class Batcher:
             try:
                 outcome = await loop.run_in_executor(self._executor, self._step, work)
             except Exception as exc:  # an engine failure: end the sessions of this batch, keep serving
-                log.exception("inference failed for sessions %s", [s.id for s, _, _ in work])
-                for s, _, _ in work:
-                    s.fail(ErrorCode.INTERNAL, f"inference failed: {exc}")
-                work = None  # type: ignore[assignment]
+                log.exception("inference failed for sessions %s", [job.sid for job in work])
+                for job in work:
+                    s = self.sessions.get(job.sid)
+                    if s is not None:
+                        s.fail(ErrorCode.INTERNAL, f"inference failed: {exc}")
+                del work, s  # see below
                 backlog = False
                 continue
             backlog = self._deliver(outcome)
             # Drop this cycle's references before waiting: a session that ends meanwhile must be freed
             # at once, not when the next batch runs (which may be never on an idle server).
-            work = outcome = None  # type: ignore[assignment]
+            del work, outcome
 
     def _any_end_requested(self) -> bool:
         return any(s.phase is Phase.ENDING for s in self.sessions.values())
 
-    def _collect(self) -> list[tuple[Session, list[np.ndarray], bool]]:
+    def _collect(self) -> list[_Job]:
         """Sessions to look at this cycle, least recently served first, with the audio to ingest.
 
         Runs on the loop; the phase moves to FLUSHING here, before the thread gives the stream its end.
@@ -157,70 +189,72 @@ class Batcher:
             if end:
                 s.phase = Phase.FLUSHING
             if audio or end or s.backlog >= self._chunk or s.phase is Phase.FLUSHING:
-                work.append((s, audio, end))
+                work.append(_Job(s.id, s.stream, s.start.sample_rate, audio, end, s.last_served))
         return work
 
-    def _step(self, work: list[tuple[Session, list[np.ndarray], bool]]) -> dict:
-        """Executor thread: ingest, pick, decode. Touches the streams only; results are returned."""
+    def _step(self, work: list[_Job]) -> _Outcome:
+        """Executor thread: ingest, pick, decode. Touches the jobs' streams only; results are returned."""
         rec = self.rec
-        ready: list[tuple[Session, bool]] = []
+        ready: list[_Job] = []
         backlog: dict[int, int] = {}
-        for s, audio, end in work:
-            st = s.stream
-            for block in audio:
-                st.accept_waveform(block, s.start.sample_rate)
-            if end:
+        for job in work:
+            st = job.stream
+            for block in job.audio:
+                st.accept_waveform(block, job.rate)
+            if job.end:
                 st.input_finished()
-            backlog[s.id] = st.queued_samples
+            backlog[job.sid] = st.queued_samples
             if rec.is_ready(st):
-                ready.append((s, st.finished))
-        # Ending sessions first (an end flushes at once), then least recently served.
-        ready.sort(key=lambda r: (not r[1], r[0].last_served))
-        batch = [s for s, _ in ready[: self.max_batch]]
-        events: dict[int, list] = {}
-        decoded16: dict[int, int] = {}
-        done: set[int] = set()
-        n_stepped = 0
+                ready.append(job)
+        # Ending streams first (an end flushes at once), then least recently served.
+        ready.sort(key=lambda job: (not job.stream.finished, job.last_served))
+        batch = ready[: self.max_batch]
+        out = _Outcome(batch=[job.sid for job in batch], events={}, backlog=backlog, decoded16={}, done=set(),
+                       stepped=sum(1 for job in batch if job.stream.queued_samples > 0), engine_s=0.0, done_t=0.0,
+                       more=False)
         t0 = time.perf_counter()
         if batch:
-            n_stepped = sum(1 for s in batch if s.stream.queued_samples > 0)
-            for s, evs in zip(batch, rec.decode_streams([s.stream for s in batch])):
-                events[s.id] = evs
-                backlog[s.id] = s.stream.queued_samples
-                decoded16[s.id] = s.stream.frames_done * self._stride
-                if s.stream.done:
-                    done.add(s.id)
-        engine_s = time.perf_counter() - t0
-        more = len(ready) > len(batch) or any(rec.is_ready(s.stream) for s in batch)
-        return {"batch": batch, "events": events, "backlog": backlog, "decoded16": decoded16, "done": done,
-                "stepped": n_stepped, "engine_s": engine_s, "done_t": time.monotonic(), "more": more}
+            for job, evs in zip(batch, rec.decode_streams([job.stream for job in batch])):
+                st = job.stream
+                out.events[job.sid] = evs
+                backlog[job.sid] = st.queued_samples
+                out.decoded16[job.sid] = st.frames_done * self._stride
+                if st.done:
+                    out.done.add(job.sid)
+        out.engine_s = time.perf_counter() - t0
+        out.done_t = time.monotonic()
+        out.more = len(ready) > len(batch) or any(rec.is_ready(job.stream) for job in batch)
+        return out
 
-    def _deliver(self, outcome: dict) -> bool:
+    def _deliver(self, outcome: _Outcome) -> bool:
         """On the loop: hand each session its results and move its phase on."""
         self._cycle += 1
-        if outcome["stepped"]:
+        if outcome.stepped:
             self.stats.cycles += 1
-            self.stats.chunks += outcome["stepped"]
-            self.stats.batch_sizes[outcome["stepped"]] += 1
-            self.stats.engine_s += outcome["engine_s"]
-        for sid, n in outcome["backlog"].items():
+            self.stats.chunks += outcome.stepped
+            self.stats.batch_sizes[outcome.stepped] += 1
+            self.stats.engine_s += outcome.engine_s
+        for sid, n in outcome.backlog.items():
             s = self.sessions.get(sid)
             if s is not None:
                 s.backlog = n
-        for s in outcome["batch"]:
+        for sid in outcome.batch:
+            s = self.sessions.get(sid)
+            if s is None:
+                continue  # removed while its chunk was decoded: nothing to deliver to
             s.last_served = self._cycle
-            pos16 = outcome["decoded16"][s.id]
+            pos16 = outcome.decoded16[sid]
             s.decoded16 = pos16
             if s.phase is Phase.OPEN or s.phase is Phase.ENDING:  # after the end, latency means nothing
                 t_arr = s.arrival_time(pos16)
                 if t_arr is not None:
-                    self.stats.latencies.append(outcome["done_t"] - t_arr)
+                    self.stats.latencies.append(outcome.done_t - t_arr)
             if s.is_closed:
                 continue
-            s.deliver(outcome["events"][s.id])
-            if s.id in outcome["done"]:
+            s.deliver(outcome.events[sid])
+            if sid in outcome.done:
                 s.finish()
-        return bool(outcome["more"])
+        return outcome.more
 
 
 def measure_engine_cost(recognizer: Any, batch: int, steps: int = 5, seed: int = 0) -> float:

@@ -9,7 +9,12 @@ single-threaded by contract) is touched only by the Batcher's executor thread,
 which hands its results back to the loop as return values.
 
 The lifecycle is one ``Phase``: OPEN -> ENDING -> FLUSHING -> FINISHED, or
-CLOSED from any phase.
+CLOSED from any phase. It says where the decoding is; the protocol's own
+``State`` (stream/protocol.py) says what the wire still allows, and the Stream's
+``StreamState`` where the audio is. They move together: OPEN is the protocol's
+STREAMING; ENDING and FLUSHING (the Stream was given its end) are the
+protocol's ENDING; FINISHED is the protocol's CLOSED (``done`` or ``error``
+queued); CLOSED means the connection is gone, whatever the protocol says.
 
 Backpressure, bounded at every step:
 - ``pending`` holds at most ``max_pending_samples`` (+ one message); when it
@@ -39,7 +44,7 @@ from typing import Any, Deque, Optional, Union
 import numpy as np
 
 from ..events import Event
-from .protocol import SessionProtocol, StartMessage
+from ..protocol import SessionProtocol, StartMessage
 
 __all__ = ["Session", "Phase", "Close"]
 

@@ -22,7 +22,7 @@ from server_harness import run, running_server, silence, synth, toy_recognizer
 
 from wavstream.stream import Final
 from wavstream.stream.client import Client, transcribe
-from wavstream.stream.server.protocol import CLOSE_CODES, ErrorCode
+from wavstream.stream.protocol import CLOSE_CODES, ErrorCode
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -16,7 +16,7 @@ from server_harness import raw_session, recv_until_close, run, running_server, s
 
 from wavstream.stream import Features, Final
 from wavstream.stream.client import Client, transcribe
-from wavstream.stream.server.protocol import (
+from wavstream.stream.protocol import (
     ErrorCode,
     ProtocolError,
     StartMessage,

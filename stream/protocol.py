@@ -23,16 +23,26 @@ Server -> client
     text   {"type": "error", "code", "reason"}     then the server closes
     text   {"type": "done", "reason"}              after the last final; then close 1000
 
-``SessionProtocol`` is one session's protocol as a state machine with no
-I/O: the server feeds it what came off the socket (``receive_text``,
-``receive_bytes``) and gets typed client events back; it tells it what the
-recogniser produced (``send_events``, ``send_ready``, ``send_done``...) and
-takes the wire messages to write from ``data_to_send()``. Every server message
-is built here and nowhere else, and this module is the one list of close
-codes; the server (app.py) keeps sockets, HTTP, authentication and limits, the
-client (client.py) and the load benchmark build their messages from here.
-This module stays in ``stream/server/`` beside the app because it is the wire
-format of that server; the client imports it from there.
+Typed messages both ways: ``StartMessage`` and ``EndMessage`` from the
+client; ``Ready``, ``Partial``, ``Final``, ``Features``, ``Overloaded``,
+``Done`` and ``ErrorMessage`` from the server (Partial, Final and Features are
+the recogniser's own events, stream/events.py). ``encode_server_message`` is
+the one place that builds a server message; ``parse_server_message`` reads
+one back (the client and the load benchmark use it). ``CLOSE_CODES`` and
+``DONE_CLOSE_CODES`` are the one list of close codes.
+
+``SessionProtocol`` is one session's protocol as a state machine with no I/O
+(the websockets library's own protocol class is the model): the server feeds
+it what came off the socket (``receive_text``, ``receive_bytes``) and gets
+typed client events back; it tells it what the recogniser produced
+(``send_events``, ``send_ready``, ``send_done``...) and takes the wire
+messages to write from ``data_to_send()``. The server (stream/server/app.py)
+keeps sockets, HTTP, authentication and limits.
+
+Why here, in ``stream/`` and not ``stream/server/``: the wire format belongs
+to both ends. The client (stream/client.py) and the server package each
+import it, and neither imports the other; importing the client does not load
+the server (app.py, the batcher) and importing this module loads no websockets.
 """
 
 from __future__ import annotations
@@ -48,8 +58,8 @@ from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import WavstreamError
-from ..events import Event, Features, Final, Partial
+from .errors import WavstreamError
+from .events import Event, Features, Final, Partial
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -69,8 +79,6 @@ __all__ = [
     "FEATURE_HEADER_SIZE",
     "pack_features",
     "unpack_features",
-    "error_message",
-    "json_message",
     "close_reason",
     "short_repr",
     "SUBPROTOCOL",
@@ -86,11 +94,16 @@ __all__ = [
     "SessionProtocol",
     "END_TEXT",
     "DONE_CLOSE_CODES",
-    "ready_message",
-    "partial_message",
-    "final_message",
-    "overloaded_message",
-    "done_message",
+    "EndMessage",
+    "ClientMessage",
+    "Ready",
+    "Overloaded",
+    "Done",
+    "ErrorMessage",
+    "ServerMessage",
+    "ServerMessageError",
+    "encode_server_message",
+    "parse_server_message",
 ]
 
 PROTOCOL_VERSION = 1
@@ -457,43 +470,188 @@ def unpack_features(data: bytes) -> tuple[int, np.ndarray]:
     return int(start), arr
 
 
-def json_message(**fields: Any) -> str:
+def _json(**fields: Any) -> str:
+    # Compact separators and raw UTF-8: protocol v1's bytes on the wire (tests compare them).
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
 
-def error_message(code: str, reason: str) -> str:
-    return json_message(type="error", code=code, reason=reason)
+# ----------------------------------------------------------- client messages
+@dataclass(frozen=True)
+class EndMessage:
+    """The client's audio is over: the server decodes the rest, answers, closes (``eof`` is an alias)."""
+
+    def to_json(self) -> str:
+        return _json(type="end")
 
 
-# ---------------------------------------------------------- server messages
-END_TEXT = json_message(type="end")  # what a client sends when its audio is over
+END_TEXT = EndMessage().to_json()  # what a client sends when its audio is over
+
+ClientMessage = Union[StartMessage, EndMessage]
+
+
+# ----------------------------------------------------------- server messages
+# Partial, Final and Features (stream/events.py) travel as they are; these are the rest.
+@dataclass(frozen=True)
+class Ready:
+    """The answer to a valid start. Parsed from the wire, a field of the wrong type reads as None."""
+
+    session: Optional[int]
+    sample_rate: Optional[int]
+    chunk_ms: Optional[float]
+    frame_shift_ms: Optional[float]
+    feature_dim: Optional[int]
+    feature_layer: Optional[int]
+    text: Optional[bool]  # whether partial/final text will come (the bundle has a CTC head)
+    protocol: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class Overloaded:
+    """A notice: results are ``lag_s`` behind real time, more than the server's ``max_lag_s``."""
+
+    lag_s: Optional[float]
+    max_lag_s: Optional[float]
+
+
+@dataclass(frozen=True)
+class Done:
+    """After the last final: why the session ended; then the server closes with ``close_code``."""
+
+    reason: str = "end"
+
+    @property
+    def close_code(self) -> int:
+        return DONE_CLOSE_CODES.get(self.reason, 1000)
+
+
+@dataclass(frozen=True)
+class ErrorMessage:
+    """The session is refused or ended (``code``: an ErrorCode); then the server closes with ``close_code``."""
+
+    code: str
+    reason: str
+
+    @property
+    def close_code(self) -> int:
+        return CLOSE_CODES.get(self.code, 1008)
+
+
+ServerMessage = Union[Ready, Partial, Final, Features, Overloaded, Done, ErrorMessage]
 
 # Close code after ``done``, by the reason the session ended (the error codes' close codes are CLOSE_CODES).
 DONE_CLOSE_CODES = {"end": 1000, "idle_timeout": 1000, "session_too_long": 1000, "shutting_down": 1001, "internal": 1011}
 
 
-def ready_message(*, session: int, sample_rate: int, chunk_ms: float, frame_shift_ms: float, feature_dim: int,
-                  feature_layer: int, text: bool) -> str:
-    return json_message(type="ready", protocol=PROTOCOL_VERSION, session=session, sample_rate=sample_rate,
-                        chunk_ms=chunk_ms, frame_shift_ms=frame_shift_ms, feature_dim=feature_dim,
-                        feature_layer=feature_layer, text=text)
+def encode_server_message(msg: ServerMessage, feature_dtype: str = "float16") -> Union[str, bytes]:
+    """A server message -> what goes on the wire (text JSON; a binary frame for Features).
+
+    The one place that builds server messages: field names, order and rounding are protocol v1.
+    """
+    if isinstance(msg, Partial):
+        return _json(type="partial", text=msg.text, segment=msg.segment)
+    if isinstance(msg, Final):
+        return _json(type="final", text=msg.text, start=round(msg.start, 3), end=round(msg.end, 3), segment=msg.segment)
+    if isinstance(msg, Features):
+        return pack_features(msg.start_frame, msg.frames, feature_dtype)
+    if isinstance(msg, Ready):
+        return _json(type="ready", protocol=msg.protocol, session=msg.session, sample_rate=msg.sample_rate,
+                     chunk_ms=msg.chunk_ms, frame_shift_ms=msg.frame_shift_ms, feature_dim=msg.feature_dim,
+                     feature_layer=msg.feature_layer, text=msg.text)
+    if isinstance(msg, Overloaded):
+        lag = None if msg.lag_s is None else round(msg.lag_s, 3)
+        return _json(type="overloaded", lag_s=lag, max_lag_s=msg.max_lag_s)
+    if isinstance(msg, Done):
+        return _json(type="done", reason=msg.reason)
+    if isinstance(msg, ErrorMessage):
+        return _json(type="error", code=msg.code, reason=msg.reason)
+    raise TypeError(f"not a server message: {type(msg).__name__}")
 
 
-def partial_message(ev: Partial) -> str:
-    return json_message(type="partial", text=ev.text, segment=ev.segment)
+class ServerMessageError(WavstreamError, ValueError):
+    """A server sent something protocol v1 does not allow (not JSON, no type, a result field missing)."""
 
 
-def final_message(ev: Final) -> str:
-    return json_message(type="final", text=ev.text, start=round(ev.start, 3), end=round(ev.end, 3), segment=ev.segment)
+def parse_server_message(msg: Union[str, bytes]) -> Optional[ServerMessage]:
+    """What came from a server -> a typed message; None for a type this version does not know.
+
+    Newer servers may add message types (docs/protocol.md, Versioning), so those are not errors.
+    Fields that carry results are checked; ``segment`` reads as 0 when a server leaves it out.
+    Raises:
+        ServerMessageError: not a feature frame, not a JSON object, no type, or a result field
+            missing or of the wrong type.
+    """
+    if isinstance(msg, (bytes, bytearray, memoryview)):
+        try:
+            start, frames = unpack_features(bytes(msg))
+        except ValueError as exc:
+            raise ServerMessageError(f"a binary message that is not a feature frame: {exc}") from None
+        return Features(frames, start)
+    try:
+        d = json.loads(msg)
+    except (ValueError, RecursionError):
+        raise ServerMessageError(f"a text message that is not JSON: {_show(msg)}") from None
+    if not isinstance(d, dict):
+        raise ServerMessageError(f"a JSON message that is not an object: {_show(msg)}")
+    kind = d.get("type")
+    if not isinstance(kind, str):
+        raise ServerMessageError(f"a message without a type: {_show(msg)}")
+    if kind == "partial":
+        return Partial(_field(d, "text", str), _segment(d))
+    if kind == "final":
+        return Final(_field(d, "text", str), _seconds(d, "start"), _seconds(d, "end"), _segment(d))
+    if kind == "done":
+        reason = d.get("reason", "end")
+        return Done(reason if isinstance(reason, str) else str(reason))
+    if kind == "error":
+        code, reason = d.get("code", "?"), d.get("reason", "")
+        return ErrorMessage(code if isinstance(code, str) else json.dumps(code),
+                            reason if isinstance(reason, str) else json.dumps(reason))
+    if kind == "ready":
+        version = d.get("protocol", PROTOCOL_VERSION)
+        return Ready(
+            session=_opt(d, "session", int), sample_rate=_opt(d, "sample_rate", int), chunk_ms=_opt(d, "chunk_ms", float),
+            frame_shift_ms=_opt(d, "frame_shift_ms", float), feature_dim=_opt(d, "feature_dim", int),
+            feature_layer=_opt(d, "feature_layer", int), text=_opt(d, "text", bool),
+            protocol=version if _is_int(version) else PROTOCOL_VERSION,
+        )
+    if kind == "overloaded":
+        return Overloaded(_opt(d, "lag_s", float), _opt(d, "max_lag_s", float))
+    return None
 
 
-def overloaded_message(lag_s: float, max_lag_s: float) -> str:
-    return json_message(type="overloaded", lag_s=round(lag_s, 3), max_lag_s=max_lag_s)
+def _show(msg: Any) -> str:
+    """A message, cut short for an error text."""
+    return f"{msg!r:.200}"
 
 
-def done_message(reason: str) -> str:
-    return json_message(type="done", reason=reason)
+def _field(d: dict, name: str, kind: type) -> Any:
+    v = d.get(name)
+    if not isinstance(v, kind):
+        raise ServerMessageError(f"{d.get('type')} message without a {kind.__name__} {name!r}: {_show(json.dumps(d))}")
+    return v
 
+
+def _segment(d: dict) -> int:
+    """The utterance index of a partial/final (0 when a server leaves it out)."""
+    v = d.get("segment", 0)
+    return v if _is_int(v) and v >= 0 else 0
+
+
+def _seconds(d: dict, name: str) -> float:
+    v = d.get(name)
+    if _is_number(v) and abs(v) < 1e300:  # a 400-digit JSON integer has no float
+        return float(v)
+    raise ServerMessageError(f"{d.get('type')} message without a number {name!r}: {_show(json.dumps(d))}")
+
+
+def _opt(d: dict, name: str, kind: type) -> Any:
+    """An informational field: its value if of type ``kind`` (an int counts as a float), else None."""
+    v = d.get(name)
+    if kind is bool:
+        return v if isinstance(v, bool) else None
+    if kind is int:
+        return v if _is_int(v) else None
+    return float(v) if _is_number(v) and abs(v) < 1e300 else None
 
 # ------------------------------------------------------------ the session
 class State(enum.Enum):
@@ -596,8 +754,8 @@ class SessionProtocol:
 
     # ------------------------------------------------------------- outgoing
     def send_ready(self, **fields: Any) -> None:
-        """``ready`` (fields of ``ready_message`` but ``protocol``) after a valid start."""
-        self._out.append(ready_message(**fields))
+        """``ready`` after a valid start; ``fields`` are those of ``Ready``."""
+        self._out.append(encode_server_message(Ready(**fields)))
 
     def send_events(self, events: Sequence[Event]) -> None:
         """The recogniser's events of one decoded chunk, as wire messages (features only if asked for)."""
@@ -607,15 +765,13 @@ class SessionProtocol:
         for ev in events:
             if isinstance(ev, Features):
                 if start is not None and start.features and ev.num_frames:
-                    self._out.append(pack_features(ev.start_frame, ev.frames, start.feature_dtype))
-            elif isinstance(ev, Partial):
-                self._out.append(partial_message(ev))
-            elif isinstance(ev, Final):
-                self._out.append(final_message(ev))
+                    self._out.append(encode_server_message(ev, start.feature_dtype))
+            elif isinstance(ev, (Partial, Final)):
+                self._out.append(encode_server_message(ev))
 
     def send_overloaded(self, lag_s: float, max_lag_s: float) -> None:
         if self.state is not State.CLOSED:
-            self._out.append(overloaded_message(lag_s, max_lag_s))
+            self._out.append(encode_server_message(Overloaded(lag_s, max_lag_s)))
 
     def end(self) -> None:
         """The server ends the session (timeout, shutdown): results are still sent, input is not read."""
@@ -626,16 +782,18 @@ class SessionProtocol:
         """``done`` after the last final; then close."""
         if self.state is State.CLOSED:
             return
-        self._out.append(done_message(reason))
-        self._close(DONE_CLOSE_CODES.get(reason, 1000), reason)
+        done = Done(reason)
+        self._out.append(encode_server_message(done))
+        self._close(done.close_code, reason)
 
     def fail(self, code: str, reason: str) -> None:
         """``error`` (an ErrorCode and a reason naming the problem); then close with that code's close code."""
         if self.state is State.CLOSED:
             return
+        err = ErrorMessage(code, reason)
         self.error_code = code
-        self._out.append(error_message(code, reason))
-        self._close(CLOSE_CODES.get(code, 1008), close_reason(reason))
+        self._out.append(encode_server_message(err))
+        self._close(err.close_code, close_reason(reason))
 
     def _close(self, code: int, reason: str) -> None:
         self.state = State.CLOSED
