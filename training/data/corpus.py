@@ -395,7 +395,7 @@ def build(cfg: BuildConfig, log: Callable[[str], None] = lambda _: None) -> dict
     todo = [u for split in ("dev", "test", "train") for u in plan[split] if not is_done(root, u)]
     n_all = sum(len(v) for v in plan.values())
     log(f"{n_all} utterances planned, {n_all - len(todo)} already done, {len(todo)} to synthesise "
-         f"with {cfg.jobs} job(s)")
+        f"with {cfg.jobs} job(s)")
     jobs = [(str(root), u.rel, u.text, u.voice.to_dict(), u.params, u.post) for u in todo]
     # interleave engines so the bar's rate is steady; order does not matter
     errors: list[tuple[str, str]] = []
