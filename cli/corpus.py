@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("engines", help="list the text-to-speech engines and their voices")
 
 
+def _log(msg: str) -> None:
+    print(f"[corpus] {msg}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     action = getattr(args, "corpus_action", None)
     if action == "build":
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                           holdout_frac=args.holdout_frac, subset_hours=list(args.subset_hours),
                           progress=not args.no_progress)
         try:
-            meta = build(cfg)
+            meta = build(cfg, log=_log)
         except RuntimeError as exc:
             print(f"wavstream corpus build: {exc}", file=sys.stderr)
             return 1

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = export_bundle(model, out, opset=args.opset, int8=args.int8, tensorrt=args.tensorrt,
-                               verify=not args.no_verify, simplify=not args.no_simplify)
+                               verify=not args.no_verify, simplify=not args.no_simplify, log=print)
     except TensorRTUnavailable as exc:
         print(f"wavstream export: the ONNX bundle in {out} is complete, but no TensorRT engine was built: {exc}",
               file=sys.stderr)

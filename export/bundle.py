@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 __all__ = ["FORMAT_VERSION", "bundle_config", "write_tokens", "write_config", "export_bundle", "hidden_layers"]
 
@@ -98,13 +98,14 @@ def write_config(path: Union[str, Path], config: dict) -> None:
 
 def export_bundle(model: Any, out: Union[str, Path], *, opset: int = 18, int8: bool = False,
                   tensorrt: bool = False, verify: bool = True, simplify: bool = True,
-                  log: Any = print) -> dict:
+                  log: Callable[[str], None] = lambda _: None) -> dict:
     """Export ``model`` (at its current chunking) into the bundle folder ``out``.
 
     Writes model.onnx, config.json, tokens.txt (with a vocabulary), and
     model.int8.onnx (``int8``). ``tensorrt`` builds model.plan afterwards and
     raises ``TensorRTUnavailable`` when TensorRT or a GPU is missing (the
-    ONNX bundle is complete by then). Returns a report dict.
+    ONNX bundle is complete by then). Progress lines go to ``log`` (the
+    command passes ``print``). Returns a report dict.
     """
     import torch
 

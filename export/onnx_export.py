@@ -65,12 +65,12 @@ class StreamingStep(nn.Module):
 
     def forward(self, samples: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         out = self.model.step_outputs(samples, tuple(states))
-        res = [out["features"]]
+        res = [out.features]
         if self.has_logits:
-            res.append(out["logits"])
+            res.append(out.logits)
         if self.has_codes:
-            res.append(out["codes"])
-        return tuple(res) + tuple(out["state"])
+            res.append(out.codes)
+        return tuple(res) + tuple(out.state)
 
 
 def io_names(model: nn.Module) -> tuple[list[str], list[str]]:

@@ -80,7 +80,7 @@ def _input_shapes(network: Any) -> list[tuple[str, tuple[int, ...]]]:
 
 def build_engine(onnx_path: Union[str, Path], plan_path: Union[str, Path], *, fp16: bool = True,
                  min_batch: int = MIN_BATCH, opt_batch: int = OPT_BATCH, max_batch: int = MAX_BATCH,
-                 workspace_bytes: int = WORKSPACE_BYTES, log: Callable[[str], Any] = print) -> dict:
+                 workspace_bytes: int = WORKSPACE_BYTES, log: Callable[[str], Any] = lambda _: None) -> dict:
     """Parse ``onnx_path``, build an fp16 engine with one optimisation profile
     over batch min..max for every input (all other dimensions are static), and
     write the serialised engine to ``plan_path``."""

@@ -94,11 +94,11 @@ def stream_torch(model, wave: np.ndarray) -> dict:
     with torch.no_grad():
         for i in range(0, wave.shape[1], C):
             o = model.step_outputs(torch.from_numpy(wave[:, i:i + C]), state)
-            f.append(o["features"].numpy())
-            lg.append(o["logits"].numpy())
-            if o["codes"] is not None:
-                cd.append(o["codes"].numpy())
-            state = o["state"]
+            f.append(o.features.numpy())
+            lg.append(o.logits.numpy())
+            if o.codes is not None:
+                cd.append(o.codes.numpy())
+            state = o.state
     return {"features": np.concatenate(f, 1), "logits": np.concatenate(lg, 1),
             "codes": np.concatenate(cd, 1) if cd else None}
 

@@ -1,5 +1,5 @@
 """The library rule for training/ and export/: commands live in cli/; library
-modules parse no argv, exit no process and delete no attributes; the model
+modules parse no argv, print nothing, exit no process and delete no attributes; the model
 config is frozen; no command module is imported by the library."""
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def test_library_module_follows_the_rule(path):
     assert not any(m.startswith("wavstream.cli") for m in imports), "the library never imports a command"
     assert "SystemExit" not in names and "exit" not in names, "a library raises its own errors"
     assert "delattr" not in names
+    assert "print" not in names, "a library returns values (or takes a log callback); commands print"
 
 
 def test_configs_and_settings_are_frozen():

@@ -52,7 +52,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -346,26 +346,23 @@ def _worker_init() -> None:
 # build
 
 
-def _log(msg: str) -> None:
-    print(f"[corpus] {msg}", file=sys.stderr, flush=True)
-
-
-def build(cfg: BuildConfig) -> dict[str, Any]:
-    """Build (or resume) a corpus; returns the metadata dict."""
+def build(cfg: BuildConfig, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Build (or resume) a corpus; returns the metadata dict. Progress messages
+    go to `log` (the command prints them); the synthesis bar is `cfg.progress`'s."""
     t0 = time.time()
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
 
     engine_list, missing = E.available_engines(cfg.engines)
     for m in missing:
-        _log(f"engine not available, skipped: {m}")
+        log(f"engine not available, skipped: {m}")
     if cfg.engines and missing:
         raise RuntimeError("requested engines are missing: " + "; ".join(missing)
                            + " (run training/data/install_engines.sh)")
     if not engine_list:
         raise RuntimeError("no text-to-speech engine is available: " + "; ".join(missing)
                            + " (run training/data/install_engines.sh)")
-    _log("engines: " + ", ".join(f"{e.name} ({len(e.voices())} voices)" for e in engine_list))
+    log("engines: " + ", ".join(f"{e.name} ({len(e.voices())} voices)" for e in engine_list))
 
     sentences = T.load_sentences()
     settings = cfg.plan_settings()
@@ -386,7 +383,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     hours = planned_hours(plan, engine_list)
     for split in SPLITS:
         per = ", ".join(f"{k} {v:.2f}" for k, v in sorted(hours[split].items(), key=lambda kv: -kv[1]))
-        _log(f"planned {split}: {len(plan[split])} utterances, {sum(hours[split].values()):.2f} h ({per})")
+        log(f"planned {split}: {len(plan[split])} utterances, {sum(hours[split].values()):.2f} h ({per})")
     for split in SPLITS:
         (root / split).mkdir(exist_ok=True)
     # stale temp files of an interrupted build are never valid: remove them
@@ -397,8 +394,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     # dev and test first: a build stopped part-way still has whole eval sets
     todo = [u for split in ("dev", "test", "train") for u in plan[split] if not is_done(root, u)]
     n_all = sum(len(v) for v in plan.values())
-    _log(f"{n_all} utterances planned, {n_all - len(todo)} already done, {len(todo)} to synthesise "
-         f"with {cfg.jobs} job(s)")
+    log(f"{n_all} utterances planned, {n_all - len(todo)} already done, {len(todo)} to synthesise "
+        f"with {cfg.jobs} job(s)")
     jobs = [(str(root), u.rel, u.text, u.voice.to_dict(), u.params, u.post) for u in todo]
     # interleave engines so the bar's rate is steady; order does not matter
     errors: list[tuple[str, str]] = []
@@ -429,9 +426,9 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                     generated += 1
         bar.close()
     for rel, err in errors[:10]:
-        _log(f"FAILED {rel}: {err}")
+        log(f"FAILED {rel}: {err}")
     if errors:
-        _log(f"{len(errors)} utterances failed (rerun the same command to retry them)")
+        log(f"{len(errors)} utterances failed (rerun the same command to retry them)")
 
     meta = write_manifests(root, cfg, plan, voices, engine_list, sentences)
     meta["build"] = {"wall_seconds": round(time.time() - t0, 1), "generated_this_run": generated,

@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from .config import CTC_VOCAB, FAMILIES, SIZES, ModelConfig, preset
-from .encoder import ConvContextModel, EncoderOutput, SpeechEncoder, TransformerEncoderModel
+from .encoder import ConvContextModel, EncoderOutput, SpeechEncoder, StepOutput, TransformerEncoderModel
 from .streaming import StateSpec, StreamedOutput, chunk_attention_mask, stream_chunks
 
 __all__ = [
     "CTC_VOCAB", "FAMILIES", "SIZES", "ModelConfig", "preset", "build_model", "model_from_config",
-    "SpeechEncoder", "TransformerEncoderModel", "ConvContextModel", "EncoderOutput", "StateSpec",
+    "SpeechEncoder", "TransformerEncoderModel", "ConvContextModel", "EncoderOutput", "StepOutput", "StateSpec",
     "chunk_attention_mask", "stream_chunks", "StreamedOutput",
 ]
 

@@ -52,6 +52,16 @@ class EncoderOutput:
 
 
 @dataclass
+class StepOutput:
+    """What one streaming chunk gives (`step_outputs`)."""
+
+    features: Tensor  # (B, C, D) from config.feature_layer
+    logits: Tensor | None  # (B, C, V) with a CTC head
+    codes: Tensor | None  # (B, C, G) vq-wav2vec
+    state: tuple[Tensor, ...]  # the state for the next chunk
+
+
+@dataclass
 class FrameOutputs:
     """What a subclass's offline frame computation returns (untrimmed)."""
 
@@ -205,8 +215,8 @@ class SpeechEncoder(nn.Module):
             device = next(self.parameters()).device
         return tuple(torch.zeros((batch, *s.shape), dtype=s.dtype, device=device) for s in self.state_specs())
 
-    def step_outputs(self, samples: Tensor, state: tuple[Tensor, ...]) -> dict:
-        """One chunk for a batch of streams: dict with features, logits, codes, state."""
+    def step_outputs(self, samples: Tensor, state: tuple[Tensor, ...]) -> StepOutput:
+        """One chunk for a batch of streams: features, logits, codes and the new state."""
         if samples.dim() != 2 or samples.shape[1] != self.chunk_samples:
             raise ValueError(f"step expects samples of shape (batch, {self.chunk_samples}), "
                              f"got {tuple(samples.shape)}")
@@ -222,17 +232,13 @@ class SpeechEncoder(nn.Module):
         ctx = StreamContext(state[0], self.config.chunk_frames, self.config.left_chunks)
         hidden, codes, new = self._stream_frames(samples, list(state[1:]), ctx)
         new_state = (state[0] + self.config.chunk_frames, *new)
-        return {
-            "features": hidden[self.config.feature_layer],
-            "logits": self._logits(hidden[-1]),
-            "codes": codes,
-            "state": new_state,
-        }
+        return StepOutput(features=hidden[self.config.feature_layer], logits=self._logits(hidden[-1]),
+                          codes=codes, state=new_state)
 
     def step(self, samples: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, Tensor | None, tuple[Tensor, ...]]:
         """samples: (B, chunk_samples) -> features (B, C, D), logits (B, C, V) or None, new state."""
         out = self.step_outputs(samples, state)
-        return out["features"], out["logits"], out["state"]
+        return out.features, out.logits, out.state
 
     # -- for subclasses -----------------------------------------------------------
     def _forward_frames(self, wave: Tensor, frame_lengths: Tensor, chunk_frames: int, left_chunks: int,

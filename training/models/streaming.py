@@ -91,12 +91,12 @@ def stream_chunks(model: "SpeechEncoder", wave: Tensor, chunking: tuple[int, int
     feats, logits, codes = [], [], []
     for i in range(n):
         out = model.step_outputs(wave[:, i * cs:(i + 1) * cs], state)
-        state = out["state"]
-        feats.append(out["features"])
-        if out["logits"] is not None:
-            logits.append(out["logits"])
-        if out["codes"] is not None:
-            codes.append(out["codes"])
+        state = out.state
+        feats.append(out.features)
+        if out.logits is not None:
+            logits.append(out.logits)
+        if out.codes is not None:
+            codes.append(out.codes)
     return StreamedOutput(
         features=torch.cat(feats, 1),
         logits=torch.cat(logits, 1) if logits else None,
