@@ -133,6 +133,7 @@ class Client:
         layer: Optional[int] = None,
         endpoint: Optional[dict] = None,
         token: Optional[str] = None,
+        words: bool = False,
         open_timeout: Optional[float] = 10.0,
         ready_timeout: Optional[float] = 10.0,
         result_timeout: Optional[float] = 30.0,
@@ -141,7 +142,8 @@ class Client:
 
         ``sample_rate`` is the rate of the audio you will send, 1000 to 768000
         Hz; outside the protocol's 8000..48000 Hz it is resampled to 16 kHz
-        here (and mixed down to mono). Timeouts are seconds, None for none:
+        here (and mixed down to mono). ``words``: finals carry their words' times and
+        confidences (``Final.words``). Timeouts are seconds, None for none:
         ``open_timeout`` for TCP and the websocket handshake, ``ready_timeout``
         for the answer to ``start``, ``result_timeout`` for each message after
         ``end()`` (the server then owes only finals and ``done``).
@@ -170,6 +172,7 @@ class Client:
             features=features,
             feature_dtype=feature_dtype,
             layer=layer,
+            words=words,
         ).to_dict()
         if endpoint is not None:
             start["endpoint"] = endpoint  # as given: the server validates it and names a bad field

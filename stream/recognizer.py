@@ -58,7 +58,7 @@ from .bundle import Bundle, BundleConfig, BundleNotFoundError, load_bundle
 from .ctc import LmConfig, StreamingCtcDecoder, Vocabulary
 from .endpoint import EndpointConfig, Endpointer
 from .engines.base import Engine, stack_states, unstack_states
-from .events import Event, Features, Final, Partial
+from .events import Event, Features, Final, Partial, Word
 from .resample import AudioFormatError, StreamResampler, channels_first_layout, check_sample_rate, to_mono_float32
 
 __all__ = ["Recognizer", "Stream", "StreamState", "DecodingConfig", "DEFAULT_MODEL_DIR", "resolve_model"]
@@ -269,14 +269,16 @@ class Stream:
         """Close the current utterance at stream frame ``end_frame``; Final if it has text."""
         assert self.decoder is not None
         ep = self.endpointer
-        text = self.decoder.finalize()
+        text, spans = self.decoder.finalize_utterance()
         shift = self._rec.config.frame_shift_s
         events: list[Event] = []
         if text:
             # Times bound the speech (non-blank frames), not the trailing silence.
-            first = self.utterance_start_frame + (ep.first_speech_frame or 0)
-            last = self.utterance_start_frame + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
-            events.append(Final(text, first * shift, (last + 1) * shift, self.segment))
+            base = self.utterance_start_frame
+            first = base + (ep.first_speech_frame or 0)
+            last = base + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
+            words = tuple(Word(w.word, (base + w.start_frame) * shift, (base + w.end_frame) * shift, w.confidence) for w in spans)
+            events.append(Final(text, first * shift, (last + 1) * shift, self.segment, words))
             self.segment += 1
         ep.reset()
         self.utterance_start_frame = end_frame
