@@ -80,15 +80,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, device_flag: str = "
     g.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx")
     g.add_argument("--threads", type=int_at_least(0), default=threads_default,
                    help=threads_help or "onnxruntime intra-op threads; 0 or unset = the runtime's choice")
+    g.add_argument("--latency-ms", type=int_at_least(1), default=None,
+                   help="chunk size to run, one the bundle serves (`wavstream info --model B` lists them); smaller = text "
+                        "sooner, more compute; default: the bundle's own")
     return g
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """``Recognizer.from_bundle`` keyword arguments of the model group."""
+    latency = {"latency_ms": args.latency_ms} if getattr(args, "latency_ms", None) is not None else {}
     if args.backend == "tensorrt":
-        return {"backend": "tensorrt"}
+        return {"backend": "tensorrt", **latency}
     return {"backend": "onnxruntime", "device": args.engine_device, "quantized": args.int8,
-            "intra_op_threads": args.threads or None}
+            "intra_op_threads": args.threads or None, **latency}
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, group: Optional[argparse._ArgumentGroup] = None, *,

@@ -343,18 +343,25 @@ class Recognizer:
         endpoint: Optional[EndpointConfig] = None,
         emit_features: bool = True,
         decode_text: bool = True,
+        latency_ms: Optional[int] = None,
         **engine_opts: Any,
     ) -> "Recognizer":
         """Load a bundle folder and build its engine.
 
+        latency_ms: the chunk size to run (one the bundle serves: ``Bundle.config.latencies_ms``);
+        default: the bundle's own. Smaller chunks give text sooner and cost more compute.
+
         engine_opts for backend="onnxruntime": quantized (bool, use
         model.int8.onnx), device ("auto"/"cpu"/"cuda"), intra_op_threads,
         inter_op_threads; for backend="tensorrt": device_id.
-        Raises BundleError (BundleNotFoundError) naming what is wrong.
+        Raises BundleError (BundleNotFoundError, UnsupportedLatencyError) naming what is wrong.
         """
         from .engines import create_engine
 
-        bundle = path if isinstance(path, Bundle) else load_bundle(path)
+        if isinstance(path, Bundle):
+            bundle = path if latency_ms is None or latency_ms == path.config.chunk_ms else load_bundle(path.path, latency_ms)
+        else:
+            bundle = load_bundle(path, latency_ms)
         engine = create_engine(bundle, backend, **engine_opts)
         return cls(engine, decoding=decoding, endpoint=endpoint, emit_features=emit_features, decode_text=decode_text)
 
