@@ -27,6 +27,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "onnxscript": "export",
     "rich": "demos",
     "piper": "corpus",
+    "tritonclient": "triton",
 }
 # Commands whose torch comes with another extra than [train].
 TORCH_EXTRA_OF_COMMAND = {"export": "export", "bench": "export"}
@@ -44,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("wavstream.cli.export", "export a checkpoint to an ONNX/TensorRT bundle"),
     "bench": ("wavstream.cli.bench", "latency, throughput and efficiency benchmarks"),
     "info": ("wavstream.cli.info", "parameter counts and configs of the model families"),
+    "triton-repo": ("wavstream.cli.triton_repo", "write a Triton Inference Server model repository from a bundle"),
 }
 
 

@@ -9,10 +9,13 @@ states of every live stream stay here, in this one process, so the model
 runs with a single instance (config.pbtxt says so). Streams idle longer than
 the sequence batcher's ``max_sequence_idle_microseconds`` are forgotten, as
 Triton forgets them. Needs the torch-free ``wavstream`` package (numpy,
-onnxruntime) in the Python environment Triton's python backend runs.
+onnxruntime) in the Python environment Triton's python backend runs, or its
+folder in $WAVSTREAM_TRITON_PYTHONPATH (the stub ignores PYTHONPATH).
 """
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +25,9 @@ import triton_python_backend_utils as pb_utils
 
 class TritonPythonModel:
     def initialize(self, args):
+        for path in reversed(os.environ.get("WAVSTREAM_TRITON_PYTHONPATH", "").split(os.pathsep)):
+            if path and path not in sys.path:
+                sys.path.insert(0, path)
         from wavstream.stream.bundle import load_bundle
         from wavstream.stream.engines.base import stack_states, unstack_states
         from wavstream.stream.engines.ort import OrtEngine
