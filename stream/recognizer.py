@@ -433,6 +433,10 @@ class Recognizer:
                     None if res.logits is None else res.logits[b, :r],
                     None if res.codes is None else res.codes[b, :r],
                 )
+        # An engine that keeps streams' state elsewhere (Triton) frees the ended ones now.
+        ended = [streams[i].states for i in todo if streams[i].done]
+        if ended:
+            self.engine.release(ended)
         for evs in results:
             self._dispatch(evs)
         return results

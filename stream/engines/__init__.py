@@ -1,7 +1,7 @@
 """Engines: run one streaming step of a bundle's graph (see base.py for the contract).
 
-``create_engine(bundle, backend="onnxruntime" | "tensorrt", **opts)`` picks one.
-TensorRT is imported only when asked for.
+``create_engine(bundle, backend="onnxruntime" | "tensorrt" | "triton", **opts)``
+picks one. TensorRT and Triton's client are imported only when asked for.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "StepResult",
     "OrtEngine",
     "TensorRTEngine",
+    "TritonEngine",
     "ChunkSizeError",
     "StateShapeError",
     "EngineUnavailableError",
@@ -34,7 +35,7 @@ __all__ = [
     "BACKENDS",
 ]
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "tensorrt", "triton")
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +45,10 @@ def __getattr__(name: str) -> Any:
         from .tensorrt import TensorRTEngine
 
         return TensorRTEngine
+    if name == "TritonEngine":
+        from .triton import TritonEngine
+
+        return TritonEngine
     raise AttributeError(name)
 
 
@@ -51,7 +56,8 @@ def create_engine(bundle: Union[Bundle, str], backend: str = "onnxruntime", **op
     """Build an engine for ``bundle``.
 
     backend "onnxruntime" takes ``quantized``, ``device`` ("auto"/"cpu"/"cuda"),
-    ``intra_op_threads``, ``inter_op_threads``; "tensorrt" takes ``device_id``.
+    ``intra_op_threads``, ``inter_op_threads``; "tensorrt" takes ``device_id``;
+    "triton" takes ``url`` (HOST:PORT, gRPC) and ``model``.
     """
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
@@ -61,4 +67,8 @@ def create_engine(bundle: Union[Bundle, str], backend: str = "onnxruntime", **op
         from .tensorrt import TensorRTEngine
 
         return TensorRTEngine(bundle, **opts)
+    if backend == "triton":
+        from .triton import TritonEngine
+
+        return TritonEngine(bundle, **opts)
     raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")

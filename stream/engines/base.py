@@ -80,6 +80,12 @@ class Engine(ABC):
 
         Raises ChunkSizeError or StateShapeError (ValueErrors) on mismatch.
         """
+        samples = self.validate_samples(samples)
+        self._validate_states(samples.shape[0], states)
+        return samples
+
+    def validate_samples(self, samples: np.ndarray) -> np.ndarray:
+        """Check that samples are (B, chunk_samples) floats; returns them as contiguous float32."""
         samples = np.asarray(samples)
         if samples.ndim != 2:
             raise ChunkSizeError(
@@ -95,6 +101,9 @@ class Engine(ABC):
             raise ChunkSizeError("batch of 0 streams")
         if not np.issubdtype(samples.dtype, np.floating):
             raise ChunkSizeError(f"samples must be float (float32 in [-1, 1]), found dtype {samples.dtype}")
+        return np.ascontiguousarray(samples, dtype=np.float32)
+
+    def _validate_states(self, B: int, states: Sequence[np.ndarray]) -> None:
         specs = self.config.states
         if len(states) != len(specs):
             raise StateShapeError(
@@ -108,7 +117,6 @@ class Engine(ABC):
             dt = getattr(st, "dtype", None)
             if dt is not None and np.dtype(dt) != np.dtype(spec.np_dtype):
                 raise StateShapeError(f"state {spec.name!r}: expected dtype {spec.dtype}, found {dt}")
-        return np.ascontiguousarray(samples, dtype=np.float32)
 
     def step(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult:
         """Process one chunk for a batch of streams. Inputs are not modified."""
@@ -117,6 +125,9 @@ class Engine(ABC):
 
     @abstractmethod
     def _run(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult: ...
+
+    def release(self, per_stream: Sequence[Sequence[np.ndarray]]) -> None:
+        """These streams (each its own state list) are over: an engine that keeps state elsewhere frees theirs."""
 
     def close(self) -> None:
         """Release backend resources (optional)."""
