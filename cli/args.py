@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from wavstream.stream.endpoint import EndpointConfig
     from wavstream.stream.recognizer import DecodingConfig
 
-__all__ = ["int_at_least", "positive_float", "sample_rate", "add_model_arguments", "engine_options",
+__all__ = ["int_at_least", "positive_float", "sample_rate", "add_model_arguments", "engine_options", "triton_uri",
            "add_decoding_arguments", "decoding_config", "add_endpoint_arguments", "endpoint_config"]
 
 # The same bounds as resample.check_sample_rate (not imported: it needs numpy).
@@ -69,13 +69,15 @@ def sample_rate(text: str) -> int:
 # ------------------------------------------------------------------ groups
 def add_model_arguments(parser: argparse.ArgumentParser, *, device_flag: str = "--device",
                         threads_default: Optional[int] = None, threads_help: str = "") -> argparse._ArgumentGroup:
-    """Bundle and engine: --model, --backend, the engine device flag, --int8, --threads.
+    """Bundle and engine: --model, --backend, the engine device flag, --int8, --threads, --latency-ms, and
+    the Triton engine's --triton-url/--triton-model (or --engine triton://HOST:PORT/MODEL).
 
     ``device_flag``: the mic command names it --engine-device (its --device is the audio device).
     """
     g = parser.add_argument_group("model")
     g.add_argument("--model", default="default", help="bundle folder, or 'default' for the embedded model")
-    g.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="inference engine")
+    g.add_argument("--backend", choices=["onnxruntime", "tensorrt", "triton"], default="onnxruntime",
+                   help="inference engine (triton: the step runs in a Triton server, see --triton-url)")
     g.add_argument(device_flag, dest="engine_device", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime device")
     g.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx")
     g.add_argument("--threads", type=int_at_least(0), default=threads_default,
@@ -83,12 +85,30 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, device_flag: str = "
     g.add_argument("--latency-ms", type=int_at_least(1), default=None,
                    help="chunk size to run, one the bundle serves (`wavstream info --model B` lists them); smaller = text "
                         "sooner, more compute; default: the bundle's own")
+    g.add_argument("--triton-url", default="127.0.0.1:8001", metavar="HOST:PORT",
+                   help="Triton's gRPC address (--backend triton); --model must be the bundle the Triton model serves")
+    g.add_argument("--triton-model", default="wavstream", metavar="NAME", help="Triton model name (--backend triton)")
+    g.add_argument("--engine", type=triton_uri, default=None, metavar="triton://HOST:PORT/MODEL",
+                   help="shorthand for --backend triton --triton-url HOST:PORT --triton-model MODEL")
     return g
+
+
+def triton_uri(text: str) -> tuple[str, str]:
+    """'triton://HOST:PORT/MODEL' -> (HOST:PORT, MODEL)."""
+    rest = text[len("triton://"):] if text.startswith("triton://") else ""
+    url, _, model = rest.partition("/")
+    if not url or not model or "/" in model:
+        raise argparse.ArgumentTypeError(f"expected triton://HOST:PORT/MODEL, got {text!r}")
+    return url, model
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """``Recognizer.from_bundle`` keyword arguments of the model group."""
     latency = {"latency_ms": args.latency_ms} if getattr(args, "latency_ms", None) is not None else {}
+    engine = getattr(args, "engine", None)
+    if engine is not None or args.backend == "triton":
+        url, model = engine if engine is not None else (args.triton_url, args.triton_model)
+        return {"backend": "triton", "url": url, "model": model, **latency}
     if args.backend == "tensorrt":
         return {"backend": "tensorrt", **latency}
     return {"backend": "onnxruntime", "device": args.engine_device, "quantized": args.int8,

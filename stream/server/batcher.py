@@ -278,4 +278,5 @@ def measure_engine_cost(recognizer: Any, batch: int, steps: int = 5, seed: int =
         recognizer.decode_streams(streams)
         if k:  # the first call pays one-time costs (allocations, graph warm-up)
             times.append(time.perf_counter() - t0)
+    recognizer.engine.release([st.states for st in streams])  # a Triton engine frees these probe streams
     return min(times) / len(streams)

@@ -212,7 +212,7 @@ def write_repository(
     root = Path(out)
     if root.exists() and any(root.iterdir()):
         if not overwrite:
-            raise TritonRepoError(f"{root} exists and is not empty (pass overwrite to replace it)")
+            raise TritonRepoError(f"{root} exists and is not empty (overwrite=True, or --force on the command line, replaces it)")
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
     layout = RepositoryLayout(root=root, latency_ms=bundle.config.chunk_ms)
