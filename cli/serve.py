@@ -161,3 +161,5 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"wavstream serve: {exc}", file=sys.stderr)
         return 2
+    finally:
+        rec.engine.close()  # a Triton engine's gRPC stream would keep the process alive
