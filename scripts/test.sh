@@ -35,6 +35,10 @@ python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"   # the CPU build; pinned before anything pulls a CUDA one
 python -m pip install -q -e ".[dev]"
 
+# --- Triton Inference Server (CPU, python backend) for tests/stream/test_triton_engine.py -------------
+# Its own venv (nvidia-pytriton needs numpy<2), created once and reused (~/.cache/wavstream/triton-venv).
+bash scripts/triton_env.sh >/dev/null
+
 # --- the suite --------------------------------------------------------------------------
 export CI="${CI:-1}"   # tests that need a system component must run, not skip
 python -m pytest -q "$@"
