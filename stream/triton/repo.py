@@ -74,10 +74,10 @@ def _state_dims(shape: tuple) -> tuple:
     return tuple(shape[1:]) or (1,)
 
 
-def _oldest(max_batch: int, queue_delay_us: int, max_sequences: int) -> str:
-    preferred = sorted({b for b in (max_batch // 4, max_batch // 2, max_batch) if b > 1})
-    pref = f"    preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n" if preferred else ""
-    return (f"  oldest {{\n    max_candidate_sequences: {max_sequences}\n{pref}"
+def _oldest(queue_delay_us: int, max_sequences: int) -> str:
+    # No preferred_batch_size: with one, Triton holds ready chunks back waiting for that many streams;
+    # measured here it raised the p50 chunk latency of 12 sessions from 55 to 416 ms (docs/scaling.md).
+    return (f"  oldest {{\n    max_candidate_sequences: {max_sequences}\n"
             f"    max_queue_delay_microseconds: {queue_delay_us}\n  }}\n")
 
 
@@ -100,7 +100,7 @@ def python_model_config(bundle: Bundle, name: str, *, max_batch: int = 32, queue
         + _io_block("output", _outputs(cfg))
         + "sequence_batching {\n"
         f"  max_sequence_idle_microseconds: {int(idle_s * 1e6)}\n"
-        + _oldest(max_batch, queue_delay_us, max_sequences)
+        + _oldest(queue_delay_us, max_sequences)
         + '  control_input [\n'
           '    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] },\n'
           '    { name: "END" control [ { kind: CONTROL_SEQUENCE_END int32_false_true: [ 0, 1 ] } ] },\n'
@@ -132,7 +132,7 @@ def onnx_model_config(bundle: Bundle, name: str, *, backend: str = "onnxruntime"
         + _io_block("output", _outputs(cfg))
         + "sequence_batching {\n"
         f"  max_sequence_idle_microseconds: {int(idle_s * 1e6)}\n"
-        + _oldest(max_batch, queue_delay_us, max_sequences)
+        + _oldest(queue_delay_us, max_sequences)
         + "  state [\n" + ",\n".join(states) + "\n  ]\n}\n"
         + f"instance_group [ {{ kind: {kind} count: 1 }} ]\n"
         + _parameters({"latency_ms": str(cfg.chunk_ms), "chunk_samples": str(cfg.chunk_samples),
