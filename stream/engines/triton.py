@@ -30,23 +30,11 @@ from ..bundle import Bundle, BundleError, load_bundle
 from ..errors import WavstreamError
 from .base import Engine, EngineUnavailableError, StateShapeError, StepResult
 
-__all__ = ["TritonEngine", "TritonEngineError", "parse_triton_uri"]
+__all__ = ["TritonEngine", "TritonEngineError"]
 
 
 class TritonEngineError(WavstreamError, RuntimeError):
     """Triton refused or failed a request, or did not answer in time."""
-
-
-def parse_triton_uri(uri: str) -> tuple[str, str]:
-    """'triton://HOST:PORT/MODEL' -> ('HOST:PORT', 'MODEL')."""
-    prefix = "triton://"
-    rest = uri[len(prefix):] if uri.startswith(prefix) else None
-    if not rest or "/" not in rest:
-        raise ValueError(f"expected triton://HOST:PORT/MODEL, got {uri!r}")
-    url, model = rest.split("/", 1)
-    if not url or not model or "/" in model:
-        raise ValueError(f"expected triton://HOST:PORT/MODEL, got {uri!r}")
-    return url, model
 
 
 def _import_client() -> Any:
@@ -97,7 +85,25 @@ class TritonEngine(Engine):
         self._results: dict[str, Any] = {}
         self._errors: list[str] = []
         self._waiting: set[str] = set()
-        self.client.start_stream(callback=self._on_response)
+        self._start_stream()
+
+    def _start_stream(self) -> None:
+        """Open the gRPC stream from a daemon thread: tritonclient's reader thread inherits daemon status,
+        so a command that never calls close() still exits (a non-daemon reader would keep it alive)."""
+        failure: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                self.client.start_stream(callback=self._on_response)
+            except BaseException as exc:  # handed to the caller below
+                failure.append(exc)
+
+        t = threading.Thread(target=start, name="wavstream-triton-start", daemon=True)
+        t.start()
+        t.join()
+        if failure:
+            self.client.close()
+            raise EngineUnavailableError(f"Triton at {self.url}: cannot open a gRPC stream: {failure[0]}") from failure[0]
 
     def _check_model(self, cfg: dict) -> None:
         where = f"Triton model {self.model!r} at {self.url}"

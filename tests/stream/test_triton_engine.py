@@ -151,3 +151,14 @@ def test_serve_command_with_a_triton_engine(toy: Path, triton) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_transcribe_command_with_backend_triton_exits_by_itself(toy: Path, triton, tmp_path: Path) -> None:
+    """The long form of the flags; the command ends without closing the engine itself (the gRPC reader is a daemon)."""
+    wav = tmp_path / "a.wav"
+    sf.write(wav, synth("kilo lima"), 16000)
+    out = subprocess.run([sys.executable, "-m", "wavstream.cli.main", "transcribe", str(wav), "--model", str(toy),
+                          "--backend", "triton", "--triton-url", triton.grpc_url, "--triton-model", "toy"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1].strip() == "kilo lima"
