@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="microphone device (name or index)")
     parser.add_argument("--json", action="store_true", help="one JSON object per event")
     parser.add_argument("--words", action="store_true", help="ask for word times and confidences (shown with --json)")
+    parser.add_argument("--latency-ms", type=int, default=None,
+                        help="chunk size the server decodes this session with (one its model serves; /stats lists them)")
     t = parser.add_argument_group("timeouts (seconds)")
     t.add_argument("--connect-timeout", type=positive_float, default=10.0, help="TCP connect and websocket handshake")
     t.add_argument("--ready-timeout", type=positive_float, default=10.0, help="the server's answer to start")
@@ -91,6 +93,7 @@ async def _main(args: argparse.Namespace) -> int:
             sample_rate=rate,
             token=args.token,
             words=args.words,
+            latency_ms=args.latency_ms,
             open_timeout=args.connect_timeout,
             ready_timeout=args.ready_timeout,
             result_timeout=args.result_timeout,

@@ -134,6 +134,7 @@ class Client:
         endpoint: Optional[dict] = None,
         token: Optional[str] = None,
         words: bool = False,
+        latency_ms: Optional[int] = None,
         open_timeout: Optional[float] = 10.0,
         ready_timeout: Optional[float] = 10.0,
         result_timeout: Optional[float] = 30.0,
@@ -143,7 +144,8 @@ class Client:
         ``sample_rate`` is the rate of the audio you will send, 1000 to 768000
         Hz; outside the protocol's 8000..48000 Hz it is resampled to 16 kHz
         here (and mixed down to mono). ``words``: finals carry their words' times and
-        confidences (``Final.words``). Timeouts are seconds, None for none:
+        confidences (``Final.words``). ``latency_ms``: a chunk size the server's model
+        serves (``ready["chunk_ms"]`` confirms it). Timeouts are seconds, None for none:
         ``open_timeout`` for TCP and the websocket handshake, ``ready_timeout``
         for the answer to ``start``, ``result_timeout`` for each message after
         ``end()`` (the server then owes only finals and ``done``).
@@ -173,6 +175,7 @@ class Client:
             feature_dtype=feature_dtype,
             layer=layer,
             words=words,
+            latency_ms=latency_ms,
         ).to_dict()
         if endpoint is not None:
             start["endpoint"] = endpoint  # as given: the server validates it and names a bad field
