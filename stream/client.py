@@ -201,6 +201,13 @@ class Client:
                 raise ServerProtocolError(f"expected a ready message after start, got {_show(msg)}")
             ready = json.loads(msg)  # kept as sent: newer servers may add fields
         except BaseException as exc:
+            if isinstance(exc, ServerError) and exc.close_code is None:
+                # The server closes after its error message: let its close frame (and code) arrive
+                # before closing ourselves, or a busy server would echo our 1000 instead.
+                try:
+                    await asyncio.wait_for(ws.wait_closed(), 1.0)
+                except (asyncio.TimeoutError, TimeoutError):
+                    pass
             await ws.close()
             if isinstance(exc, ServerError) and exc.close_code is None:
                 exc.close_code = ws.close_code  # known once the close handshake is done
