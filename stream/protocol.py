@@ -9,7 +9,7 @@ Client -> server
            header, or, for browsers, the subprotocols ``wavstream.v1`` and ``auth_subprotocol(T)``
     text   {"type": "start", "protocol": 1, "sample_rate": 16000, "format": "int16",
             "channels": 1, "features": false, "feature_dtype": "float16",
-            "layer": null, "words": false, "endpoint": {...}}
+            "layer": null, "words": false, "latency_ms": null, "endpoint": {...}}
     binary audio: little-endian int16 or float32 samples (interleaved when
            channels > 1), any whole number of sample frames per message
     text   {"type": "end"}  (alias "eof"): decode the rest now, answer, close
@@ -131,6 +131,7 @@ class ErrorCode:
     BAD_SAMPLE_RATE = "bad_sample_rate"  # outside 8000..48000 Hz or not an integer
     BAD_FORMAT = "bad_format"  # "format" not int16/float32, bad channels, or feature dtype
     UNSUPPORTED_LAYER = "unsupported_layer"  # "layer" other than the bundle's feature layer
+    UNSUPPORTED_LATENCY = "unsupported_latency"  # "latency_ms" the server's model does not serve
     NOT_STARTED = "not_started"  # audio or end before start
     ALREADY_STARTED = "already_started"  # a second start
     PARTIAL_SAMPLE = "partial_sample"  # binary length not a whole number of sample frames
@@ -154,6 +155,7 @@ CLOSE_CODES = {
     ErrorCode.BAD_SAMPLE_RATE: 1008,
     ErrorCode.BAD_FORMAT: 1008,
     ErrorCode.UNSUPPORTED_LAYER: 1008,
+    ErrorCode.UNSUPPORTED_LATENCY: 1008,
     ErrorCode.NOT_STARTED: 1008,
     ErrorCode.ALREADY_STARTED: 1008,
     ErrorCode.PARTIAL_SAMPLE: 1007,  # invalid frame payload data
@@ -200,6 +202,7 @@ class StartMessage:
     feature_dtype: str = "float16"  # float16 | float32
     layer: Optional[int] = None  # None = the bundle's feature layer
     words: bool = False  # finals carry their words' times and confidences
+    latency_ms: Optional[int] = None  # chunk size to decode with (None = the server's default)
     endpoint: EndpointSettings = field(default_factory=EndpointSettings)
     # Not read by servers since the token moved to the handshake (Authorization header or
     # subprotocol); still parsed so that old clients that send it are not refused for it.
@@ -229,6 +232,7 @@ class StartMessage:
             "feature_dtype": self.feature_dtype,
             "layer": self.layer,
             "words": self.words,
+            "latency_ms": self.latency_ms,
             "endpoint": {
                 "enabled": self.endpoint.enabled,
                 "rule1_silence": self.endpoint.rule1_silence,
@@ -277,6 +281,9 @@ class StartMessage:
         layer = msg.get("layer")
         if layer is not None and not _is_int(layer):
             raise ProtocolError(ErrorCode.BAD_START, f"'layer' must be an integer or null, got {short_repr(layer)}")
+        latency = msg.get("latency_ms")
+        if latency is not None and (not _is_int(latency) or not 1 <= latency <= 60_000):
+            raise ProtocolError(ErrorCode.BAD_START, f"'latency_ms' must be an integer number of ms or null, got {short_repr(latency)}")
         words = msg.get("words", False)
         if not isinstance(words, bool):
             raise ProtocolError(ErrorCode.BAD_START, f"'words' must be true or false, got {short_repr(words)}")
@@ -292,6 +299,7 @@ class StartMessage:
             feature_dtype=fdt,
             layer=None if layer is None else int(layer),
             words=words,
+            latency_ms=latency,
             endpoint=_parse_endpoint(msg.get("endpoint")),
             token=token,
         )
@@ -718,11 +726,13 @@ class SessionProtocol:
     ``close_reason`` say how to close once CLOSED.
     """
 
-    def __init__(self, *, max_message_bytes: Optional[int] = None, feature_layer: Optional[int] = None) -> None:
+    def __init__(self, *, max_message_bytes: Optional[int] = None, feature_layer: Optional[int] = None,
+                 latencies_ms: Optional[Sequence[int]] = None) -> None:
         self.state = State.AWAITING_START
         self.start: Optional[StartMessage] = None
         self.max_message_bytes = max_message_bytes
         self.feature_layer = feature_layer  # the only layer a start may ask for (None: any)
+        self.latencies_ms = tuple(latencies_ms) if latencies_ms is not None else None  # None: any
         self.close_code: Optional[int] = None
         self.close_reason = ""
         self.error_code: Optional[str] = None  # the ErrorCode that closed the session, if one did
@@ -759,6 +769,12 @@ class SessionProtocol:
                 raise ProtocolError(
                     ErrorCode.UNSUPPORTED_LAYER,
                     f"layer {start.layer} is not available; this model exports features of layer {self.feature_layer}",
+                )
+            if start.latency_ms is not None and self.latencies_ms is not None and start.latency_ms not in self.latencies_ms:
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED_LATENCY,
+                    f"latency_ms {start.latency_ms} is not served; this model serves "
+                    f"{', '.join(str(x) for x in self.latencies_ms)} ms",
                 )
             self.start = start
             self.state = State.STREAMING

@@ -206,6 +206,16 @@ class Stream:
         return self.state is StreamState.DONE
 
     @property
+    def recognizer(self) -> "Recognizer":
+        """The recogniser (model and latency) this stream is decoded with."""
+        return self._rec
+
+    @property
+    def chunk_samples(self) -> int:
+        """16 kHz samples per model step of this stream."""
+        return self._chunk
+
+    @property
     def queued_samples(self) -> int:
         return self._queued
 
