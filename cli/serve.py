@@ -116,9 +116,11 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_model(args.model)
         rec = Recognizer.from_bundle(path, decoding=decoding_config(args), emit_features=True, **engine_options(args))
         # Every other latency the bundle serves, for sessions that ask for it ("latency_ms" in start).
+        # A Triton model serves one latency (the one its repository was written for): only that one then.
+        triton = engine_options(args)["backend"] == "triton"
         others = {ms: Recognizer.from_bundle(path, decoding=decoding_config(args), emit_features=True,
                                              **{**engine_options(args), "latency_ms": ms})
-                  for ms in rec.config.latencies_ms if ms != rec.config.chunk_ms}
+                  for ms in rec.config.latencies_ms if ms != rec.config.chunk_ms and not triton}
     except (BundleError, EngineUnavailableError, ImportError, ValueError) as exc:
         print(f"wavstream serve: {exc}", file=sys.stderr)
         return 2
@@ -163,4 +165,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"wavstream serve: {exc}", file=sys.stderr)
         return 2
     finally:
-        rec.engine.close()  # a Triton engine's gRPC stream would keep the process alive
+        for r in (rec, *others.values()):
+            r.engine.close()
