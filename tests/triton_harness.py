@@ -74,7 +74,7 @@ class TritonServer:
         req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
                                      method="POST" if data is not None else "GET")
         try:
-            with urllib.request.urlopen(req, timeout=60) as r:
+            with urllib.request.urlopen(req, timeout=120) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
