@@ -77,7 +77,11 @@ class TritonEngine(Engine):
         if cfg is None:
             self.client.close()
             raise EngineUnavailableError(f"Triton at {url}: model {model!r} is not ready (loaded?)")
-        self._check_model(cfg)
+        try:
+            self._check_model(cfg)
+        except BundleError:
+            self.client.close()
+            raise
         self._outputs = [o["name"] for o in cfg.get("output", [])]
         self._started: set[int] = set()
         self._ids = itertools.count()
