@@ -11,7 +11,8 @@ batches the requests of every front end that shares it.
 Sequence ids are random 63-bit numbers, so front ends on different machines
 do not collide. The first request of a stream carries START; when a stream is
 over, ``release`` sends one more (silent) chunk with END so Triton frees its
-slot at once (a stream dropped without it is forgotten after the model's
+slot at once (the server's Batcher releases sessions cut off midway too;
+streams of a front end that died are forgotten after the model's
 ``max_sequence_idle_microseconds``). Needs ``tritonclient[grpc]``
 (``pip install 'wavstream[triton]'``); imported only when this engine is
 built. No torch.

@@ -133,6 +133,12 @@ class Batcher:
     def remove(self, session: Session) -> None:
         session.close()
         self.sessions.pop(session.id, None)
+        # A stream cut off before its end: an engine that keeps its state elsewhere (Triton) frees it now,
+        # on the worker thread, the only one that touches streams and the engine.
+        try:
+            self._executor.submit(_release_unfinished, session.recognizer, session.stream)
+        except RuntimeError:  # the executor is shut down: the server is gone, and so are its streams
+            pass
 
     def notify(self) -> None:
         """New audio or an end request arrived."""
@@ -263,6 +269,11 @@ class Batcher:
             if sid in outcome.done:
                 s.finish()
         return outcome.more
+
+
+def _release_unfinished(recognizer: Any, stream: Any) -> None:
+    if not stream.done:  # a finished stream was released by decode_streams
+        recognizer.engine.release([stream.states])
 
 
 def measure_engine_cost(recognizer: Any, batch: int, steps: int = 5, seed: int = 0) -> float:

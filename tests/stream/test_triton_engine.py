@@ -79,6 +79,7 @@ def test_twelve_sessions_through_two_front_ends_are_batched_and_exact(toy: Path,
     fronts = [Recognizer(TritonEngine(toy, triton.grpc_url, "toy"), emit_features=True) for _ in range(2)]
     try:
         got, stats = run(go(fronts), timeout=180)
+        assert [r.engine._started for r in fronts] == [set(), set()]  # every ended stream was released (END)
     finally:
         for r in fronts:
             r.engine.close()
@@ -162,3 +163,32 @@ def test_transcribe_command_with_backend_triton_exits_by_itself(toy: Path, trito
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1].strip() == "kilo lima"
+
+
+def test_a_session_cut_off_midway_is_released(toy: Path, triton) -> None:
+    """A client that vanishes mid-utterance: the front end sends END for its stream, Triton forgets it."""
+    from server_harness import raw_session
+
+    rec = Recognizer(TritonEngine(toy, triton.grpc_url, "toy"), emit_features=True)
+
+    async def go() -> set:
+        async with running_server(rec, max_sessions=4) as server:
+            ws = await raw_session(server.url, {"sample_rate": 16000, "format": "float32"})
+            await ws.send(synth("november oscar papa").astype(np.float32).tobytes())
+            for _ in range(100):  # until a chunk went through Triton
+                await asyncio.sleep(0.05)
+                if rec.engine._started:
+                    break
+            started = set(rec.engine._started)
+            await ws.close()
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if not rec.engine._started:
+                    break
+            return started
+
+    try:
+        started = run(go(), timeout=60)
+        assert len(started) == 1 and rec.engine._started == set()
+    finally:
+        rec.engine.close()
