@@ -70,19 +70,23 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def http(self, path: str, data: Optional[bytes] = None) -> tuple[int, bytes]:
+    def http(self, path: str, data: Optional[bytes] = None, timeout: float = 120.0) -> tuple[int, bytes]:
         req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
                                      method="POST" if data is not None else "GET")
         try:
-            with urllib.request.urlopen(req, timeout=120) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
-    def load(self, model: str) -> tuple[int, str]:
+    def load(self, model: str, timeout: float = 120.0) -> tuple[int, str]:
         """Ask Triton to (re)load ``model``; (status, Triton's message)."""
-        code, body = self.http(f"/v2/repository/models/{model}/load", b"{}")
+        code, body = self.http(f"/v2/repository/models/{model}/load", b"{}", timeout=timeout)
         return code, body.decode(errors="replace")
+
+    def crashed(self) -> bool:
+        """Triton reported a segmentation fault (its log says so before the process is gone)."""
+        return "Signal (11) received" in self.log.read_text(errors="replace")
 
     def stats(self, model: str) -> dict:
         return json.loads(self.http(f"/v2/models/{model}/stats")[1])

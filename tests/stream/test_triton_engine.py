@@ -121,21 +121,35 @@ def test_wrong_bundle_or_server_is_refused_by_name(toy: Path, triton, tmp_path: 
         TritonEngine(toy, triton.grpc_url, "nosuch")
 
 
-def test_triton_refuses_a_broken_state_block_with_its_own_error(toy: Path, triton) -> None:
-    """Triton's own check, at load; the validator refuses the same config before Triton sees it."""
-    repo = Path(re.search(r"--model-repository=(\S+)", " ".join(triton.proc.args)).group(1))
-    folder = repo / "broken"
-    write_repository(toy, repo / "tmp-broken", name="broken", onnx=False)
-    (repo / "tmp-broken" / "broken").rename(folder)
-    (repo / "tmp-broken").rmdir()
-    text = (folder / "config.pbtxt").read_text().replace("sequence_batching {\n", (
+def test_triton_refuses_a_broken_state_block_with_its_own_error(toy: Path, tmp_path: Path) -> None:
+    """Triton's own check, at load; the validator refuses the same config before Triton sees it.
+
+    Triton 2.51 checks states only after it has started the model's instance, and about one load in
+    eight here it crashes (SIGSEGV) on its way out instead of answering: up to three tries, each on a
+    fresh server with only this model.
+    """
+    write_repository(toy, tmp_path / "repo", name="broken", onnx=False)
+    cfg = tmp_path / "repo" / "broken" / "config.pbtxt"
+    text = cfg.read_text().replace("sequence_batching {\n", (
         'sequence_batching {\n  state [ { input_name: "state_x" output_name: "new_state_x" data_type: TYPE_FP32 '
         'dims: [ 4 ] initial_state: { name: "zeros" data_type: TYPE_FP32 dims: [ 5 ] zero_data: true } } ]\n'))
-    (folder / "config.pbtxt").write_text(text)
-    code, message = triton.load("broken")
-    assert code == 400 and "doesn't match 'state' dim" in message, message
+    cfg.write_text(text)
     with pytest.raises(TritonConfigError, match=r"dims \[5\] differ from the state's \[4\]"):
         validate_model_config(text)
+    outcomes = []
+    for attempt in range(3):
+        work = tmp_path / f"try{attempt}"
+        work.mkdir()
+        with triton_server(tmp_path / "repo", work) as server:
+            try:
+                outcomes.append(server.load("broken", timeout=30))
+            except OSError:  # the load never answered: Triton crashed (checked below)
+                assert server.crashed(), server.log.read_text()[-3000:]
+                outcomes.append((None, "crashed"))
+                continue
+        break
+    code, message = outcomes[-1]
+    assert code == 400 and "doesn't match 'state' dim" in message, outcomes
 
 
 def test_serve_command_with_a_triton_engine(toy: Path, triton) -> None:
