@@ -21,7 +21,13 @@ if TYPE_CHECKING:
     from wavstream.stream.recognizer import DecodingConfig
 
 __all__ = ["int_at_least", "positive_float", "sample_rate", "add_model_arguments", "engine_options",
-           "add_decoding_arguments", "decoding_config", "add_endpoint_arguments", "endpoint_config"]
+           "add_decoding_arguments", "decoding_config", "hotwords_list", "non_negative_float", "finite_float", "add_endpoint_arguments", "endpoint_config"]
+
+# Beam defaults: measured on corpus v2 dev with the default model and LM (docs/decoding.md).
+BEAM_SIZE = 8
+LM_BEAM_SIZE = 16
+LM_ALPHA = 0.5
+LM_BETA = 1.0
 
 # The same bounds as resample.check_sample_rate (not imported: it needs numpy).
 _MIN_RATE = 1000
@@ -52,6 +58,25 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (weights)."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """Any finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 
@@ -96,13 +121,24 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_decoding_arguments(parser: argparse.ArgumentParser, group: Optional[argparse._ArgumentGroup] = None, *,
-                           kenlm: bool = False) -> argparse._ArgumentGroup:
-    """--decoder, --beam-size (and --kenlm where the command applies a language model)."""
+                           lm: bool = False, hotwords: bool = False, kenlm: bool = False) -> argparse._ArgumentGroup:
+    """--decoder, --beam-size; with ``lm`` the word LM flags (--lm, its alias --kenlm, --lm-alpha, --lm-beta,
+    --lexicon); with ``hotwords`` --hotwords FILE."""
     g = group or parser.add_argument_group("decoding")
     g.add_argument("--decoder", choices=["greedy", "beam"], default="greedy", help="CTC decoding method")
-    g.add_argument("--beam-size", type=int_at_least(1), default=8, help="prefix beam search width")
-    if kenlm:
-        g.add_argument("--kenlm", default=None, help="KenLM model (.arpa/.bin) for the final text (needs pyctcdecode)")
+    g.add_argument("--beam-size", type=int_at_least(1), default=None,
+                   help=f"prefix beam search width (default {BEAM_SIZE}, {LM_BEAM_SIZE} with --lm)")
+    if lm or kenlm:
+        g.add_argument("--lm", "--kenlm", dest="lm", default=None, metavar="PATH|default",
+                       help="word n-gram LM (ARPA, .arpa or .arpa.gz) fused into a beam search; 'default' = the "
+                            "package's English LM (docs/decoding.md)")
+        g.add_argument("--lm-alpha", type=non_negative_float, default=LM_ALPHA, help="LM weight")
+        g.add_argument("--lm-beta", type=finite_float, default=LM_BETA, help="bonus per word")
+        g.add_argument("--lexicon", default=None, metavar="FILE",
+                       help="with --lm: the only words the beam may spell, one per line")
+    if hotwords:
+        g.add_argument("--hotwords", default=None, metavar="FILE",
+                       help="phrases to bias decoding towards, one per line, optionally 'phrase:score' (turns on beam search)")
     return g
 
 
@@ -110,8 +146,21 @@ def decoding_config(args: argparse.Namespace) -> "DecodingConfig":
     from wavstream.stream.ctc import LmConfig
     from wavstream.stream.recognizer import DecodingConfig
 
-    kenlm = getattr(args, "kenlm", None)
-    return DecodingConfig(args.decoder, args.beam_size, LmConfig(kenlm) if kenlm else None)
+    lm_path = getattr(args, "lm", None)
+    lm = LmConfig(lm_path, args.lm_alpha, args.lm_beta, args.lexicon) if lm_path else None
+    beam = args.beam_size if args.beam_size is not None else (LM_BEAM_SIZE if lm else BEAM_SIZE)
+    # An LM lives in the beam: --lm means beam search.
+    return DecodingConfig("beam" if lm else args.decoder, beam, lm)
+
+
+def hotwords_list(args: argparse.Namespace) -> Optional[list[Any]]:
+    """The --hotwords file's phrases (None without the flag). Raises HotwordError for a bad file."""
+    path = getattr(args, "hotwords", None)
+    if not path:
+        return None
+    from wavstream.stream.hotwords import read_hotwords_file
+
+    return list(read_hotwords_file(path))
 
 
 def add_endpoint_arguments(parser: argparse.ArgumentParser, group: Optional[argparse._ArgumentGroup] = None, *,

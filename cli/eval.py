@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", default="clean", choices=list(CHANNELS),
                    help="pass the audio through a fixed channel first: clean, telephone (300-3400 Hz + GSM), "
                         "telephone_mulaw, mp3, noisy (pink noise at 10 dB SNR)")
+    from .args import add_decoding_arguments
+
+    add_decoding_arguments(p, lm=True)  # bundles only: checkpoints decode greedily
     p.add_argument("--by-engine", action="store_true",
                    help="also score each TTS engine apart (reads <manifest>_utts.tsv from the corpus build)")
 
@@ -88,6 +91,10 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
         opts["intra_op_threads"] = args.threads
     if args.chunk_ms:
         opts["latency_ms"] = args.chunk_ms
+    from .args import decoding_config
+
+    dec = decoding_config(args)
+    opts["decoding"] = dec
     rec = Recognizer.default(**opts) if args.model == "default" else Recognizer.from_bundle(args.model, **opts)
     hyps = []
     audio = 0.0
@@ -101,5 +108,7 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     res.update(utterances=len(utts), audio_seconds=round(audio, 2), rtf=el / max(audio, 1e-9),
                model=str(args.model), chunk_ms=round(c.chunk_samples * 1000 / c.sample_rate),
                chunk_frames=c.chunk_frames, left_chunks=c.left_chunks, full_context=False,
-               engine="onnxruntime int8" if opts.get("quantized") else "onnxruntime", channel=args.channel)
+               engine="onnxruntime int8" if opts.get("quantized") else "onnxruntime", channel=args.channel,
+               decoder=dec.method, beam_size=dec.beam_size if dec.method == "beam" else None,
+               lm=None if dec.lm is None else {"path": dec.lm.path, "alpha": dec.lm.alpha, "beta": dec.lm.beta})
     return res, hyps

@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "client": ("wavstream.cli.client", "stream a file or the microphone to a server"),
     "corpus": ("wavstream.cli.corpus", "build the synthetic speech corpus"),
     "train": ("wavstream.cli.train", "pretrain (self-supervised) or fine-tune (CTC) a model"),
+    "lm": ("wavstream.cli.lm", "build a word n-gram language model for beam search"),
     "eval": ("wavstream.cli.eval", "CER/WER of a model on a folder or manifest"),
     "export": ("wavstream.cli.export", "export a checkpoint to an ONNX/TensorRT bundle"),
     "bench": ("wavstream.cli.bench", "latency, throughput and efficiency benchmarks"),

@@ -82,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bat = parser.add_argument_group("batching")
     bat.add_argument("--max-batch", type=int, default=32, help="most streams in one engine call")
     bat.add_argument("--max-wait-ms", type=float, default=10.0, help="ms to wait for more streams before a batch runs")
-    add_decoding_arguments(parser)
+    add_decoding_arguments(parser, lm=True)
     parser.add_argument("--no-page", dest="page", action="store_false", help="do not serve the browser demo page at /")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every session")
 

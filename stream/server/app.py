@@ -61,6 +61,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..endpoint import EndpointConfig
+from ..hotwords import HotwordError
 from .batcher import Batcher, measure_engine_cost
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -588,9 +589,13 @@ class Server:
             )
         # No await between the checks above and registering the session: no other start can slip in.
         ep = start.endpoint
-        stream = rec.create_stream(
-            endpoint=EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled)
-        )
+        try:
+            stream = rec.create_stream(
+                endpoint=EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled),
+                hotwords=list(start.hotwords) or None,
+            )
+        except HotwordError as exc:  # e.g. a letter the model cannot spell, a bad ':score'
+            raise ProtocolError(ErrorCode.BAD_START, f"'hotwords': {exc}") from None
         session = Session(proto, stream, max_pending_samples=int(self.max_buffer_s * start.sample_rate),
                           max_out_bytes=self.max_out_bytes, recognizer=rec)
         self._sessions[session.id] = session
