@@ -212,7 +212,9 @@ class _WordScorer:
         if partial and self._lex_prefixes is not None and partial not in self._lex_prefixes:
             dead = True
         node, bonus = info.node, info.bonus
-        if self.context is not None:
+        # A hotword starts only where a word starts: a letter inside another word ("k" of "fork")
+        # must not lift that word's hypotheses over the others.
+        if self.context is not None and not (kind == _CHAR and info.partial and node is self.context.root):
             node, bonus = self.context.step(node, bonus, token)
         return _Info(state, lm_sum, words, partial, node, bonus, dead)
 

@@ -25,6 +25,7 @@ context's backoff so every distribution still sums to one.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -183,9 +184,14 @@ def write_arpa(model: NgramModel, out: Union[str, Path, IO[str]]) -> None:
     """Write ``model`` as ARPA text; a path ending in .gz is gzip-compressed."""
     if isinstance(out, (str, Path)):
         path = Path(out)
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "wt", encoding="utf-8") as f:  # type: ignore[operator]
-            write_arpa(model, f)
+        if path.suffix == ".gz":
+            # mtime=0: the same model gives the same bytes (a committed LM can be rebuilt and compared).
+            with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+                    io.TextIOWrapper(gz, encoding="utf-8") as f:
+                write_arpa(model, f)
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                write_arpa(model, f)
         return
     out.write("\\data\\\n")
     for n, grams in enumerate(model.grams, 1):
