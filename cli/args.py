@@ -26,8 +26,8 @@ __all__ = ["int_at_least", "positive_float", "sample_rate", "add_model_arguments
 # Beam defaults: measured on corpus v2 dev with the default model and LM (docs/decoding.md).
 BEAM_SIZE = 8
 LM_BEAM_SIZE = 16
-LM_ALPHA = 0.5
-LM_BETA = 1.0
+LM_ALPHA = 0.3
+LM_BETA = 2.0
 
 # The same bounds as resample.check_sample_rate (not imported: it needs numpy).
 _MIN_RATE = 1000
