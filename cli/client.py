@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t = parser.add_argument_group("timeouts (seconds)")
     t.add_argument("--connect-timeout", type=positive_float, default=10.0, help="TCP connect and websocket handshake")
     t.add_argument("--ready-timeout", type=positive_float, default=10.0, help="the server's answer to start")
+    t.add_argument("--send-timeout", type=positive_float, default=30.0,
+                   help="each audio message must be taken by the server within this (it stopped reading otherwise)")
     t.add_argument("--result-timeout", type=positive_float, default=30.0,
                    help="after the end of the audio, each message (finals, then done) must come within this")
 
@@ -109,6 +111,7 @@ async def _main(args: argparse.Namespace) -> int:
             open_timeout=args.connect_timeout,
             ready_timeout=args.ready_timeout,
             result_timeout=args.result_timeout,
+            send_timeout=args.send_timeout,
         )
     except ServerTimeoutError as exc:
         print(f"{prog}: {args.url}: {exc.reason}", file=sys.stderr)
