@@ -26,7 +26,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -153,8 +153,7 @@ def _lae(a: float, b: float) -> float:
 _NONE, _DELIM, _CHAR, _START = 0, 1, 2, 3
 
 
-@dataclass(frozen=True)
-class _Info:
+class _Info(NamedTuple):
     """What a prefix has scored besides acoustics (a function of the prefix alone)."""
 
     lm_state: tuple[str, ...] = ()
@@ -164,6 +163,7 @@ class _Info:
     node: Any = None  # hotword automaton state
     bonus: float = 0.0  # committed hotword bonus
     dead: bool = False  # spelled a word outside the lexicon
+    score: float = 0.0  # the non-acoustic score while decoding (_WordScorer.score), computed once
 
 
 class _WordScorer:
@@ -185,7 +185,8 @@ class _WordScorer:
                 self.kind.append(_CHAR); self.chars.append(tok)  # noqa: E702
         self.lexicon = lexicon
         self._lex_prefixes = frozenset(w[:i] for w in lexicon for i in range(1, len(w) + 1)) if lexicon else None
-        self.root = _Info(lm.begin() if lm is not None else (), node=context.root if context is not None else None)
+        root = _Info(lm.begin() if lm is not None else (), node=context.root if context is not None else None)
+        self.root = root._replace(score=self.score(root))
 
     def _close_word(self, info: _Info, lm_state: tuple[str, ...], lm_sum: float, words: int
                     ) -> tuple[tuple[str, ...], float, int, bool]:
@@ -216,10 +217,11 @@ class _WordScorer:
         # must not lift that word's hypotheses over the others.
         if self.context is not None and not (kind == _CHAR and info.partial and node is self.context.root):
             node, bonus = self.context.step(node, bonus, token)
-        return _Info(state, lm_sum, words, partial, node, bonus, dead)
+        info = _Info(state, lm_sum, words, partial, node, bonus, dead)
+        return info._replace(score=self.score(info))
 
     def score(self, info: _Info) -> float:
-        """Non-acoustic score of a prefix still being decoded."""
+        """Non-acoustic score of a prefix still being decoded (stored in its _Info.score)."""
         if info.dead:
             return _NEG_INF
         s = self.alpha * info.lm + self.beta * info.words + info.bonus
@@ -260,6 +262,8 @@ class _PrefixBeam:
         # prefix -> [log P(prefix, ends in blank), log P(prefix, ends in non-blank), _Info or None]
         root = self.scorer.root if self.scorer is not None else None
         self.beams: dict[tuple[int, ...], list[Any]] = {(): [0.0, _NEG_INF, root]}
+        # Word scores of prefixes met in this utterance: the same extension is proposed frame after frame.
+        self._infos: dict[tuple[int, ...], Any] = {}
 
     def step(self, logp: np.ndarray) -> None:
         """logp: (T, V) log-probabilities."""
@@ -274,6 +278,7 @@ class _PrefixBeam:
             if blank not in cand:
                 cand.append(blank)
             new: dict[tuple[int, ...], list[Any]] = {}
+            infos = self._infos
 
             def get(p: tuple[int, ...], parent: Any, c: int) -> list[Any]:
                 e = new.get(p)
@@ -283,8 +288,11 @@ class _PrefixBeam:
                     elif c < 0:
                         info = parent
                     else:
-                        old = self.beams.get(p)
-                        info = old[2] if old is not None else scorer.extend(parent, c)
+                        info = infos.get(p)
+                        if info is None:
+                            if len(infos) > 200_000:  # bounded: a long utterance meets many prefixes
+                                infos.clear()
+                            info = infos[p] = scorer.extend(parent, c)
                     e = new[p] = [_NEG_INF, _NEG_INF, info]
                 return e
 
@@ -310,14 +318,14 @@ class _PrefixBeam:
             if scorer is None:
                 scored = [(_lae(v[0], v[1]), p, v) for p, v in new.items()]
             else:
-                scored = [(_lae(v[0], v[1]) + scorer.score(v[2]), p, v) for p, v in new.items()]
+                scored = [(_lae(v[0], v[1]) + v[2].score, p, v) for p, v in new.items()]
             scored = [x for x in scored if x[0] > _NEG_INF]
             if scored:  # all -inf only with -inf logits; keep the old beam then
                 scored.sort(key=lambda x: x[0], reverse=True)
                 self.beams = {p: v for _, p, v in scored[: self.beam_size]}
 
     def _total(self, v: list[Any]) -> float:
-        return _lae(v[0], v[1]) + (self.scorer.score(v[2]) if self.scorer is not None else 0.0)
+        return _lae(v[0], v[1]) + (v[2].score if self.scorer is not None else 0.0)
 
     def best(self) -> tuple[int, ...]:
         return max(self.beams.items(), key=lambda kv: self._total(kv[1]))[0]
