@@ -170,8 +170,11 @@ class _WordScorer:
     """LM, lexicon and hotwords over a vocabulary's tokens: prefix info and its score."""
 
     def __init__(self, vocab: Vocabulary, lm: Any = None, alpha: float = 0.0, beta: float = 0.0,
-                 lexicon: Optional[frozenset[str]] = None, context: Any = None) -> None:
+                 lexicon: Optional[frozenset[str]] = None, context: Any = None,
+                 hot_words: frozenset[str] = frozenset()) -> None:
         self.lm, self.alpha, self.beta, self.context = lm, alpha, beta, context
+        # A hotword's word being spelled is not an unknown word in the making, even outside the LM.
+        self._hot_prefixes = frozenset(w[:i] for w in hot_words for i in range(1, len(w) + 1))
         self.kind: list[int] = []
         self.chars: list[str] = []
         for i, tok in enumerate(vocab.tokens):
@@ -227,7 +230,8 @@ class _WordScorer:
         s = self.alpha * info.lm + self.beta * info.words + info.bonus
         if info.node is not None:
             s += info.node.bonus
-        if self.lm is not None and info.partial and not self.lm.is_word_prefix(info.partial):
+        if (self.lm is not None and info.partial and not self.lm.is_word_prefix(info.partial)
+                and info.partial not in self._hot_prefixes):
             s += self.alpha * self.lm.unk_logp  # an unknown word in the making pays now
         return s
 
@@ -482,4 +486,5 @@ def _make_scorer(vocab: Vocabulary, lm: Optional[LmConfig], hotwords: Optional[S
                                    "(hotwords need a character vocabulary)")
             seqs.append((ids, h.score))
         context = ContextGraph(seqs)
-    return _WordScorer(vocab, model, lm.alpha if lm else 0.0, lm.beta if lm else 0.0, lexicon, context)
+    return _WordScorer(vocab, model, lm.alpha if lm else 0.0, lm.beta if lm else 0.0, lexicon, context,
+                       frozenset(w for h in phrases for w in h.phrase.split()))

@@ -140,3 +140,12 @@ def test_a_greedy_recogniser_switches_a_stream_with_hotwords_to_beam_search() ->
     s = rec.create_stream(hotwords=["quixotic"])
     assert s.decoder.method == "beam"
     assert "quixotic" in _text(rec, _say("open the quixotic file"), hotwords=["quixotic"]).split()
+
+
+def test_a_hotword_outside_the_lm_is_still_recognised_with_the_lm() -> None:
+    from wavstream.stream.ctc import LmConfig
+
+    rec = Recognizer.default(decoding=DecodingConfig("beam", 16, LmConfig("default")), emit_features=False)
+    audio = _say("open the quixotic file")
+    assert "quixotic" not in _text(rec, audio)
+    assert "quixotic" in _text(rec, audio, hotwords=["quixotic"]).split()
