@@ -25,7 +25,7 @@ __all__ = ["int_at_least", "positive_float", "sample_rate", "add_model_arguments
 
 # Beam defaults: measured on corpus v2 dev with the default model and LM (docs/decoding.md).
 BEAM_SIZE = 8
-LM_BEAM_SIZE = 16
+LM_BEAM_SIZE = 32
 LM_ALPHA = 0.3
 LM_BETA = 2.0
 

@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 _NEG_INF = -math.inf
+# With an LM or hotwords, tokens less likely than this in a frame do not extend hypotheses.
+TOKEN_MIN_LOGP = -5.0
 
 
 @dataclass(frozen=True)
@@ -384,9 +386,10 @@ class StreamingCtcDecoder:
         self._beam: Optional[_PrefixBeam] = None
         if method == "beam":
             scorer = _make_scorer(vocab, lm, hotwords) if (lm is not None or hotwords) else None
-            # With word scoring the beam is wider; tokens below e^-12 per frame never win and cost time.
+            # With word scoring the beam is wider; a token below e^-5 in a frame almost never wins (as pyctcdecode's
+            # token_min_logp), and each one costs a Python loop over the beam (docs/decoding.md has the measurements).
             self._beam = _PrefixBeam(vocab.blank_id, beam_size, min(beam_size, 16) if scorer else beam_size, scorer,
-                                     -12.0 if scorer else _NEG_INF)
+                                     TOKEN_MIN_LOGP if scorer else _NEG_INF)
         self.reset()
 
     def reset(self) -> None:

@@ -25,7 +25,7 @@ def test_lm_flags_make_a_beam_config_and_kenlm_is_an_alias() -> None:
     assert decoding_config(_parse([])).method == "greedy"
     for flag in ("--lm", "--kenlm"):
         cfg = decoding_config(_parse([flag, "my.arpa", "--lm-alpha", "0.3", "--lm-beta", "2"]))
-        assert cfg.method == "beam" and cfg.beam_size == 16
+        assert cfg.method == "beam" and cfg.beam_size == 32
         assert (cfg.lm.path, cfg.lm.alpha, cfg.lm.beta) == ("my.arpa", 0.3, 2.0)
     assert decoding_config(_parse(["--lm", "default", "--beam-size", "4"])).beam_size == 4
     assert decoding_config(_parse(["--decoder", "beam"])).beam_size == 8

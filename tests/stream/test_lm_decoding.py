@@ -94,7 +94,7 @@ def test_beam_with_the_default_lm_is_no_worse_than_greedy_on_committed_utterance
     clips = [(ROOT / "stream" / "samples" / "sample.wav", (ROOT / "stream" / "samples" / "sample.txt").read_text())]
     clips += [(Path(e.path), e.text) for e in read_manifest(ROOT / "tests" / "data" / "eval_utts")]
     greedy = Recognizer.default(emit_features=False)
-    fused = Recognizer.default(decoding=DecodingConfig("beam", 16, LmConfig("default", 0.3, 2.0)), emit_features=False)
+    fused = Recognizer.default(decoding=DecodingConfig("beam", 32, LmConfig("default", 0.3, 2.0)), emit_features=False)
     refs, g, f = [], [], []
     for path, text in clips:
         audio, rate = sf.read(path, dtype="float32")
