@@ -147,6 +147,8 @@ def decoding_config(args: argparse.Namespace) -> "DecodingConfig":
     from wavstream.stream.recognizer import DecodingConfig
 
     lm_path = getattr(args, "lm", None)
+    if getattr(args, "lexicon", None) and not lm_path:
+        raise ValueError("--lexicon works with a language model: add --lm PATH or --lm default")
     lm = LmConfig(lm_path, args.lm_alpha, args.lm_beta, args.lexicon) if lm_path else None
     beam = args.beam_size if args.beam_size is not None else (LM_BEAM_SIZE if lm else BEAM_SIZE)
     # An LM lives in the beam: --lm means beam search.
