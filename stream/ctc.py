@@ -431,7 +431,7 @@ class StreamingCtcDecoder:
         return self.vocab.ids_to_text(self.token_ids)
 
     def finalize(self) -> str:
-        """Final text of the utterance (LM-rescored if configured); then reset."""
+        """Final text of the utterance (its last word and the sentence end LM-scored, if an LM is set); then reset."""
         return self.finalize_utterance(words=False)[0]
 
     def finalize_utterance(self, words: bool = True) -> tuple[str, list[WordSpan]]:
