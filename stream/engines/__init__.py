@@ -1,7 +1,7 @@
 """Engines: run one streaming step of a bundle's graph (see base.py for the contract).
 
-``create_engine(bundle, backend="onnxruntime" | "tensorrt", **opts)`` picks one.
-TensorRT is imported only when asked for.
+``create_engine(bundle, backend="onnxruntime" | "openvino" | "auto" | "tensorrt", **opts)``
+picks one. OpenVINO and TensorRT are imported only when asked for.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "StepResult",
     "OrtEngine",
     "TensorRTEngine",
+    "OpenVinoEngine",
     "ChunkSizeError",
     "StateShapeError",
     "EngineUnavailableError",
@@ -34,7 +35,7 @@ __all__ = [
     "BACKENDS",
 ]
 
-BACKENDS = ("onnxruntime", "tensorrt")
+BACKENDS = ("onnxruntime", "openvino", "auto", "tensorrt")
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +45,10 @@ def __getattr__(name: str) -> Any:
         from .tensorrt import TensorRTEngine
 
         return TensorRTEngine
+    if name == "OpenVinoEngine":
+        from .openvino import OpenVinoEngine
+
+        return OpenVinoEngine
     raise AttributeError(name)
 
 
@@ -57,6 +62,14 @@ def create_engine(bundle: Union[Bundle, str], backend: str = "onnxruntime", **op
         bundle = load_bundle(bundle)
     if backend in ("onnxruntime", "ort", "onnx"):
         return OrtEngine(bundle, **opts)
+    if backend == "openvino":
+        from .openvino import OpenVinoEngine
+
+        return OpenVinoEngine(bundle, **opts)
+    if backend == "auto":
+        from .auto import choose_engine
+
+        return choose_engine(bundle, **opts).engine
     if backend in ("tensorrt", "trt"):
         from .tensorrt import TensorRTEngine
 
