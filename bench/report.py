@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 SCHEMA_VERSION = 1
 # Top-level keys of bench.json (tests/bench/test_bench.py checks them).
-SECTIONS = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "server", "memory", "profile")
+SECTIONS = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "engines", "server", "memory", "profile")
 
 
 def write_json(result: dict, out: Path) -> Path:
@@ -84,6 +84,14 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
                          f"{100 * best['efficiency']:.0f} % of {eff['peak']['gflops']:.0f} GFLOP/s "
                          f"({best['gflops_achieved']:.1f} GFLOP/s, {best['audio_seconds_per_second']:.0f}x real time)",
                          anchor))
+    en = r.get("engines", {})
+    if en.get("rows"):
+        bs = en["batches"]
+        for name in dict.fromkeys(x["name"] for x in en["rows"]):
+            by_b = {x["batch"]: x["rtf_per_stream"] for x in en["rows"] if x["name"] == name}
+            rows.append((f"RTF per stream, {en['model']}, {name} (batch {' / '.join(map(str, bs))})",
+                         " / ".join(_f(by_b.get(b), 4) for b in bs),
+                         "the fastest row per batch is the engine to pick"))
     sv = r.get("server", {})
     if sv.get("levels"):
         top = max(sv["levels"], key=lambda x: x["streams"])
