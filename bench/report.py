@@ -110,7 +110,7 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
         rows.append(("end message -> final (flush), s", _f(e2e.get("end_message_to_final_s"), 3),
                      "Vosk EOF lag ~2 s (vosk-server#199)"))
     mem = r.get("memory", {})
-    if mem:
+    if mem and not mem.get("skipped") and "error" not in mem:
         srv = sv.get("rss_per_stream_bytes")
         rows.append((f"resident memory per added stream, {mem.get('model')}",
                      f"{_kib(mem.get('rss_per_stream_bytes'))} in process, {_kib(srv)} in the server "

@@ -12,9 +12,13 @@ batched server path work unchanged.
 
 Shapes: OpenVINO runs a model compiled for one static batch size faster than
 one compiled with a dynamic batch axis (measured in docs/bench.md), so by
-default each batch size is compiled on first use and kept (least recently
-used first out beyond ``max_compiled``). Compiling costs about 0.5-1 s per
-size; ``shapes="dynamic"`` compiles once instead.
+default the model is compiled per batch size on first use and kept. A
+server's batch changes from call to call, and compiling costs about 0.5-1 s,
+so sizes are rounded up to a few buckets (1, 2, 3, 4, 6, 8, 12, 16, 24, 32,
+48, 64, 96, ...: at most 1.5x the rows) and the extra rows are zeros that are
+computed and dropped (rows are independent). Fifteen buckets cover batches up
+to 192; beyond ``max_compiled`` the least recently used is dropped.
+``shapes="dynamic"`` compiles once for every batch size instead.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 from ..bundle import Bundle, BundleError, IOSpec, check_graph_io, load_bundle
 from .base import Engine, EngineUnavailableError, StepResult
 
-__all__ = ["OpenVinoEngine", "PRECISIONS", "SHAPES", "openvino_available", "cpu_capabilities"]
+__all__ = ["OpenVinoEngine", "PRECISIONS", "SHAPES", "batch_bucket", "openvino_available", "cpu_capabilities"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
 SHAPES = ("static", "dynamic")
@@ -66,6 +70,17 @@ def cpu_capabilities() -> list[str]:
     return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
+def batch_bucket(batch: int) -> int:
+    """The compiled batch size that serves ``batch`` rows: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (>= batch)."""
+    if batch <= 4:
+        return batch
+    p = 4
+    while True:  # 4, 6, 8, 12, 16, 24, ...: powers of two and 1.5x them
+        if batch <= p + p // 2:
+            return p + p // 2 if batch > p else p
+        p *= 2
+
+
 def _dtype(element_type: Any) -> str:
     # OpenVINO element types convert to numpy dtypes (f32 -> float32, i64 -> int64).
     return str(np.dtype(element_type.to_dtype()))
@@ -82,9 +97,9 @@ class OpenVinoEngine(Engine):
             model.int8.onnx).
         intra_op_threads: threads of one inference (OpenVINO's
             INFERENCE_NUM_THREADS); None keeps OpenVINO's choice (all cores).
-        shapes: "static" (compile per batch size on first use; faster) or
+        shapes: "static" (compile per batch bucket on first use; faster) or
             "dynamic" (one model for every batch size).
-        max_compiled: with shapes="static", how many batch sizes stay compiled.
+        max_compiled: with shapes="static", how many buckets stay compiled.
     Raises:
         EngineUnavailableError: openvino is not installed, or this CPU lacks
             the precision asked for (named, with what it has).
@@ -173,7 +188,7 @@ class OpenVinoEngine(Engine):
         key = -1 if self.shapes == "dynamic" else batch
         req = self._requests.get(key)
         if req is None:
-            req = self._compile(batch)
+            req = self._compile(None if key == -1 else batch)
             self._requests[key] = req
             while len(self._requests) > self.max_compiled:
                 self._requests.popitem(last=False)
@@ -182,15 +197,18 @@ class OpenVinoEngine(Engine):
         return req
 
     def warmup(self, batches: Sequence[int]) -> None:
-        """Compile ``batches`` now rather than at their first step (static shapes)."""
+        """Compile the buckets of ``batches`` now rather than at their first step (static shapes)."""
         for b in batches:
             if b < 1:
                 raise ValueError(f"batch sizes must be >= 1, got {b}")
-            self._request(int(b))
+            self._request(self._bucket(int(b)))
+
+    def _bucket(self, batch: int) -> int:
+        return batch if self.shapes == "dynamic" else batch_bucket(batch)
 
     @property
     def compiled_batches(self) -> list[int]:
-        """Batch sizes compiled so far (static shapes; [] for dynamic)."""
+        """Batch sizes compiled so far, least recently used first (static shapes; [] for dynamic)."""
         return [b for b in self._requests if b > 0]
 
     @property
@@ -198,14 +216,20 @@ class OpenVinoEngine(Engine):
         return "cpu"
 
     def _run(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult:
-        req = self._request(samples.shape[0])
+        B = samples.shape[0]
+        P = self._bucket(B)
+        req = self._request(P)
+        if P > B:  # zero rows up to the bucket: computed, then dropped
+            samples = np.concatenate([samples, np.zeros((P - B, samples.shape[1]), np.float32)])
+            pads = self.init_state(P - B)
+            states = [np.concatenate([np.asarray(st), z]) for st, z in zip(states, pads)]
         feed = {"samples": samples}
         for name, st in zip(self._in_names[1:], states):
             feed[name] = np.ascontiguousarray(st)
         # share_inputs: read the caller's arrays in place (never written);
         # outputs are copied (share_outputs off) since the request reuses its buffers.
         res = req.infer(feed, share_inputs=True, share_outputs=False)
-        outs = {name: res[name] for name in self._out_names}
+        outs = {name: res[name][:B] for name in self._out_names}
         return StepResult(
             features=outs["features"],
             logits=outs.get("logits"),

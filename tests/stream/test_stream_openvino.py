@@ -21,7 +21,7 @@ from toy_bundle import build_toy_bundle, silence, synth  # noqa: E402
 from wavstream.stream import Features, Final, OrtEngine, Recognizer, load_bundle
 from wavstream.stream.bundle import BundleError
 from wavstream.stream.engines import ChunkSizeError, EngineUnavailableError, create_engine
-from wavstream.stream.engines.openvino import OpenVinoEngine, cpu_capabilities
+from wavstream.stream.engines.openvino import OpenVinoEngine, batch_bucket, cpu_capabilities
 from wavstream.stream.errors import WavstreamError
 from wavstream.stream.recognizer import DEFAULT_MODEL_DIR
 
@@ -77,6 +77,14 @@ def test_rows_are_independent_and_batches_are_compiled_once_each() -> None:
     assert eng.compiled_batches == [1, 2]  # batch 3 dropped: least recently used beyond max_compiled
     eng.warmup([3])
     assert eng.compiled_batches == [2, 3]
+    # a batch of 5 runs in the 6-row bucket (one zero row computed and dropped): same rows, 5 out
+    x5 = _noise(5, eng.chunk_samples, seed=4)
+    five = eng.step(x5, eng.init_state(5))
+    assert eng.compiled_batches == [3, 6]
+    assert five.features.shape[0] == 5 and all(s.shape[0] == 5 for s in five.states)
+    ref = OrtEngine(DEFAULT_MODEL_DIR, device="cpu", intra_op_threads=1).step(x5, eng.init_state(5))
+    np.testing.assert_allclose(five.features, ref.features, atol=PARITY_TOL)
+    assert batch_bucket(5) == 6 and batch_bucket(33) == 48 and batch_bucket(64) == 64
     # The engine never writes into what it returned: a later step leaves earlier states alone.
     kept = [s.copy() for s in one.states]
     eng.step(x[:1], one.states)
