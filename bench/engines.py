@@ -3,8 +3,10 @@ for every CPU engine and precision this machine runs, on one bundle.
 
 RTF per stream = wall seconds of one ``Engine.step`` on B stacked streams /
 (B x chunk seconds): the engine alone, no decoding, states carried from step
-to step, after warm-up. Engines are timed in turn at each batch size, a few
-rounds, the fastest run of each counting (as in single_stream.py). Rows name
+to step, after warm-up. Engines are timed in turn at each batch size, in
+many short rounds (8 of >= 0.2 s), the fastest run of each counting (as in
+single_stream.py): on a shared machine the fastest of many short runs is the
+one least disturbed. Rows name
 the engine and precision: ONNX Runtime fp32 / int8 (the bundle's
 model.int8.onnx) and OpenVINO fp32 / bf16 / int8 (bf16 and int8 where the CPU
 reports them), plus OpenVINO fp32 with a dynamic batch axis, to show why the
@@ -65,7 +67,7 @@ def _runner(engine: Any, batch: int, settings: Settings) -> Callable[[], float]:
         st["i"] += 1
 
     def measure() -> float:
-        per, _ = time_loop(one, min_calls=settings.pick(3, 6), min_seconds=settings.pick(0.1, 0.5))
+        per, _ = time_loop(one, min_calls=settings.pick(2, 3), min_seconds=settings.pick(0.05, 0.2))
         return per / (batch * n / 16000)
 
     return measure
@@ -86,7 +88,7 @@ def run(settings: Settings, bundle: Path, label: str, batches: Optional[tuple[in
                 compile_s.setdefault(k, {})[B] = round(time.perf_counter() - t0, 3)
             runners[k] = _runner(e, B, settings)
         mark = foreign_mark()
-        best = interleaved(runners, settings.pick(1, 3))
+        best = interleaved(runners, settings.pick(2, 8))
         share = foreign_share(mark)
         for k, rtf in best.items():
             backend, prec = k.split(" ")[:2]
