@@ -12,6 +12,7 @@ from ..bundle import Bundle, load_bundle
 from .base import (
     ChunkSizeError,
     Engine,
+    EngineOptionError,
     EngineUnavailableError,
     StateShapeError,
     StepResult,
@@ -29,6 +30,7 @@ __all__ = [
     "ChunkSizeError",
     "StateShapeError",
     "EngineUnavailableError",
+    "EngineOptionError",
     "stack_states",
     "unstack_states",
     "create_engine",
@@ -74,4 +76,4 @@ def create_engine(bundle: Union[Bundle, str], backend: str = "onnxruntime", **op
         from .tensorrt import TensorRTEngine
 
         return TensorRTEngine(bundle, **opts)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    raise EngineOptionError(f"unknown backend {backend!r}; expected one of {BACKENDS}")

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from ..bundle import Bundle, BundleError, IOSpec, check_graph_io, load_bundle
-from .base import Engine, EngineUnavailableError, StepResult
+from .base import Engine, EngineOptionError, EngineUnavailableError, StepResult
 
 __all__ = ["OpenVinoEngine", "PRECISIONS", "SHAPES", "batch_bucket", "openvino_available", "cpu_capabilities"]
 
@@ -92,8 +92,8 @@ class OpenVinoEngine(Engine):
     Args:
         bundle: a loaded Bundle or a bundle folder path.
         precision: "fp32" (same numbers as ONNX Runtime to ~1e-5), "bf16"
-            (AMX/AVX512-BF16; features differ by ~1e-2, text the same in
-            practice: see docs/bench.md), or "int8" (the bundle's
+            (AMX/AVX512-BF16; features within ~0.04 of fp32, dev CER within
+            0.001: see docs/bench.md), or "int8" (the bundle's
             model.int8.onnx).
         intra_op_threads: threads of one inference (OpenVINO's
             INFERENCE_NUM_THREADS); None keeps OpenVINO's choice (all cores).
@@ -105,7 +105,7 @@ class OpenVinoEngine(Engine):
             the precision asked for (named, with what it has).
         BundleError: the model file is missing, not readable by OpenVINO, or
             disagrees with config.json.
-        ValueError: an unknown precision or shapes value.
+        EngineOptionError (a ValueError): an unknown precision or shapes value.
     """
 
     def __init__(
@@ -118,11 +118,11 @@ class OpenVinoEngine(Engine):
         max_compiled: int = 16,
     ) -> None:
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise EngineOptionError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if shapes not in SHAPES:
-            raise ValueError(f"shapes must be one of {SHAPES}, got {shapes!r}")
+            raise EngineOptionError(f"shapes must be one of {SHAPES}, got {shapes!r}")
         if max_compiled < 1:
-            raise ValueError(f"max_compiled must be >= 1, got {max_compiled}")
+            raise EngineOptionError(f"max_compiled must be >= 1, got {max_compiled}")
         ov = _import_openvino()
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
@@ -200,7 +200,7 @@ class OpenVinoEngine(Engine):
         """Compile the buckets of ``batches`` now rather than at their first step (static shapes)."""
         for b in batches:
             if b < 1:
-                raise ValueError(f"batch sizes must be >= 1, got {b}")
+                raise EngineOptionError(f"batch sizes must be >= 1, got {b}")
             self._request(self._bucket(int(b)))
 
     def _bucket(self, batch: int) -> int:

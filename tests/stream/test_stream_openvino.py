@@ -20,7 +20,7 @@ from toy_bundle import build_toy_bundle, silence, synth  # noqa: E402
 
 from wavstream.stream import Features, Final, OrtEngine, Recognizer, load_bundle
 from wavstream.stream.bundle import BundleError
-from wavstream.stream.engines import ChunkSizeError, EngineUnavailableError, create_engine
+from wavstream.stream.engines import ChunkSizeError, EngineOptionError, EngineUnavailableError, create_engine
 from wavstream.stream.engines.openvino import OpenVinoEngine, batch_bucket, cpu_capabilities
 from wavstream.stream.errors import WavstreamError
 from wavstream.stream.recognizer import DEFAULT_MODEL_DIR
@@ -142,10 +142,13 @@ def test_reduced_precisions_give_the_fp32_text_on_the_sample(precision: str) -> 
 
 
 def test_errors_are_clear_wavstream_errors(toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(EngineOptionError, match="precision must be one of"):
         OpenVinoEngine(toy, precision="fp16")
-    with pytest.raises(ValueError, match="shapes must be one of"):
+    with pytest.raises(EngineOptionError, match="shapes must be one of"):
         OpenVinoEngine(toy, shapes="ragged")
+    with pytest.raises(EngineOptionError, match="unknown backend"):
+        create_engine(toy, "openvnio")
+    assert issubclass(EngineOptionError, WavstreamError) and issubclass(EngineOptionError, ValueError)
     # a precision the CPU does not report is refused by name
     import wavstream.stream.engines.openvino as ovmod
 
