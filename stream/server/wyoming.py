@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 from urllib.parse import urlparse
@@ -37,7 +38,8 @@ from .batcher import Batcher
 from .session import Close, Session
 from .wyoming_session import DescribeReceived, WyomingConversation
 
-__all__ = ["WyomingServer", "DEFAULT_URI", "build_info", "describe", "register_zeroconf", "close_zeroconf"]
+__all__ = ["WyomingServer", "DEFAULT_URI", "build_info", "describe", "register_zeroconf", "close_zeroconf",
+           "transcribe", "WyomingTranscript"]
 
 log = logging.getLogger("wavstream.wyoming")
 
@@ -362,3 +364,74 @@ async def register_zeroconf(port: int, name: Optional[str] = None, host: Optiona
 async def close_zeroconf(registration: Any) -> None:
     """Withdraw the announcement made by ``register_zeroconf``."""
     await registration._aiozc.async_close()
+
+
+@dataclass(frozen=True)
+class WyomingTranscript:
+    """What ``transcribe`` got back from a Wyoming ASR server."""
+
+    text: str
+    chunks: tuple[str, ...]  # transcript-chunk texts, in order (empty without streaming)
+    stop_to_transcript_s: Optional[float]  # from writing audio-stop to reading the transcript (None: it came first)
+
+
+async def transcribe(uri: str, audio: bytes, rate: int = 16000, *, width: int = 2, channels: int = 1,
+                     language: Optional[str] = "en", chunk_bytes: int = 1024, realtime: bool = False,
+                     timeout_s: float = 60.0) -> WyomingTranscript:
+    """Send one utterance the way Home Assistant does (transcribe, audio-start, chunks, audio-stop) and
+    read the answer concurrently; ``realtime`` paces the chunks like a microphone.
+
+    Raises:
+        WavstreamError: the server answered ``error``, closed early, or took longer than ``timeout_s``.
+    """
+    from wyoming.asr import Transcribe
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncClient
+
+    chunks: list[str] = []
+    result: dict[str, Any] = {}
+    frame_s = chunk_bytes / (width * channels * rate)
+
+    async def go() -> WyomingTranscript:
+        async with AsyncClient.from_uri(uri) as client:
+            answered = asyncio.Event()
+
+            async def reader() -> None:
+                while True:
+                    ev = await client.read_event()
+                    if ev is None or ev.type in ("transcript", "error"):
+                        result["event"], result["t"] = ev, time.monotonic()
+                        answered.set()
+                        return
+                    if ev.type == "transcript-chunk":
+                        chunks.append(ev.data["text"])
+
+            task = asyncio.create_task(reader())
+            await client.write_event(Transcribe(language=language).event())
+            await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
+            t_next = time.monotonic()
+            for i in range(0, len(audio), chunk_bytes):
+                if answered.is_set():
+                    break
+                await client.write_event(AudioChunk(rate=rate, width=width, channels=channels,
+                                                    audio=audio[i:i + chunk_bytes]).event())
+                if realtime:
+                    t_next += frame_s
+                    await asyncio.sleep(max(0.0, t_next - time.monotonic()))
+            t_stop = None
+            if not answered.is_set():
+                t_stop = time.monotonic()
+                await client.write_event(AudioStop().event())
+            await answered.wait()
+            await task
+        ev = result["event"]
+        if ev is None:
+            raise WavstreamError(f"{uri} closed the connection before the transcript")
+        if ev.type == "error":
+            raise WavstreamError(f"{uri} answered error: {ev.data.get('text')}")
+        return WyomingTranscript(ev.data["text"], tuple(chunks), None if t_stop is None else result["t"] - t_stop)
+
+    try:
+        return await asyncio.wait_for(go(), timeout_s)
+    except asyncio.TimeoutError:
+        raise WavstreamError(f"{uri} gave no transcript within {timeout_s:g} s") from None
