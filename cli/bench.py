@@ -11,7 +11,7 @@ import os
 import sys
 
 SECTION_NAMES = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "server", "memory", "profile",
-                 "training")
+                 "training", "endpoint")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or a tiny random-weight wav2vec2 exported here when none is installed)")
     p.add_argument("--only", default=None,
                    help="comma-separated sections to run (default: all): " + ",".join(SECTION_NAMES))
+    p.add_argument("--dev", default=None,
+                   help="corpus TSV (path, num_samples, text) for the endpoint section "
+                        "(default: data/corpus_v2/dev.tsv when present, else sentences read by espeak-ng)")
     p.add_argument("--work", default=None, help="scratch folder for exported bundles (default: a temporary folder, removed)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--merge", action="store_true",
@@ -112,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
             log(name, f"FAILED: {type(exc).__name__}: {exc}")
             return None
 
-    from wavstream.bench import efficiency, hf_compare, memory, offline_ratio, profile, server_load, single_stream, training
+    from wavstream.bench import (efficiency, endpoint_latency, hf_compare, memory, offline_ratio, profile, server_load,
+                                 single_stream, training)
     from wavstream.bench.common import set_torch_threads
 
     set_torch_threads(threads)
@@ -134,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         gc.collect()
 
         # The model the server, memory and efficiency sections use.
-        need_service = bool(only & {"efficiency", "profile", "memory", "server"})
+        need_service = bool(only & {"efficiency", "profile", "memory", "server", "endpoint"})
         model_bundle, model_label = _service_model(args.model, keep, settings) if need_service else (None, "")
         base_key = (f"wav2vec2-{size}", 320)
         if only & {"efficiency", "profile"} and base_key not in keep:
@@ -158,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
                                                           (model_label, model_bundle, 32)]))
         section("memory", lambda: memory.run(settings, model_bundle, model_label))
         section("server", lambda: server_load.run(settings, model_bundle, model_label))
+        dev = args.dev or ("data/corpus_v2/dev.tsv" if Path("data/corpus_v2/dev.tsv").is_file() else None)
+        section("endpoint", lambda: endpoint_latency.run(settings, model_bundle, model_label, dev))
         if not args.quick:  # the peak again at the end: the larger of the two counts
             peak2 = efficiency.matmul_peak(threads, n=2048, seconds=2.0)
             result["matmul_peak_end"] = peak2

@@ -34,9 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "take are resampled here)")
     parser.add_argument("--device", default=None, help="microphone device (name or index)")
     parser.add_argument("--json", action="store_true", help="one JSON object per event")
+    parser.add_argument("--words", action="store_true", help="ask for word times and confidences (shown with --json)")
+    parser.add_argument("--latency-ms", type=int, default=None,
+                        help="chunk size the server decodes this session with (one its model serves; /stats lists them)")
     t = parser.add_argument_group("timeouts (seconds)")
     t.add_argument("--connect-timeout", type=positive_float, default=10.0, help="TCP connect and websocket handshake")
     t.add_argument("--ready-timeout", type=positive_float, default=10.0, help="the server's answer to start")
+    t.add_argument("--send-timeout", type=positive_float, default=30.0,
+                   help="each audio message must be taken by the server within this (it stopped reading otherwise)")
     t.add_argument("--result-timeout", type=positive_float, default=30.0,
                    help="after the end of the audio, each message (finals, then done) must come within this")
 
@@ -89,9 +94,12 @@ async def _main(args: argparse.Namespace) -> int:
             args.url,
             sample_rate=rate,
             token=args.token,
+            words=args.words,
+            latency_ms=args.latency_ms,
             open_timeout=args.connect_timeout,
             ready_timeout=args.ready_timeout,
             result_timeout=args.result_timeout,
+            send_timeout=args.send_timeout,
         )
     except ServerTimeoutError as exc:
         print(f"{prog}: {args.url}: {exc.reason}", file=sys.stderr)

@@ -17,7 +17,9 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="folder of .wav files with .txt beside them, or a TSV manifest")
     p.add_argument("--model", required=True, help="checkpoint folder, bundle folder, or 'default'")
-    p.add_argument("--chunk-ms", type=int, default=320, help="streaming chunk length (checkpoints only)")
+    p.add_argument("--chunk-ms", type=int, default=None,
+                   help="streaming chunk length; checkpoints: any (default 320), bundles: one they serve "
+                        "(default: the bundle's own)")
     p.add_argument("--left-chunks", type=int, default=None, help="left context in chunks (default: the model's)")
     p.add_argument("--full-context", action="store_true", help="run the offline form (full attention)")
     p.add_argument("--per-utt", help="write each hypothesis next to its reference (TSV)")
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{args.model}: this model has no CTC head; fine-tune it first (wavstream train ctc)",
                   file=sys.stderr)
             return 2
-        res, hyps = evaluate_checkpoint(model, utts, args.chunk_ms, args.left_chunks, args.full_context,
+        res, hyps = evaluate_checkpoint(model, utts, args.chunk_ms or 320, args.left_chunks, args.full_context,
                                         args.batch, args.channel)
         res["model"] = str(args.model)
     if args.by_engine:
@@ -84,6 +86,8 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     opts = {"quantized": True} if getattr(args, "int8", False) else {}
     if args.threads:
         opts["intra_op_threads"] = args.threads
+    if args.chunk_ms:
+        opts["latency_ms"] = args.chunk_ms
     rec = Recognizer.default(**opts) if args.model == "default" else Recognizer.from_bundle(args.model, **opts)
     hyps = []
     audio = 0.0

@@ -16,6 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-ms", type=float, default=None,
                    help="chunk length in ms (a multiple of the frame stride: 20 ms for wav2vec 2.0/HuBERT/WavLM, "
                         "10 ms for wav2vec/vq-wav2vec); default: the checkpoint's chunk")
+    p.add_argument("--latencies-ms", default=None,
+                   help="comma-separated chunk sizes (ms) the bundle also serves, chosen at run time with "
+                        "--latency-ms (e.g. 160,320,640); one graph each, sharing one weights file; attention "
+                        "history is held constant in time")
     p.add_argument("--left-chunks", type=int, default=None,
                    help="chunks of attention history (K/V cache = left_chunks * chunk frames); default: checkpoint's")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (ONNX Runtime dynamic int8)")
@@ -92,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
             return 2
         model = model.with_chunking(C, L)  # the checkpoint's own config stays as saved
     out = Path(args.out)
+    try:
+        latencies = [int(x) for x in args.latencies_ms.split(",") if x.strip()] if args.latencies_ms else []
+    except ValueError:
+        print(f"wavstream export: --latencies-ms must be comma-separated integers (ms), got {args.latencies_ms!r}",
+              file=sys.stderr)
+        return 2
 
     if args.offline:
         from wavstream.export.bundle import write_tokens
@@ -119,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = export_bundle(model, out, opset=args.opset, int8=args.int8, tensorrt=args.tensorrt,
-                               verify=not args.no_verify, simplify=not args.no_simplify, log=print)
+                               verify=not args.no_verify, simplify=not args.no_simplify, latencies_ms=latencies,
+                               log=print)
     except TensorRTUnavailable as exc:
         print(f"wavstream export: the ONNX bundle in {out} is complete, but no TensorRT engine was built: {exc}",
               file=sys.stderr)
@@ -128,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wavstream export: {exc}", file=sys.stderr)
         return 1
     files = ", ".join(f"{k} ({v / 1e6:.2f} MB)" if v > 1e5 else f"{k}" for k, v in report["files"].items())
-    print(f"bundle {out}: {files}; chunk {cfg.chunk_frames} frames = {model.chunk_samples / cfg.sample_rate * 1000:g} ms,"
-          f" left chunks {cfg.left_chunks}; total {time.perf_counter() - t0:.1f} s")
+    served = f"; also serves {', '.join(str(ms) for ms in latencies)} ms (--latency-ms)" if latencies else ""
+    print(f"bundle {out}: {files}; chunk {model.config.chunk_frames} frames = "
+          f"{model.chunk_samples / cfg.sample_rate * 1000:g} ms, left chunks {model.config.left_chunks}{served}; "
+          f"total {time.perf_counter() - t0:.1f} s")
     return 0

@@ -1,4 +1,4 @@
-"""`wavstream info`: parameter counts and configs of the five families."""
+"""`wavstream info`: parameter counts and configs of the five families; `--model BUNDLE`: what a bundle serves."""
 
 from __future__ import annotations
 
@@ -11,9 +11,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", help="only this size (tiny, base, large)")
     p.add_argument("--config", action="store_true", help="print the full config JSON of each model")
     p.add_argument("--json", action="store_true", help="one JSON object per model")
+    p.add_argument("--model", default=None,
+                   help="describe a bundle instead (folder, or 'default'): family, latencies served, files")
+
+
+def _bundle_info(model: str, as_json: bool) -> int:
+    import sys
+
+    from wavstream.stream.bundle import BundleError, load_bundle
+    from wavstream.stream.recognizer import resolve_model
+
+    try:
+        b = load_bundle(resolve_model(model))
+    except BundleError as exc:
+        print(f"wavstream info: {exc}", file=sys.stderr)
+        return 2
+    c = b.config
+    row = {"bundle": str(b.path), "format_version": c.format_version, "family": c.family,
+           "default_latency_ms": c.chunk_ms, "latencies_ms": list(c.latencies_ms), "feature_dim": c.feature_dim,
+           "vocab_size": len(c.vocab), "files": sorted(p.name for p in b.path.iterdir() if p.is_file())}
+    if as_json:
+        print(json.dumps(row))
+    else:
+        for k, v in row.items():
+            print(f"{k:<19} {', '.join(map(str, v)) if isinstance(v, list) else v}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return _bundle_info(args.model, args.json)
     import torch
 
     from wavstream.training.models import FAMILIES, SIZES, build_model

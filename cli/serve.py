@@ -113,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"wavstream serve: cannot use {args.certfile} / {args.keyfile}: {exc}", file=sys.stderr)
             return 2
     try:
-        rec = Recognizer.from_bundle(
-            resolve_model(args.model),
-            decoding=decoding_config(args),
-            emit_features=True,
-            **engine_options(args),
-        )
+        path = resolve_model(args.model)
+        rec = Recognizer.from_bundle(path, decoding=decoding_config(args), emit_features=True, **engine_options(args))
+        # Every other latency the bundle serves, for sessions that ask for it ("latency_ms" in start).
+        others = {ms: Recognizer.from_bundle(path, decoding=decoding_config(args), emit_features=True,
+                                             **{**engine_options(args), "latency_ms": ms})
+                  for ms in rec.config.latencies_ms if ms != rec.config.chunk_ms}
     except (BundleError, EngineUnavailableError, ImportError, ValueError) as exc:
         print(f"wavstream serve: {exc}", file=sys.stderr)
         return 2
@@ -153,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
                 serve_pages=args.page,
+                latencies=others,
             )
         )
     except OSError as exc:  # address in use, permission denied

@@ -156,3 +156,25 @@ class EventPrinter:
             self.out.write((CLEAR_LINE if self.tty and self._width else "") + ev.text + "\n")
             self.out.flush()
             self._width = 0
+
+
+class SubtitlePrinter:
+    """Write Finals as SRT or WebVTT cues (stream/subtitles.py), each utterance's as soon as it ends."""
+
+    def __init__(self, out: IO[str], style: str) -> None:
+        from wavstream.stream.subtitles import WEBVTT_HEADER
+
+        self.out = out
+        self.style = style
+        self._n = 0
+        if style == "vtt":
+            out.write(WEBVTT_HEADER)
+
+    def __call__(self, ev: Any) -> None:
+        from wavstream.stream.subtitles import cues_of, format_cue
+
+        if isinstance(ev, Final):
+            for cue in cues_of(ev):
+                self._n += 1
+                self.out.write(format_cue(self._n, cue, self.style))
+            self.out.flush()

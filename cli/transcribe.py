@@ -1,8 +1,10 @@
 """`wavstream transcribe FILE`: stream an audio file through the recogniser.
 
 Prints partial text updating in place (on a terminal) and each final on its
-own line; with --json, one JSON object per line:
-{"type": "partial", "text": ...} / {"type": "final", "text", "start", "end"}.
+own line; with --json (--format json), one JSON object per line:
+{"type": "partial", "text": ...} / {"type": "final", "text", "start", "end",
+"words": [{"word", "start", "end", "conf"}]}; --format srt / vtt writes
+subtitles, one cue per short run of words, each as soon as its utterance ends.
 FILE "-" reads stdin: a WAV is streamed as it arrives (arecord, sox and
 ffmpeg write one to a pipe), FLAC/OGG/AIFF/... are read whole, and anything
 without a known header is raw s16le mono PCM at --rate Hz.
@@ -28,7 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--chunk", "--chunk-ms", dest="chunk_ms", type=positive_float, default=100.0,
                     help="audio block size pushed per call, in ms (the model's own chunk is fixed by the bundle)")
     io.add_argument("--rate", type=sample_rate, default=16000, help="sample rate of raw PCM on stdin (headerless input only)")
-    io.add_argument("--json", action="store_true", help="one JSON object per line (partials and finals, with times)")
+    io.add_argument("--format", choices=["text", "json", "srt", "vtt"], default="text",
+                    help="text: finals (partials live on a terminal); json: one object per line with word times; "
+                         "srt/vtt: subtitles timed by words")
+    io.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
     add_decoding_arguments(parser, kenlm=True)
     add_endpoint_arguments(parser, parser.add_argument_group("endpointing"), switch=True)
 
@@ -39,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from wavstream.stream.recognizer import Recognizer, resolve_model
     from wavstream.stream.sources import SourceError, open_source
 
-    from .terminal import EventPrinter
+    from .terminal import EventPrinter, SubtitlePrinter
 
     try:
         source = open_source(args.file, realtime=args.realtime, block_s=args.chunk_ms / 1000.0, stdin_rate=args.rate)
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wavstream transcribe: bundle {rec.bundle.path} has no CTC head (no vocab); use 'wavstream features'", file=sys.stderr)
         return 2
 
-    show = EventPrinter(sys.stdout, json_lines=args.json)
+    show = (SubtitlePrinter(sys.stdout, args.format) if args.format in ("srt", "vtt")
+            else EventPrinter(sys.stdout, json_lines=args.format == "json"))
 
     try:
         for block in source:

@@ -227,6 +227,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     t0 = time.monotonic()
     next_draw = 0.0
+    lost: Optional[str] = None
     try:
         for block in source:
             view.on_audio(block)
@@ -241,6 +242,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 break
     except KeyboardInterrupt:
         pass
+    except SourceError as exc:  # the microphone went away: keep what was heard, say why it stopped
+        lost = str(exc)
     finally:
         if mic is not None:
             mic.stop()
@@ -250,6 +253,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         live.stop()
     elif not tty:
         print("\n".join(view.lines()))  # one snapshot of the whole view
+    if lost is not None:
+        print(f"live_mic: audio input lost: {lost}", file=sys.stderr)
+        return 1
     return 0
 
 

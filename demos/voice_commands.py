@@ -193,6 +193,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
 
     t0 = time.monotonic()
+    lost: Optional[str] = None
     try:
         for block in source:
             rec.feed(block, source.sample_rate)  # app.on_partial / app.on_final run in here
@@ -200,11 +201,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                 break
     except KeyboardInterrupt:
         pass
+    except SourceError as exc:  # the microphone went away: keep what was heard, say why it stopped
+        lost = str(exc)
     finally:
         if mic is not None:
             mic.stop()
     rec.finish()  # the last command, if the audio ended before the endpoint
     print(f"final state: {app.state.describe()}; commands run: {', '.join(app.state.log) or 'none'}")
+    if lost is not None:
+        print(f"voice_commands: audio input lost: {lost}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,14 +1,16 @@
-"""Write a model bundle (docs/bundle.md, format version 1) from a model."""
+"""Write a model bundle (docs/bundle.md: format version 1, or 2 when it serves several latencies) from a model."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable, Sequence, Union
 
-__all__ = ["FORMAT_VERSION", "bundle_config", "write_tokens", "write_config", "export_bundle", "hidden_layers"]
+__all__ = ["FORMAT_VERSION", "bundle_config", "write_tokens", "write_config", "export_bundle", "hidden_layers",
+           "latency_views"]
 
+# A bundle of one latency is written as version 1 (older runtimes read it); several make it version 2.
 FORMAT_VERSION = 1
 
 _DTYPE_NAMES = {"torch.float32": "float32", "torch.int64": "int64", "torch.float16": "float16",
@@ -96,51 +98,80 @@ def write_config(path: Union[str, Path], config: dict) -> None:
     Path(path).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
+def latency_views(model: Any, latencies_ms: Sequence[int]) -> dict[int, Any]:
+    """{chunk ms: the model at that chunk}, attention history held constant in time.
+
+    The model's own chunking fixes the history (left_chunks x chunk_frames frames); every
+    other chunk keeps about as many frames of history (at least one chunk). Same weights.
+    """
+    cfg = model.config
+    frame_ms = 1000.0 * model.stride / cfg.sample_rate
+    history = cfg.left_chunks * cfg.chunk_frames
+    views: dict[int, Any] = {}
+    for ms in latencies_ms:
+        c = ms / frame_ms
+        if ms <= 0 or abs(c - round(c)) > 1e-6:
+            raise ValueError(f"latency {ms} ms is not a positive multiple of this model's frame stride ({frame_ms:g} ms)")
+        C = int(round(c))
+        if C == cfg.chunk_frames:
+            views[int(ms)] = model
+            continue
+        L = max(1, int(round(history / C))) if cfg.is_transformer else cfg.left_chunks
+        views[int(ms)] = model.with_chunking(C, L)
+    return views
+
+
+def _chunk_ms(model: Any) -> int:
+    return int(round(1000 * model.chunk_samples / model.config.sample_rate))
+
+
 def export_bundle(model: Any, out: Union[str, Path], *, opset: int = 18, int8: bool = False,
                   tensorrt: bool = False, verify: bool = True, simplify: bool = True,
+                  latencies_ms: Sequence[int] = (),
                   log: Callable[[str], None] = lambda _: None) -> dict:
     """Export ``model`` (at its current chunking) into the bundle folder ``out``.
 
     Writes model.onnx, config.json, tokens.txt (with a vocabulary), and
-    model.int8.onnx (``int8``). ``tensorrt`` builds model.plan afterwards and
-    raises ``TensorRTUnavailable`` when TensorRT or a GPU is missing (the
-    ONNX bundle is complete by then). Progress lines go to ``log`` (the
-    command passes ``print``). Returns a report dict.
+    model.int8.onnx (``int8``). ``latencies_ms``: more chunk sizes the same
+    bundle serves (format version 2): one step graph each (model.<ms>ms.onnx,
+    and its int8 twin), all sharing one weights.bin; the model's own chunk
+    stays the default. ``tensorrt`` builds model.plan (default chunk only)
+    afterwards and raises ``TensorRTUnavailable`` when TensorRT or a GPU is
+    missing (the ONNX bundle is complete by then). Progress lines go to
+    ``log`` (the command passes ``print``). Returns a report dict.
     """
     import torch
-
-    from .onnx_export import ExportError, export_step, simplify_onnx, verify_step
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     report: dict[str, Any] = {"bundle": str(out)}
-    onnx_path = out / "model.onnx"
-    info = export_step(model, onnx_path, opset=opset)
-    report["export_s"] = round(info["export_s"], 2)
-    log(f"exported {model.config.family} streaming step to {onnx_path} "
-        f"({info['bytes'] / 1e6:.2f} MB, {info['export_s']:.1f} s)")
-    if simplify:
-        report["simplify"] = simplify_onnx(onnx_path)
-    files = {"onnx": "model.onnx"}
-    extra: dict[str, Any] = {}
-    if verify:
-        d = verify_step(model, onnx_path)
-        report["verify"] = d
-        log(f"onnxruntime vs torch over 3 chunks: max |diff| features {d['features']:.2e}, "
-            f"logits {d['logits']:.2e}" + ("" if d["codes_equal"] else ", CODES DIFFER"))
-        if d["features"] > 1e-3 or d["logits"] > 1e-3 or not d["codes_equal"]:
-            raise ExportError(f"the exported graph disagrees with torch: {d}")
-    if int8:
-        from .quantize import quantize_bundle_model
+    default_ms = _chunk_ms(model)
+    others = [int(ms) for ms in dict.fromkeys(latencies_ms) if int(ms) != default_ms]
+    views = latency_views(model, others)
+    for stale in list(out.glob("model.*ms*.onnx")) + [out / "weights.bin"]:  # from an earlier export
+        if stale.exists():
+            stale.unlink()
 
-        q = quantize_bundle_model(model, onnx_path, out / "model.int8.onnx")
-        files["int8"] = "model.int8.onnx"
-        extra["int8"] = q["summary"]
-        report["int8"] = q
-        log(f"int8 model: {q['bytes'] / 1e6:.2f} MB (fp32 {info['bytes'] / 1e6:.2f} MB); feature max |diff| "
-            f"{q['summary']['feature_max_abs_diff']:.3g}, relative RMS {q['summary']['feature_rel_rms']:.3g}")
+    files, extra = _export_graph(model, out, "model", opset, int8, verify, simplify, log, report)
     config = bundle_config(model, files, opset, extra)
+    if views:
+        variants = {str(default_ms): _variant(model, files, opset)}
+        for ms, view in views.items():
+            sub: dict[str, Any] = {}
+            vfiles, _ = _export_graph(view, out, f"model.{ms}ms", opset, int8, verify, simplify, log, sub)
+            report[f"{ms}ms"] = sub
+            variants[str(ms)] = _variant(view, vfiles, opset)
+        from .shared_weights import share_weights
+
+        graphs = [out / f for v in variants.values() for f in v["files"].values()]
+        shared = share_weights(graphs)
+        report["shared_weights"] = shared
+        log(f"{len(graphs)} graphs share weights.bin ({shared['weights_bytes'] / 1e6:.2f} MB; "
+            f"{shared['shared_tensors']} of {shared['tensors']} tensors stored once for several graphs)")
+        config["format_version"] = 2
+        config["default_latency_ms"] = default_ms
+        config["latencies"] = dict(sorted(variants.items(), key=lambda kv: int(kv[0])))
     write_config(out / "config.json", config)
     if config["vocab"]:
         write_tokens(out / "tokens.txt", config["vocab"])
@@ -154,10 +185,49 @@ def export_bundle(model: Any, out: Union[str, Path], *, opset: int = 18, int8: b
         from .tensorrt import build_engine
 
         t0 = time.perf_counter()
-        build_engine(onnx_path, out / "model.plan", log=log)
+        build_engine(out / files["onnx"], out / "model.plan", log=log)
         files["tensorrt"] = "model.plan"
         report["tensorrt_s"] = round(time.perf_counter() - t0, 1)
         config["files"] = files
         write_config(out / "config.json", config)
     report["files"] = {p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()}
     return report
+
+
+def _variant(model: Any, files: dict[str, str], opset: int) -> dict:
+    """The per-latency part of config.json: what changes with the chunk."""
+    c = bundle_config(model, files, opset)
+    return {k: c[k] for k in ("chunk_frames", "chunk_samples", "left_chunks", "states", "inputs", "outputs", "files")}
+
+
+def _export_graph(model: Any, out: Path, stem: str, opset: int, int8: bool, verify: bool, simplify: bool,
+                  log: Callable[[str], None], report: dict) -> tuple[dict[str, str], dict[str, Any]]:
+    """One step graph (``stem``.onnx, and ``stem``.int8.onnx with ``int8``), verified; (files, config extras)."""
+    from .onnx_export import ExportError, export_step, simplify_onnx, verify_step
+
+    onnx_path = out / f"{stem}.onnx"
+    info = export_step(model, onnx_path, opset=opset)
+    report["export_s"] = round(info["export_s"], 2)
+    log(f"exported {model.config.family} streaming step ({_chunk_ms(model)} ms chunks) to {onnx_path} "
+        f"({info['bytes'] / 1e6:.2f} MB, {info['export_s']:.1f} s)")
+    if simplify:
+        report["simplify"] = simplify_onnx(onnx_path)
+    files = {"onnx": onnx_path.name}
+    extra: dict[str, Any] = {}
+    if verify:
+        d = verify_step(model, onnx_path)
+        report["verify"] = d
+        log(f"onnxruntime vs torch over 3 chunks: max |diff| features {d['features']:.2e}, "
+            f"logits {d['logits']:.2e}" + ("" if d["codes_equal"] else ", CODES DIFFER"))
+        if d["features"] > 1e-3 or d["logits"] > 1e-3 or not d["codes_equal"]:
+            raise ExportError(f"the exported graph disagrees with torch: {d}")
+    if int8:
+        from .quantize import quantize_bundle_model
+
+        q = quantize_bundle_model(model, onnx_path, out / f"{stem}.int8.onnx")
+        files["int8"] = f"{stem}.int8.onnx"
+        extra["int8"] = q["summary"]
+        report["int8"] = q
+        log(f"int8 model: {q['bytes'] / 1e6:.2f} MB (fp32 {info['bytes'] / 1e6:.2f} MB); feature max |diff| "
+            f"{q['summary']['feature_max_abs_diff']:.3g}, relative RMS {q['summary']['feature_rel_rms']:.3g}")
+    return files, extra

@@ -26,7 +26,7 @@ from .engines import (
     unstack_states,
 )
 from .errors import WavstreamError
-from .events import Event, Features, Final, Partial
+from .events import Event, Features, Final, Partial, Word
 from .recognizer import DEFAULT_MODEL_DIR, DecodingConfig, Recognizer, Stream, resolve_model
 from .resample import AudioFormatError, StreamResampler
 from .ring_buffer import RingBuffer, RingBufferClosed
@@ -47,6 +47,7 @@ __all__ = [
     "Event",
     "Partial",
     "Final",
+    "Word",
     "Features",
     # bundles
     "FORMAT_VERSION",

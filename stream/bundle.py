@@ -1,4 +1,4 @@
-"""Load and validate a model bundle (docs/bundle.md, format version 1).
+"""Load and validate a model bundle (docs/bundle.md, format versions 1 and 2).
 
 A bundle is a folder with ``config.json``, ``tokens.txt`` (when the model has
 logits) and the model files. ``load_bundle(path)`` checks the folder, the
@@ -6,6 +6,11 @@ config and the tokens without loading the model (cheap); the engines call
 ``check_graph_io`` on the graph they load, so a config that disagrees with its
 ONNX graph (names, state shapes, dtypes) is refused before any audio flows.
 Every problem raises ``BundleError`` with a message naming the file and field.
+
+A version-2 bundle serves several latencies: one step graph per chunk size
+(sharing one weights file), listed under ``latencies``. ``load_bundle(path,
+latency_ms=...)`` picks one; the Bundle it returns looks exactly like a
+version-1 bundle at that chunk size, so engines need not know.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ __all__ = [
     "FORMAT_VERSION",
     "BundleError",
     "BundleNotFoundError",
+    "UnsupportedLatencyError",
     "StateSpec",
     "BundleConfig",
     "Bundle",
@@ -31,8 +37,8 @@ __all__ = [
     "check_graph_io",
 ]
 
-# The newest bundle format this runtime understands.
-FORMAT_VERSION = 1
+# The newest bundle format this runtime understands (2: several latencies in one bundle).
+FORMAT_VERSION = 2
 
 _DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
 # onnxruntime's type strings for the dtypes above.
@@ -45,6 +51,10 @@ class BundleError(WavstreamError):
 
 class BundleNotFoundError(BundleError, FileNotFoundError):
     """The bundle folder or one of its required files does not exist."""
+
+
+class UnsupportedLatencyError(BundleError, ValueError):
+    """A latency (chunk size) the bundle does not serve; the message lists those it does."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,12 @@ class BundleConfig:
     outputs: tuple[str, ...]
     files: dict[str, str]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    latencies_ms: tuple[int, ...] = ()  # every chunk size the bundle serves (this one included)
+
+    @property
+    def chunk_ms(self) -> int:
+        """This step graph's chunk, in ms: the latency it adds."""
+        return int(round(1000 * self.chunk_samples / self.sample_rate))
 
     @property
     def has_logits(self) -> bool:
@@ -243,7 +259,40 @@ def _parse_config(raw: dict[str, Any], where: Path) -> BundleConfig:
         outputs=tuple(want_out),
         files=dict(raw.get("files", {}) or {}),
         raw=raw,
+        latencies_ms=tuple(sorted(int(k) for k in raw["latencies"])) if "latencies" in raw
+        else (int(round(1000 * cs / raw["sample_rate"])),),
     )
+
+
+_VARIANT_KEYS = ("chunk_frames", "chunk_samples", "left_chunks", "states", "inputs", "outputs", "files")
+
+
+def _select_latency(raw: dict[str, Any], latency_ms: Optional[int], where: Path) -> dict[str, Any]:
+    """The config of one latency: the top level with that latency's variant fields laid over it."""
+    variants = raw.get("latencies")
+    if variants is None:
+        own = raw.get("chunk_samples", 0) * 1000 / max(1, raw.get("sample_rate", 16000))
+        if latency_ms is not None and abs(latency_ms - own) > 1e-6:
+            raise UnsupportedLatencyError(
+                f"{where}: bundle serves only {own:g} ms chunks, not {latency_ms:g} ms "
+                f"(export it with --latencies-ms to serve several)")
+        return raw
+    if not isinstance(variants, dict) or not variants or not all(isinstance(v, dict) for v in variants.values()):
+        raise BundleError(f"{where}: 'latencies' must map chunk ms to objects, found {str(variants)[:200]}")
+    try:
+        served = {int(k): v for k, v in variants.items()}
+    except ValueError:
+        raise BundleError(f"{where}: 'latencies' keys must be chunk sizes in ms, found {sorted(variants)}") from None
+    want = latency_ms if latency_ms is not None else raw.get("default_latency_ms")
+    if want is None or int(want) != want or int(want) not in served:
+        raise UnsupportedLatencyError(
+            f"{where}: latency {want} ms is not served by this bundle; it serves "
+            f"{', '.join(str(k) for k in sorted(served))} ms")
+    variant = served[int(want)]
+    missing = [k for k in _VARIANT_KEYS if k not in variant]
+    if missing:
+        raise BundleError(f"{where}: latencies[{want}] lacks {missing}")
+    return {**raw, **{k: variant[k] for k in _VARIANT_KEYS}}
 
 
 def _read_tokens(path: Path, vocab: Sequence[str]) -> tuple[str, ...]:
@@ -267,14 +316,18 @@ def _read_tokens(path: Path, vocab: Sequence[str]) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-def load_bundle(path: Union[str, Path]) -> Bundle:
+def load_bundle(path: Union[str, Path], latency_ms: Optional[int] = None) -> Bundle:
     """Read and validate a bundle folder's config and tokens.
+
+    ``latency_ms``: the chunk size to run, one of the bundle's ``latencies_ms``
+    (default: the bundle's default; a version-1 bundle serves its one chunk).
 
     The model graph itself is checked when an engine loads it
     (``check_graph_io``). Raises:
         BundleNotFoundError: the folder, config.json or tokens.txt is missing.
         BundleError: the config is invalid, newer than this runtime, or the
             tokens disagree with it.
+        UnsupportedLatencyError: ``latency_ms`` is not one the bundle serves (named with those it does).
     """
     p = Path(path).expanduser()
     if not p.exists():
@@ -288,6 +341,8 @@ def load_bundle(path: Union[str, Path]) -> Bundle:
         raw = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    if isinstance(raw, dict) and isinstance(raw.get("format_version"), int) and raw["format_version"] <= FORMAT_VERSION:
+        raw = _select_latency(raw, latency_ms, cfg_path)
     config = _parse_config(raw, cfg_path)
     tok_path = p / "tokens.txt"
     if tok_path.is_file():

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Optional, Union
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class ServerProtocolError(ServerError):
 
 
 class ServerTimeoutError(ServerError):
-    """The server did not answer in time: ``code`` is connect_timeout, ready_timeout or result_timeout."""
+    """The server did not answer in time: ``code`` is connect_timeout, ready_timeout, result_timeout or send_timeout."""
 
 
 class Client:
@@ -103,6 +103,7 @@ class Client:
         input_rate: Optional[int] = None,
         channels: int = 1,
         result_timeout: Optional[float] = 30.0,
+        send_timeout: Optional[float] = 30.0,
     ) -> None:
         self.ws = ws
         self.start = start
@@ -112,6 +113,7 @@ class Client:
         self.input_rate = input_rate or int(start["sample_rate"])  # rate of the arrays given to send_audio
         self.channels = channels  # channels of the arrays given to send_audio
         self.result_timeout = result_timeout
+        self.send_timeout = send_timeout  # a send that waits longer: the server stopped reading
         # Rates the protocol refuses are resampled (mono) to WIRE_RATE before sending.
         self._resampler: Optional[StreamResampler] = (
             StreamResampler(self.input_rate, int(start["sample_rate"])) if self.input_rate != start["sample_rate"] else None
@@ -133,18 +135,24 @@ class Client:
         layer: Optional[int] = None,
         endpoint: Optional[dict] = None,
         token: Optional[str] = None,
+        words: bool = False,
+        latency_ms: Optional[int] = None,
         open_timeout: Optional[float] = 10.0,
         ready_timeout: Optional[float] = 10.0,
         result_timeout: Optional[float] = 30.0,
+        send_timeout: Optional[float] = 30.0,
     ) -> "Client":
         """Open a session: connect, send ``start``, wait for ``ready``.
 
         ``sample_rate`` is the rate of the audio you will send, 1000 to 768000
         Hz; outside the protocol's 8000..48000 Hz it is resampled to 16 kHz
-        here (and mixed down to mono). Timeouts are seconds, None for none:
+        here (and mixed down to mono). ``words``: finals carry their words' times and
+        confidences (``Final.words``). ``latency_ms``: a chunk size the server's model
+        serves (``ready["chunk_ms"]`` confirms it). Timeouts are seconds, None for none:
         ``open_timeout`` for TCP and the websocket handshake, ``ready_timeout``
         for the answer to ``start``, ``result_timeout`` for each message after
-        ``end()`` (the server then owes only finals and ``done``).
+        ``end()`` (the server then owes only finals and ``done``), ``send_timeout``
+        for each send (a server that stops reading fills the socket's buffers).
         Raises:
             ServerError: the server refused the start (bad field, full, unauthorized...).
             ServerTimeoutError: no handshake within open_timeout, or no ready within ready_timeout.
@@ -170,6 +178,8 @@ class Client:
             features=features,
             feature_dtype=feature_dtype,
             layer=layer,
+            words=words,
+            latency_ms=latency_ms,
         ).to_dict()
         if endpoint is not None:
             start["endpoint"] = endpoint  # as given: the server validates it and names a bad field
@@ -195,11 +205,19 @@ class Client:
                 raise ServerProtocolError(f"expected a ready message after start, got {_show(msg)}")
             ready = json.loads(msg)  # kept as sent: newer servers may add fields
         except BaseException as exc:
+            if isinstance(exc, ServerError) and exc.close_code is None:
+                # The server closes after its error message: let its close frame (and code) arrive
+                # before closing ourselves, or a busy server would echo our 1000 instead.
+                try:
+                    await asyncio.wait_for(ws.wait_closed(), 1.0)
+                except (asyncio.TimeoutError, TimeoutError):
+                    pass
             await ws.close()
             if isinstance(exc, ServerError) and exc.close_code is None:
                 exc.close_code = ws.close_code  # known once the close handshake is done
             raise
-        return cls(ws, start, ready, input_rate=input_rate, channels=channels, result_timeout=result_timeout)
+        return cls(ws, start, ready, input_rate=input_rate, channels=channels, result_timeout=result_timeout,
+                   send_timeout=send_timeout)
 
     async def __aenter__(self) -> "Client":
         return self
@@ -245,11 +263,22 @@ class Client:
         """Send a block of audio at the rate and channels given to connect(). Raises AudioFormatError as encode()."""
         data = self.encode(samples)
         if data:
-            await self.ws.send(data)
+            await self._send(data)
 
     async def send_bytes(self, data: bytes) -> None:
         """Raw audio bytes, already in the session format (and at its wire rate, ``start['sample_rate']``)."""
-        await self.ws.send(data)
+        await self._send(data)
+
+    async def _send(self, data: Union[bytes, str]) -> None:
+        """One message; ServerTimeoutError("send_timeout") when the server has read nothing for send_timeout s."""
+        try:
+            await asyncio.wait_for(self.ws.send(data), self.send_timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            # A half-written frame cannot be taken back: the connection is unusable now.
+            self.ws.transport.abort()
+            raise ServerTimeoutError(
+                "send_timeout", f"the server read nothing for {self.send_timeout:g} s (its buffers are full)"
+            ) from None
 
     async def end(self) -> None:
         """No more audio: the server decodes the rest, sends the finals and `done`, then closes.
@@ -261,8 +290,8 @@ class Client:
             if self._resampler is not None:
                 tail = self._resampler.flush()
                 if tail.size:
-                    await self.ws.send(self._pack(tail))
-            await self.ws.send(END_TEXT)
+                    await self._send(self._pack(tail))
+            await self._send(END_TEXT)
             self._end_sent.set()
 
     async def close(self) -> None:

@@ -24,6 +24,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .alignment import WordSpan, word_spans
+
 __all__ = [
     "Vocabulary",
     "LmConfig",
@@ -61,6 +63,21 @@ class Vocabulary:
             else:
                 parts.append(tok.replace("▁", " "))
         return " ".join("".join(parts).split())
+
+    def text_to_ids(self, text: str) -> Optional[list[int]]:
+        """Text -> token ids for a character vocabulary (words joined by the delimiter); None if a
+        character has no token (or the vocabulary is not one letter per token)."""
+        index = {t: i for i, t in enumerate(self.tokens)}
+        ids: list[int] = []
+        for w, word in enumerate(text.split()):
+            if w and self.word_delimiter in index:
+                ids.append(index[self.word_delimiter])
+            for ch in word:
+                i = index.get(ch)
+                if i is None:
+                    return None
+                ids.append(i)
+        return ids
 
 
 @dataclass(frozen=True)
@@ -209,7 +226,7 @@ class StreamingCtcDecoder:
         self._ids: list[int] = []
         self._prev = -1
         self._frames = 0
-        self._lm_logits: list[np.ndarray] = []
+        self._logits: list[np.ndarray] = []  # the utterance's, for word times at its end
         if self._beam is not None:
             self._beam.reset()
 
@@ -231,8 +248,7 @@ class StreamingCtcDecoder:
         else:
             self._ids.extend(greedy_decode(logits, self.vocab.blank_id, self._prev))
             self._prev = int(np.argmax(logits[-1]))
-        if self._lm_decoder is not None:
-            self._lm_logits.append(log_softmax(logits.astype(np.float32)))
+        self._logits.append(logits)
 
     @property
     def token_ids(self) -> list[int]:
@@ -245,13 +261,26 @@ class StreamingCtcDecoder:
 
     def finalize(self) -> str:
         """Final text of the utterance (LM-rescored if configured); then reset."""
-        if self._lm_decoder is not None and self._lm_logits:
-            text = self._lm_decoder.decode(np.concatenate(self._lm_logits), beam_width=self.lm.beam_width)  # type: ignore[union-attr]
+        return self.finalize_utterance(words=False)[0]
+
+    def finalize_utterance(self, words: bool = True) -> tuple[str, list[WordSpan]]:
+        """Final text of the utterance and, with ``words``, its words with frames counted from
+        the utterance's first frame (empty when the text cannot be aligned); then reset."""
+        ids: Optional[list[int]]
+        if self._lm_decoder is not None and self._logits:
+            logp = log_softmax(np.concatenate(self._logits).astype(np.float32))
+            text = self._lm_decoder.decode(logp, beam_width=self.lm.beam_width)  # type: ignore[union-attr]
             text = " ".join(text.split())
+            ids = self.vocab.text_to_ids(text) if words else None
         else:
-            text = self.text
+            ids = self.token_ids
+            text = self.vocab.ids_to_text(ids)
+        spans: list[WordSpan] = []
+        if words and ids and self._logits:
+            logp = log_softmax(np.concatenate(self._logits).astype(np.float64))
+            spans = word_spans(logp, ids, self.vocab.tokens, self.vocab.blank_id, self.vocab.word_delimiter)
         self.reset()
-        return text
+        return text, spans
 
 
 def _build_lm_decoder(vocab: Vocabulary, lm: LmConfig) -> Any:

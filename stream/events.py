@@ -6,9 +6,11 @@ their values, so ``print(event)`` stays one short line):
 
 - ``Partial(text, segment)``: the current, still-changing hypothesis of the
   utterance in progress. Emitted only when the text changes.
-- ``Final(text, start, end, segment)``: a finished utterance (an endpoint
-  fired, or the input ended). ``start``/``end`` are seconds from the start of
-  the stream. ``segment`` numbers the stream's utterances from 0: a Partial and
+- ``Final(text, start, end, segment, words)``: a finished utterance (an
+  endpoint fired, or the input ended). ``start``/``end`` are seconds from the
+  start of the stream; ``words`` holds a ``Word(word, start, end,
+  confidence)`` per word (times in the same seconds; see stream/alignment.py),
+  empty when the text could not be aligned to the frames. ``segment`` numbers the stream's utterances from 0: a Partial and
   the Final that settles it carry the same number (counted once, by the Stream).
 - ``Features(frames, start_frame, codes)``: the model's frame features of one
   decoded chunk, ``frames`` (T, D) float32; ``start_frame`` is the index of the
@@ -23,7 +25,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-__all__ = ["Partial", "Final", "Features", "Event"]
+__all__ = ["Partial", "Word", "Final", "Features", "Event"]
 
 
 @dataclass(frozen=True)
@@ -36,18 +38,36 @@ class Partial:
 
 
 @dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds from stream start
+    end: float  # seconds from stream start
+    confidence: float  # 0..1
+
+    def __repr__(self) -> str:
+        return f"Word({self.word!r}, {round(self.start, 3)}, {round(self.end, 3)}, {round(self.confidence, 3)})"
+
+    def to_dict(self) -> dict:
+        return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3), "conf": round(self.confidence, 3)}
+
+
+@dataclass(frozen=True)
 class Final:
     text: str
     start: float  # seconds from stream start
     end: float  # seconds from stream start
     segment: int = 0  # index of the utterance in its stream
+    words: tuple[Word, ...] = ()
 
     def __repr__(self) -> str:
         # Times are frame multiples (0.42000000000000004 s); milliseconds are all they mean.
         return f"Final(text={self.text!r}, start={round(self.start, 3)}, end={round(self.end, 3)}, segment={self.segment})"
 
     def to_dict(self) -> dict:
-        return {"type": "final", "text": self.text, "start": round(self.start, 3), "end": round(self.end, 3)}
+        d: dict = {"type": "final", "text": self.text, "start": round(self.start, 3), "end": round(self.end, 3)}
+        if self.words:
+            d["words"] = [w.to_dict() for w in self.words]
+        return d
 
 
 @dataclass(frozen=True, eq=False)

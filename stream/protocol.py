@@ -9,7 +9,7 @@ Client -> server
            header, or, for browsers, the subprotocols ``wavstream.v1`` and ``auth_subprotocol(T)``
     text   {"type": "start", "protocol": 1, "sample_rate": 16000, "format": "int16",
             "channels": 1, "features": false, "feature_dtype": "float16",
-            "layer": null, "endpoint": {...}}
+            "layer": null, "words": false, "latency_ms": null, "endpoint": {...}}
     binary audio: little-endian int16 or float32 samples (interleaved when
            channels > 1), any whole number of sample frames per message
     text   {"type": "end"}  (alias "eof"): decode the rest now, answer, close
@@ -18,7 +18,7 @@ Server -> client
     text   {"type": "ready", ...}                  after a valid start
     text   {"type": "partial", "text", "segment"}  hypothesis of the utterance in progress
     text   {"type": "overloaded", "lag_s", "max_lag_s"}  results fell behind real time (a notice)
-    text   {"type": "final", "text", "start", "end", "segment"}
+    text   {"type": "final", "text", "start", "end", "segment"}  (+ "words" if the start asked)
     binary feature frame: FEATURE_HEADER then (frames, dim) float16/float32
     text   {"type": "error", "code", "reason"}     then the server closes
     text   {"type": "done", "reason"}              after the last final; then close 1000
@@ -59,7 +59,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from .errors import WavstreamError
-from .events import Event, Features, Final, Partial
+from .events import Event, Features, Final, Partial, Word
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -131,6 +131,7 @@ class ErrorCode:
     BAD_SAMPLE_RATE = "bad_sample_rate"  # outside 8000..48000 Hz or not an integer
     BAD_FORMAT = "bad_format"  # "format" not int16/float32, bad channels, or feature dtype
     UNSUPPORTED_LAYER = "unsupported_layer"  # "layer" other than the bundle's feature layer
+    UNSUPPORTED_LATENCY = "unsupported_latency"  # "latency_ms" the server's model does not serve
     NOT_STARTED = "not_started"  # audio or end before start
     ALREADY_STARTED = "already_started"  # a second start
     PARTIAL_SAMPLE = "partial_sample"  # binary length not a whole number of sample frames
@@ -154,6 +155,7 @@ CLOSE_CODES = {
     ErrorCode.BAD_SAMPLE_RATE: 1008,
     ErrorCode.BAD_FORMAT: 1008,
     ErrorCode.UNSUPPORTED_LAYER: 1008,
+    ErrorCode.UNSUPPORTED_LATENCY: 1008,
     ErrorCode.NOT_STARTED: 1008,
     ErrorCode.ALREADY_STARTED: 1008,
     ErrorCode.PARTIAL_SAMPLE: 1007,  # invalid frame payload data
@@ -199,6 +201,8 @@ class StartMessage:
     features: bool = False  # send binary feature frames
     feature_dtype: str = "float16"  # float16 | float32
     layer: Optional[int] = None  # None = the bundle's feature layer
+    words: bool = False  # finals carry their words' times and confidences
+    latency_ms: Optional[int] = None  # chunk size to decode with (None = the server's default)
     endpoint: EndpointSettings = field(default_factory=EndpointSettings)
     # Not read by servers since the token moved to the handshake (Authorization header or
     # subprotocol); still parsed so that old clients that send it are not refused for it.
@@ -227,6 +231,8 @@ class StartMessage:
             "features": self.features,
             "feature_dtype": self.feature_dtype,
             "layer": self.layer,
+            "words": self.words,
+            "latency_ms": self.latency_ms,
             "endpoint": {
                 "enabled": self.endpoint.enabled,
                 "rule1_silence": self.endpoint.rule1_silence,
@@ -275,6 +281,12 @@ class StartMessage:
         layer = msg.get("layer")
         if layer is not None and not _is_int(layer):
             raise ProtocolError(ErrorCode.BAD_START, f"'layer' must be an integer or null, got {short_repr(layer)}")
+        latency = msg.get("latency_ms")
+        if latency is not None and (not _is_int(latency) or not 1 <= latency <= 60_000):
+            raise ProtocolError(ErrorCode.BAD_START, f"'latency_ms' must be an integer number of ms or null, got {short_repr(latency)}")
+        words = msg.get("words", False)
+        if not isinstance(words, bool):
+            raise ProtocolError(ErrorCode.BAD_START, f"'words' must be true or false, got {short_repr(words)}")
         token = msg.get("token")
         if token is not None and not isinstance(token, str):
             raise ProtocolError(ErrorCode.BAD_START, "'token' must be a string")
@@ -286,6 +298,8 @@ class StartMessage:
             features=features,
             feature_dtype=fdt,
             layer=None if layer is None else int(layer),
+            words=words,
+            latency_ms=latency,
             endpoint=_parse_endpoint(msg.get("endpoint")),
             token=token,
         )
@@ -542,14 +556,18 @@ ServerMessage = Union[Ready, Partial, Final, Features, Overloaded, Done, ErrorMe
 DONE_CLOSE_CODES = {"end": 1000, "idle_timeout": 1000, "session_too_long": 1000, "shutting_down": 1001, "internal": 1011}
 
 
-def encode_server_message(msg: ServerMessage, feature_dtype: str = "float16") -> Union[str, bytes]:
+def encode_server_message(msg: ServerMessage, feature_dtype: str = "float16", words: bool = False) -> Union[str, bytes]:
     """A server message -> what goes on the wire (text JSON; a binary frame for Features).
 
     The one place that builds server messages: field names, order and rounding are protocol v1.
+    ``words``: a final carries its words (the session asked for them in its start message).
     """
     if isinstance(msg, Partial):
         return _json(type="partial", text=msg.text, segment=msg.segment)
     if isinstance(msg, Final):
+        if words:
+            return _json(type="final", text=msg.text, start=round(msg.start, 3), end=round(msg.end, 3),
+                         segment=msg.segment, words=[w.to_dict() for w in msg.words])
         return _json(type="final", text=msg.text, start=round(msg.start, 3), end=round(msg.end, 3), segment=msg.segment)
     if isinstance(msg, Features):
         return pack_features(msg.start_frame, msg.frames, feature_dtype)
@@ -598,7 +616,7 @@ def parse_server_message(msg: Union[str, bytes]) -> Optional[ServerMessage]:
     if kind == "partial":
         return Partial(_field(d, "text", str), _segment(d))
     if kind == "final":
-        return Final(_field(d, "text", str), _seconds(d, "start"), _seconds(d, "end"), _segment(d))
+        return Final(_field(d, "text", str), _seconds(d, "start"), _seconds(d, "end"), _segment(d), _words(d))
     if kind == "done":
         reason = d.get("reason", "end")
         return Done(reason if isinstance(reason, str) else str(reason))
@@ -635,6 +653,22 @@ def _segment(d: dict) -> int:
     """The utterance index of a partial/final (0 when a server leaves it out)."""
     v = d.get("segment", 0)
     return v if _is_int(v) and v >= 0 else 0
+
+
+def _words(d: dict) -> tuple[Word, ...]:
+    """A final's optional ``words``: [{"word", "start", "end", "conf"}] -> Words (() when absent)."""
+    ws = d.get("words")
+    if ws is None:
+        return ()
+    if not isinstance(ws, list) or not all(isinstance(w, dict) for w in ws):
+        raise ServerMessageError(f"final message whose 'words' is not a list of objects: {_show(json.dumps(d))}")
+    out = []
+    for w in ws:
+        word, start, end, conf = w.get("word"), w.get("start"), w.get("end"), w.get("conf", 1.0)
+        if not (isinstance(word, str) and _is_number(start) and _is_number(end) and _is_number(conf)):
+            raise ServerMessageError(f"final message with a malformed word {_show(json.dumps(w))}")
+        out.append(Word(word, float(start), float(end), float(conf)))
+    return tuple(out)
 
 
 def _seconds(d: dict, name: str) -> float:
@@ -692,11 +726,13 @@ class SessionProtocol:
     ``close_reason`` say how to close once CLOSED.
     """
 
-    def __init__(self, *, max_message_bytes: Optional[int] = None, feature_layer: Optional[int] = None) -> None:
+    def __init__(self, *, max_message_bytes: Optional[int] = None, feature_layer: Optional[int] = None,
+                 latencies_ms: Optional[Sequence[int]] = None) -> None:
         self.state = State.AWAITING_START
         self.start: Optional[StartMessage] = None
         self.max_message_bytes = max_message_bytes
         self.feature_layer = feature_layer  # the only layer a start may ask for (None: any)
+        self.latencies_ms = tuple(latencies_ms) if latencies_ms is not None else None  # None: any
         self.close_code: Optional[int] = None
         self.close_reason = ""
         self.error_code: Optional[str] = None  # the ErrorCode that closed the session, if one did
@@ -734,6 +770,12 @@ class SessionProtocol:
                     ErrorCode.UNSUPPORTED_LAYER,
                     f"layer {start.layer} is not available; this model exports features of layer {self.feature_layer}",
                 )
+            if start.latency_ms is not None and self.latencies_ms is not None and start.latency_ms not in self.latencies_ms:
+                raise ProtocolError(
+                    ErrorCode.UNSUPPORTED_LATENCY,
+                    f"latency_ms {start.latency_ms} is not served; this model serves "
+                    f"{', '.join(str(x) for x in self.latencies_ms)} ms",
+                )
             self.start = start
             self.state = State.STREAMING
             return [StartReceived(start)]
@@ -766,7 +808,9 @@ class SessionProtocol:
             if isinstance(ev, Features):
                 if start is not None and start.features and ev.num_frames:
                     self._out.append(encode_server_message(ev, start.feature_dtype))
-            elif isinstance(ev, (Partial, Final)):
+            elif isinstance(ev, Final):
+                self._out.append(encode_server_message(ev, words=start is not None and start.words))
+            elif isinstance(ev, Partial):
                 self._out.append(encode_server_message(ev))
 
     def send_overloaded(self, lag_s: float, max_lag_s: float) -> None:

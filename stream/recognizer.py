@@ -58,7 +58,7 @@ from .bundle import Bundle, BundleConfig, BundleNotFoundError, load_bundle
 from .ctc import LmConfig, StreamingCtcDecoder, Vocabulary
 from .endpoint import EndpointConfig, Endpointer
 from .engines.base import Engine, stack_states, unstack_states
-from .events import Event, Features, Final, Partial
+from .events import Event, Features, Final, Partial, Word
 from .resample import AudioFormatError, StreamResampler, channels_first_layout, check_sample_rate, to_mono_float32
 
 __all__ = ["Recognizer", "Stream", "StreamState", "DecodingConfig", "DEFAULT_MODEL_DIR", "resolve_model"]
@@ -206,6 +206,16 @@ class Stream:
         return self.state is StreamState.DONE
 
     @property
+    def recognizer(self) -> "Recognizer":
+        """The recogniser (model and latency) this stream is decoded with."""
+        return self._rec
+
+    @property
+    def chunk_samples(self) -> int:
+        """16 kHz samples per model step of this stream."""
+        return self._chunk
+
+    @property
     def queued_samples(self) -> int:
         return self._queued
 
@@ -269,14 +279,16 @@ class Stream:
         """Close the current utterance at stream frame ``end_frame``; Final if it has text."""
         assert self.decoder is not None
         ep = self.endpointer
-        text = self.decoder.finalize()
+        text, spans = self.decoder.finalize_utterance()
         shift = self._rec.config.frame_shift_s
         events: list[Event] = []
         if text:
             # Times bound the speech (non-blank frames), not the trailing silence.
-            first = self.utterance_start_frame + (ep.first_speech_frame or 0)
-            last = self.utterance_start_frame + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
-            events.append(Final(text, first * shift, (last + 1) * shift, self.segment))
+            base = self.utterance_start_frame
+            first = base + (ep.first_speech_frame or 0)
+            last = base + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
+            words = tuple(Word(w.word, (base + w.start_frame) * shift, (base + w.end_frame) * shift, w.confidence) for w in spans)
+            events.append(Final(text, first * shift, (last + 1) * shift, self.segment, words))
             self.segment += 1
         ep.reset()
         self.utterance_start_frame = end_frame
@@ -341,18 +353,25 @@ class Recognizer:
         endpoint: Optional[EndpointConfig] = None,
         emit_features: bool = True,
         decode_text: bool = True,
+        latency_ms: Optional[int] = None,
         **engine_opts: Any,
     ) -> "Recognizer":
         """Load a bundle folder and build its engine.
 
+        latency_ms: the chunk size to run (one the bundle serves: ``Bundle.config.latencies_ms``);
+        default: the bundle's own. Smaller chunks give text sooner and cost more compute.
+
         engine_opts for backend="onnxruntime": quantized (bool, use
         model.int8.onnx), device ("auto"/"cpu"/"cuda"), intra_op_threads,
         inter_op_threads; for backend="tensorrt": device_id.
-        Raises BundleError (BundleNotFoundError) naming what is wrong.
+        Raises BundleError (BundleNotFoundError, UnsupportedLatencyError) naming what is wrong.
         """
         from .engines import create_engine
 
-        bundle = path if isinstance(path, Bundle) else load_bundle(path)
+        if isinstance(path, Bundle):
+            bundle = path if latency_ms is None or latency_ms == path.config.chunk_ms else load_bundle(path.path, latency_ms)
+        else:
+            bundle = load_bundle(path, latency_ms)
         engine = create_engine(bundle, backend, **engine_opts)
         return cls(engine, decoding=decoding, endpoint=endpoint, emit_features=emit_features, decode_text=decode_text)
 

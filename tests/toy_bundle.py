@@ -149,8 +149,13 @@ def build_toy_bundle(
     with_int8: bool = False,
     config_overrides: Optional[dict] = None,
     seed: int = 0,
+    latencies_ms: tuple[int, ...] = (),
 ) -> Path:
-    """Write a toy bundle folder at ``path`` and return it."""
+    """Write a toy bundle folder at ``path`` and return it.
+
+    ``latencies_ms``: more chunk sizes (multiples of 10 ms) served from the same bundle (format version 2),
+    one graph each (model.<ms>ms.onnx); the default stays 80 ms.
+    """
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)
@@ -161,6 +166,16 @@ def build_toy_bundle(
         shutil.copy(path / "model.onnx", path / "model.int8.onnx")  # same graph; exercises the file choice
     cfg = make_config(code_groups)
     cfg.update(config_overrides or {})
+    if latencies_ms:
+        keys = ("chunk_frames", "chunk_samples", "left_chunks", "states", "inputs", "outputs")
+        default_ms = CHUNK_FRAMES * STRIDE // 16
+        variants = {str(default_ms): {**{k: cfg[k] for k in keys}, "files": {"onnx": "model.onnx"}}}
+        for ms in latencies_ms:
+            frames = ms * 16 // STRIDE
+            onnx.save(build_graph(chunk_frames=frames, code_groups=code_groups, seed=seed), str(path / f"model.{ms}ms.onnx"))
+            v = make_config(code_groups, chunk_frames=frames)
+            variants[str(ms)] = {**{k: v[k] for k in keys}, "files": {"onnx": f"model.{ms}ms.onnx"}}
+        cfg.update(format_version=2, default_latency_ms=default_ms, latencies=variants)
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
     (path / "tokens.txt").write_text("".join(f"{t} {i}\n" for i, t in enumerate(VOCAB)))
     return path

@@ -52,7 +52,7 @@ import ssl
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import websockets
 from websockets.asyncio.server import ServerConnection
@@ -175,6 +175,8 @@ class Server:
         max_wait_ms: float = 10.0,
         # Pages
         serve_pages: bool = True,
+        # Other latencies of the same bundle, chosen per session ("latency_ms" in start)
+        latencies: Optional[Mapping[int, Any]] = None,
     ) -> None:
         if max_sessions is not None and max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
@@ -189,6 +191,13 @@ class Server:
             if not v > 0:
                 raise ValueError(f"{name} must be > 0, got {v}")
         self.rec = recognizer
+        # chunk ms -> recogniser; sessions pick one in their start message (the default: self.rec's).
+        self.default_latency_ms = _chunk_ms(recognizer)
+        self.recognizers: dict[int, Any] = {**dict(latencies or {}), self.default_latency_ms: recognizer}
+        for ms, r in self.recognizers.items():
+            if _chunk_ms(r) != ms or r.config.stride != recognizer.config.stride:
+                raise ValueError(f"latencies[{ms}] runs {_chunk_ms(r)} ms chunks (stride {r.config.stride}); "
+                                 f"expected {ms} ms at stride {recognizer.config.stride}")
         self.host = host
         self.port = port
         self.max_sessions: Optional[int] = max_sessions
@@ -351,6 +360,7 @@ class Server:
                 # The folder name only: an absolute path tells a caller about the host's file system.
                 "name": Path(str(getattr(self.rec.bundle, "path", "") or "")).name,
                 "chunk_ms": round(1000.0 * cfg.chunk_samples / cfg.sample_rate, 3),
+                "latencies_ms": sorted(self.recognizers),
                 "feature_dim": cfg.feature_dim,
             },
         }
@@ -362,9 +372,9 @@ class Server:
         """Sessions whose results are more than max_lag_s behind (slow readers excluded: their lag is their own)."""
         if self.max_lag_s is None:
             return []
-        now, chunk16 = time.monotonic(), self.rec.config.chunk_samples
+        now = time.monotonic()
         return [s for s in self._sessions.values()
-                if s.is_open and not s.output_full and s.lag_s(now, chunk16) > self.max_lag_s]
+                if s.is_open and not s.output_full and s.lag_s(now, s.stream.chunk_samples) > self.max_lag_s]
 
     async def _watch_lag(self) -> None:
         """Every fraction of max_lag_s: tell sessions that fell behind (see _tell_lagging)."""
@@ -377,11 +387,11 @@ class Server:
     def _tell_lagging(self) -> None:
         """Queue `overloaded` once per episode for each session behind by max_lag_s (the episode ends below half)."""
         assert self.max_lag_s is not None
-        now, chunk16 = time.monotonic(), self.rec.config.chunk_samples
+        now = time.monotonic()
         for s in list(self._sessions.values()):
             if not s.is_open or s.output_full:
                 continue
-            lag = s.lag_s(now, chunk16)
+            lag = s.lag_s(now, s.stream.chunk_samples)
             if lag > self.max_lag_s and not s.overload_told:
                 s.overload_told = True
                 self.overload_notices += 1
@@ -511,7 +521,8 @@ class Server:
             ws.transport.abort()
 
     def _protocol(self) -> SessionProtocol:
-        return SessionProtocol(max_message_bytes=self.max_message_bytes, feature_layer=self.rec.config.feature_layer)
+        return SessionProtocol(max_message_bytes=self.max_message_bytes, feature_layer=self.rec.config.feature_layer,
+                               latencies_ms=sorted(self.recognizers))
 
     async def _handler(self, ws: ServerConnection) -> None:
         peer = ws.remote_address
@@ -561,7 +572,8 @@ class Server:
         proto.receive_bytes(msg) if isinstance(msg, bytes) else proto.receive_text(msg)
         start = proto.start
         assert start is not None
-        cfg = self.rec.config
+        rec = self.recognizers[start.latency_ms if start.latency_ms is not None else self.default_latency_ms]
+        cfg = rec.config
         if self._closing:
             raise ProtocolError(ErrorCode.SHUTTING_DOWN, "server is shutting down")
         assert self.max_sessions is not None  # set by start()
@@ -576,11 +588,11 @@ class Server:
             )
         # No await between the checks above and registering the session: no other start can slip in.
         ep = start.endpoint
-        stream = self.rec.create_stream(
+        stream = rec.create_stream(
             endpoint=EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled)
         )
         session = Session(proto, stream, max_pending_samples=int(self.max_buffer_s * start.sample_rate),
-                          max_out_bytes=self.max_out_bytes)
+                          max_out_bytes=self.max_out_bytes, recognizer=rec)
         self._sessions[session.id] = session
         self._started.add(ws)
         self._pending.discard(ws)
@@ -592,7 +604,7 @@ class Server:
             frame_shift_ms=round(1000.0 * cfg.frame_shift_s, 3),
             feature_dim=cfg.feature_dim,
             feature_layer=cfg.feature_layer,
-            text=bool(self.rec.decode_text),
+            text=bool(rec.decode_text),
         )
         for m in proto.data_to_send():
             await ws.send(m)
@@ -689,6 +701,10 @@ class Server:
                 return  # the client went away; the handler cleans up
             if s.pending and not s.output_full:
                 self.batcher.notify()  # it may have skipped this session while its queue was full
+
+
+def _chunk_ms(rec: Any) -> int:
+    return int(round(1000.0 * rec.config.chunk_samples / rec.config.sample_rate))
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> Optional[str]:

@@ -75,6 +75,7 @@ class _Job:
     audio: list[np.ndarray]  # blocks to accept, in order
     end: bool  # give the stream input_finished() after the audio
     last_served: int  # round-robin order
+    rec: Any  # the Recognizer that decodes the stream (one per latency)
 
 
 @dataclass(eq=False)
@@ -104,8 +105,7 @@ class Batcher:
         self.max_wait_s = max(0.0, float(max_wait_s))
         self.sessions: dict[int, Session] = {}
         self.stats = BatcherStats()
-        self._chunk = recognizer.config.chunk_samples
-        self._stride = recognizer.config.stride
+        self._stride = recognizer.config.stride  # the same at every latency of one bundle
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wavstream-infer")
         self._task: Optional[asyncio.Task] = None
@@ -184,17 +184,21 @@ class Batcher:
         for s in sorted(self.sessions.values(), key=lambda s: s.last_served):
             if s.phase in (Phase.FINISHED, Phase.CLOSED) or s.output_full:
                 continue
-            audio = s.take_pending() if s.backlog < 2 * self._chunk else []
+            chunk = s.stream.chunk_samples
+            audio = s.take_pending() if s.backlog < 2 * chunk else []
             end = s.phase is Phase.ENDING and not s.pending
             if end:
                 s.phase = Phase.FLUSHING
-            if audio or end or s.backlog >= self._chunk or s.phase is Phase.FLUSHING:
-                work.append(_Job(s.id, s.stream, s.start.sample_rate, audio, end, s.last_served))
+            if audio or end or s.backlog >= chunk or s.phase is Phase.FLUSHING:
+                work.append(_Job(s.id, s.stream, s.start.sample_rate, audio, end, s.last_served, s.recognizer))
         return work
 
     def _step(self, work: list[_Job]) -> _Outcome:
-        """Executor thread: ingest, pick, decode. Touches the jobs' streams only; results are returned."""
-        rec = self.rec
+        """Executor thread: ingest, pick, decode. Touches the jobs' streams only; results are returned.
+
+        Streams of different latencies (recognisers of one bundle at other chunk sizes) are decoded
+        in one engine call per recogniser.
+        """
         ready: list[_Job] = []
         backlog: dict[int, int] = {}
         for job in work:
@@ -204,7 +208,7 @@ class Batcher:
             if job.end:
                 st.input_finished()
             backlog[job.sid] = st.queued_samples
-            if rec.is_ready(st):
+            if job.rec.is_ready(st):
                 ready.append(job)
         # Ending streams first (an end flushes at once), then least recently served.
         ready.sort(key=lambda job: (not job.stream.finished, job.last_served))
@@ -213,8 +217,12 @@ class Batcher:
                        stepped=sum(1 for job in batch if job.stream.queued_samples > 0), engine_s=0.0, done_t=0.0,
                        more=False)
         t0 = time.perf_counter()
-        if batch:
-            for job, evs in zip(batch, rec.decode_streams([job.stream for job in batch])):
+        groups: dict[int, list[_Job]] = {}
+        for job in batch:
+            groups.setdefault(id(job.rec), []).append(job)
+        for jobs in groups.values():
+            rec = jobs[0].rec
+            for job, evs in zip(jobs, rec.decode_streams([job.stream for job in jobs])):
                 st = job.stream
                 out.events[job.sid] = evs
                 backlog[job.sid] = st.queued_samples
@@ -223,7 +231,7 @@ class Batcher:
                     out.done.add(job.sid)
         out.engine_s = time.perf_counter() - t0
         out.done_t = time.monotonic()
-        out.more = len(ready) > len(batch) or any(rec.is_ready(job.stream) for job in batch)
+        out.more = len(ready) > len(batch) or any(job.rec.is_ready(job.stream) for job in batch)
         return out
 
     def _deliver(self, outcome: _Outcome) -> bool:

@@ -73,7 +73,7 @@ OutItem = Union[str, bytes, Close]
 class Session:
     def __init__(
         self, protocol: Any, stream: Any, *, max_pending_samples: int, max_out: int = 64,
-        max_out_bytes: int = 1 << 20
+        max_out_bytes: int = 1 << 20, recognizer: Any = None
     ) -> None:
         # ``protocol``: a SessionProtocol (v1), or a dialect's translator with the same methods
         # (stream/server/dialects.py, wyoming_session.py).
@@ -83,6 +83,8 @@ class Session:
         self.protocol = protocol
         self.start: StartMessage = protocol.start
         self.stream = stream  # wavstream.stream.Stream; touched only by the Batcher's worker thread
+        # What decodes the stream (the server's recogniser at the session's latency).
+        self.recognizer = recognizer if recognizer is not None else stream.recognizer
         self.phase = Phase.OPEN
         self.end_reason: Optional[str] = None  # why the session ends: "end", "idle_timeout", "session_too_long"...
         self.sender: Optional[asyncio.Task] = None  # the task writing ``out`` to the socket (app.py)

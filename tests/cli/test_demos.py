@@ -194,3 +194,37 @@ def test_voice_commands_default_model_on_espeak_commands(tmp_path: Path) -> None
     ran = r.stdout.strip().splitlines()[-1].split("commands run: ")[1]
     ran_list = [] if ran == "none" else ran.split(", ")
     assert ran_list and set(ran_list) <= set(said), r.stdout
+
+
+@pytest.mark.parametrize("demo", ["live_mic", "voice_commands"])
+def test_a_lost_microphone_ends_the_demo_with_a_message(demo: str, toy: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The microphone disappears mid-stream: the demo keeps what it heard, says why, exits 1 (no traceback)."""
+    from wavstream.stream.sources import DeviceLostError
+
+    spec = importlib.util.spec_from_file_location(demo, DEMOS / f"{demo}.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[demo] = mod
+    spec.loader.exec_module(mod)
+
+    class VanishingMic:
+        device_name, sample_rate = "usb mic", 16000
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def __iter__(self):
+            yield np.zeros(800, np.float32)
+            raise DeviceLostError("capture stopped: device unplugged")
+
+        def take_dropped(self) -> int:
+            return 0
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(mod, "MicrophoneSource", VanishingMic)
+    rc = mod.main(["--model", str(toy)] + (["--plain"] if demo == "live_mic" else []))
+    err = capsys.readouterr().err
+    assert rc == 1 and "audio input lost: capture stopped: device unplugged" in err

@@ -288,9 +288,9 @@ def test_bad_bundles_give_clear_errors(cache, tmp_path):
 
     b = _copy(out, tmp_path / "newer")
     cfg = json.loads((b / "config.json").read_text())
-    cfg["format_version"] = 2
+    cfg["format_version"] = 3
     (b / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(BundleError, match="format_version 2"):
+    with pytest.raises(BundleError, match="format_version 3"):
         load_bundle(b)
 
     b = _copy(out, tmp_path / "tokens")

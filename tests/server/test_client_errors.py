@@ -348,3 +348,29 @@ def test_client_sends_channels_first_arrays_interleaved() -> None:
         run(go(url))
     got = np.frombuffer(bytes(seen.audio), "<f4").reshape(-1, 2)
     np.testing.assert_array_equal(got, np.concatenate([np.stack([left, right], 1)] * 2))
+
+
+def test_a_server_that_stops_reading_times_the_send_out() -> None:
+    """The server sends ready and then reads nothing: sends fill the socket buffers, then time out."""
+    import time
+
+    def behave(ws: Any, seen: Seen) -> None:
+        take_start(ws, seen)
+        ws.send(json.dumps(READY))
+        time.sleep(4.0)  # reads nothing
+
+    # 4 s of noise (zeros would compress to nothing under permessage-deflate): 128 KB a message
+    big = np.random.default_rng(0).uniform(-0.5, 0.5, 16000 * 4).astype(np.float32)
+
+    async def go() -> float:
+        c = await Client.connect(url, send_timeout=0.5)
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(ServerTimeoutError) as err:
+            for _ in range(2000):  # far more than loopback buffers hold
+                await c.send_audio(big)
+        assert err.value.code == "send_timeout" and "read nothing" in err.value.reason
+        return asyncio.get_running_loop().time() - t0
+
+    with fake_server(behave) as (url, _):
+        took = run(go(), timeout=15)
+    assert took < 3.5  # the timeout fired, not the server's sleep ending

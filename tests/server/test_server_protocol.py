@@ -59,6 +59,7 @@ def test_start_and_audio_validation() -> None:
         ({"channels": 0}, ErrorCode.BAD_FORMAT),
         ({"protocol": 2}, ErrorCode.UNSUPPORTED_VERSION),
         ({"features": "yes"}, ErrorCode.BAD_START),
+        ({"words": 1}, ErrorCode.BAD_START),
         ({"endpoint": {"rule2_silence": -1}}, ErrorCode.BAD_START),
     ]:
         with pytest.raises(ProtocolError) as exc:
@@ -93,10 +94,14 @@ def test_file_through_server_equals_transcribe_command(rec, tmp_path: Path) -> N
 
     async def go():
         async with running_server(rec) as server:
-            return await transcribe(server.url, sf.read(wav, dtype="float32")[0], 16000, block_s=0.05)
+            audio = sf.read(wav, dtype="float32")[0]
+            return (await transcribe(server.url, audio, 16000, block_s=0.05, words=True),
+                    await transcribe(server.url, audio, 16000, block_s=0.05))
 
-    finals = run(go())
-    assert [f.to_dict() for f in finals] == cli_finals
+    with_words, plain = run(go())
+    assert [f.to_dict() for f in with_words] == cli_finals  # word times and confidences too
+    assert all(f.words for f in with_words) and not any(f.words for f in plain)  # only when asked for
+    assert [(f.text, f.start, f.end) for f in plain] == [(f.text, f.start, f.end) for f in with_words]
 
 
 def test_int16_stereo_44k_and_features(rec) -> None:
@@ -121,7 +126,8 @@ def test_int16_stereo_44k_and_features(rec) -> None:
     async def go():
         async with running_server(rec) as server:
             got: list = []
-            async with await Client.connect(server.url, sample_rate=44100, channels=2, features=True, feature_dtype="float32") as c:
+            async with await Client.connect(server.url, sample_rate=44100, channels=2, features=True, feature_dtype="float32",
+                                            words=True) as c:
                 assert c.ready["feature_dim"] == 16 and c.ready["chunk_ms"] == 80.0
                 for i in range(0, len(pcm), 3001):  # odd block size
                     await c.send_audio(pcm[i : i + 3001])

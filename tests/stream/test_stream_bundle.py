@@ -122,9 +122,9 @@ def test_corrupted_onnx(copy: Path) -> None:
 
 
 def test_newer_format_version_refused_by_name(copy: Path) -> None:
-    """config.json says format_version 2."""
-    _edit_config(copy, format_version=2)
-    with pytest.raises(BundleError, match="format_version 2 is newer than format_version 1"):
+    """config.json says format_version 3."""
+    _edit_config(copy, format_version=3)
+    with pytest.raises(BundleError, match="format_version 3 is newer than format_version 2"):
         load_bundle(copy)
 
 

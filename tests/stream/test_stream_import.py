@@ -48,7 +48,7 @@ def test_no_torch_import_in_sources() -> None:
 def test_public_api_is_pinned() -> None:
     expected = {
         "Recognizer", "Stream", "DecodingConfig", "EndpointConfig", "EndpointRule", "Endpointer",
-        "resolve_model", "DEFAULT_MODEL_DIR", "WavstreamError", "Event", "Partial", "Final", "Features",
+        "resolve_model", "DEFAULT_MODEL_DIR", "WavstreamError", "Event", "Partial", "Final", "Word", "Features",
         "FORMAT_VERSION", "Bundle", "BundleConfig", "StateSpec", "BundleError", "BundleNotFoundError",
         "load_bundle", "Engine", "StepResult", "OrtEngine", "create_engine", "stack_states",
         "unstack_states", "ChunkSizeError", "StateShapeError", "EngineUnavailableError", "Vocabulary",

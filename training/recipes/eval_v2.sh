@@ -18,8 +18,12 @@ ev() { wavstream eval --model "$MODEL" --threads "$THREADS" "$@" | tail -n 1 >> 
 
 [ -d runs/human/alsa ] || python training/recipes/human_testset.py runs/human >/dev/null
 if [ -f "$MODEL/model.onnx" ]; then
-  # a bundle runs at the chunk it was exported with
+  # a bundle runs at the latencies it serves (320 ms by default; 160/640 when exported with --latencies-ms)
   ev "$CORPUS/dev.tsv" --by-engine --per-utt "$OUT/dev_320.tsv"
+  for ms in 160 640; do
+    served=$(wavstream info --model "$MODEL" --json | python -c "import json,sys; print(json.load(sys.stdin)['latencies_ms'])")
+    case "$served" in *"$ms"*) ev "$CORPUS/dev.tsv" --chunk-ms $ms --by-engine ;; esac
+  done
   ev "$CORPUS/dev.tsv" --int8
   ev "$CORPUS/dev.tsv" --channel telephone
   ev runs/human/pocketsphinx

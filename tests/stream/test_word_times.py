@@ -1,0 +1,135 @@
+"""Word times and confidences in Final events (stream/alignment.py).
+
+The truth comes from audio with known word boundaries: each word is
+synthesised on its own by espeak-ng, trimmed to its sound, and the words are
+joined with pauses of measured length. The committed default model must put
+every word's start within 60 ms of the truth; word ends are softer (a CTC
+model may never spell a word's last sound), so most of them must be within
+60 ms and none far off.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from wavstream.stream import Final, Recognizer, Word
+from wavstream.stream.alignment import ctc_forced_align, word_spans
+
+if shutil.which("espeak-ng") is None:  # scripts/test.sh installs it (.ci/system-packages.txt)
+    raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (or run bash scripts/test.sh)")
+
+SR = 16000
+SENTENCES = [
+    ["seven", "purple", "windows"],
+    ["open", "the", "garden", "door"],
+    ["turn", "off", "kitchen", "lights"],
+    ["call", "my", "mother", "tomorrow"],
+    ["play", "some", "music", "please"],
+]
+VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m7"]
+
+
+def spoken_word(word: str, voice: str) -> np.ndarray:
+    import soundfile as sf
+    import soxr
+
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "--stdout", word], capture_output=True, check=True).stdout
+    x, sr = sf.read(io.BytesIO(wav), dtype="float32")
+    x = soxr.resample(x, sr, SR)
+    loud = np.flatnonzero(np.abs(x) > 0.02 * np.abs(x).max())  # the word's sound, without espeak's silences
+    return x[loud[0] : loud[-1] + 1]
+
+
+def joined(words: list[str], voice: str, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    parts = [np.zeros(int(0.4 * SR), np.float32)]
+    truth = []
+    n = len(parts[0])
+    for w in words:
+        a = spoken_word(w, voice)
+        truth.append((w, n / SR, (n + len(a)) / SR))
+        gap = np.zeros(int(rng.uniform(0.15, 0.35) * SR), np.float32)
+        parts += [a, gap]
+        n += len(a) + len(gap)
+    parts.append(np.zeros(SR // 2, np.float32))
+    return np.concatenate(parts), truth
+
+
+@pytest.fixture(scope="module")
+def errors() -> tuple[np.ndarray, np.ndarray, list[Word]]:
+    rec = Recognizer.default(intra_op_threads=1)
+    rng = np.random.default_rng(0)
+    starts, ends, words = [], [], []
+    for voice in VOICES:
+        for sentence in SENTENCES:
+            x, truth = joined(sentence, voice, rng)
+            finals = [e for e in list(rec.feed(x, SR)) + list(rec.finish()) if isinstance(e, Final)]
+            got = [w for f in finals for w in f.words]
+            words += got
+            if len(got) != len(truth):  # the model merged or split a word: no one-to-one truth
+                continue
+            for w, (_, a, b) in zip(got, truth):
+                starts.append(w.start - a)
+                ends.append(w.end - b)
+    return np.array(starts), np.array(ends), words
+
+
+def test_most_sentences_align_word_for_word(errors) -> None:
+    starts, _, _ = errors
+    assert len(starts) >= 40  # of 77 words: sentences where the model merged two words are left out
+
+
+def test_every_word_start_within_60_ms(errors) -> None:
+    starts, _, _ = errors
+    assert np.max(np.abs(starts)) <= 0.060, np.round(starts, 3)
+
+
+def test_word_ends_mostly_within_60_ms(errors) -> None:
+    _, ends, _ = errors
+    within = np.mean(np.abs(ends) <= 0.060)
+    assert within >= 0.85 and np.median(np.abs(ends)) <= 0.040, np.round(ends, 3)
+    assert np.max(np.abs(ends)) <= 0.35, np.round(ends, 3)
+
+
+def test_words_are_ordered_and_inside_the_final(errors) -> None:
+    _, _, words = errors
+    assert words and all(0.0 <= w.confidence <= 1.0 and w.start < w.end for w in words)
+
+
+def test_words_join_into_the_final_text_and_lie_inside_it() -> None:
+    rec = Recognizer.default(intra_op_threads=1)
+    x, _ = joined(["open", "the", "garden", "door"], "en-us", np.random.default_rng(1))
+    finals = [e for e in list(rec.feed(x, SR)) + list(rec.finish()) if isinstance(e, Final)]
+    assert finals
+    for f in finals:
+        assert " ".join(w.word for w in f.words) == f.text
+        assert all(f.start - 0.02 <= w.start and w.end <= f.end + 0.5 for w in f.words)
+        assert all(a.end <= b.start for a, b in zip(f.words, f.words[1:]))
+        assert f.to_dict()["words"][0]["word"] == f.words[0].word
+
+
+def test_forced_alignment_on_a_hand_made_path() -> None:
+    # 8 frames, vocab [blank, a, b]: a at frames 1-2, b at 5, blank elsewhere.
+    logp = np.full((8, 3), np.log(0.01))
+    for t, k in [(0, 0), (1, 1), (2, 1), (3, 0), (4, 0), (5, 2), (6, 0), (7, 0)]:
+        logp[t, k] = np.log(0.98)
+    assert ctc_forced_align(logp, [1, 2]) == [(1, 2), (5, 5)]
+    assert ctc_forced_align(logp, [1, 1]) is not None  # a repeat needs a blank between: found one
+    assert ctc_forced_align(logp[:1], [1, 2]) is None  # one frame cannot hold two tokens
+    spans = word_spans(logp, [1, 2], ["<b>", "a", "b"], blank_id=0)
+    assert [(w.word, w.start_frame) for w in spans] == [("ab", 1)]
+    assert spans[0].confidence == pytest.approx(0.98, abs=1e-6)
+
+
+def test_forced_alignment_splits_words_at_the_delimiter() -> None:
+    tokens = ["<b>", "|", "h", "i", "o"]
+    path = [0, 2, 3, 0, 1, 0, 4, 0, 0, 0]
+    logp = np.full((len(path), len(tokens)), np.log(0.01))
+    logp[np.arange(len(path)), path] = np.log(0.96)
+    spans = word_spans(logp, [2, 3, 1, 4], tokens, blank_id=0)
+    assert [(w.word, w.start_frame) for w in spans] == [("hi", 1), ("o", 6)]
+    assert spans[0].end_frame <= spans[1].start_frame
