@@ -161,6 +161,17 @@ class Session:
             return
         self._flush_protocol()
 
+    def caught_up(self) -> None:
+        """Every whole chunk of the audio received so far is decoded (the Batcher says so after a cycle).
+
+        A dialect that answers each message once its audio is decoded (Vosk) answers here; protocol v1
+        has nothing to say.
+        """
+        hook = getattr(self.protocol, "caught_up", None)
+        if hook is not None and self.phase is not Phase.CLOSED:
+            hook()
+            self._flush_protocol()
+
     def flush(self) -> None:
         """Queue what the protocol answered on receiving (a dialect that replies to every message)."""
         if self.phase is not Phase.CLOSED:
