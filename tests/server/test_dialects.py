@@ -259,3 +259,48 @@ def test_token_origin_and_size_limits_apply_to_every_dialect(rec) -> None:
     assert statuses == {p: (401, 403) for p in ("/vosk", "/wenet", "/sherpa")}
     assert all(c == 1009 and "exceeds the limit" in r for c, r in codes.values()), codes
     assert " ".join(r["text"] for r in replies if r.get("text")) == "ok"
+
+
+# ------------------------------------------------------- real speech, real model
+def test_real_speech_with_the_default_model_same_text_everywhere() -> None:
+    """The embedded model on recorded-style test utterances: v1, /vosk, /wenet, /sherpa and Wyoming agree."""
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from wavstream.stream import Recognizer
+    from wavstream.stream.recognizer import resolve_model
+    from wavstream.stream.server.wyoming import WyomingServer
+    from wavstream.stream.server.wyoming import transcribe as wyoming_transcribe
+
+    root = Path(__file__).resolve().parents[2]
+    paths = [root / "stream" / "samples" / "sample.wav"] + sorted((root / "tests" / "data" / "eval_utts").glob("*.wav"))[:3]
+    waves = []
+    for p in paths:
+        x, rate = sf.read(str(p), dtype="float32")
+        assert rate == 16000 and x.ndim == 1
+        waves.append(np.concatenate([x, silence(0.3)]))
+    rec = Recognizer.from_bundle(resolve_model("default"), intra_op_threads=1, emit_features=False)
+
+    async def go():
+        out = []
+        async with running_server(rec) as server, WyomingServer(rec, "tcp://127.0.0.1:0", batcher=server.batcher) as wy:
+            for w in waves:
+                pcm = pcm16(w)
+                v1 = await v1_text(server.url, w)
+                vosk, _, _ = await vosk_client(server.url + "/vosk", pcm, 16000)
+                wenet, _ = await wenet_client(server.url + "/wenet", pcm, True)
+                sherpa, _ = await sherpa_client(server.url + "/sherpa", np.frombuffer(pcm, "<i2") / 32768.0)
+                wyo = await wyoming_transcribe(wy.uri, pcm)
+                out.append({
+                    "v1": v1,
+                    "vosk": " ".join(r["text"] for r in vosk if r.get("text")),
+                    "wenet": " ".join(json.loads(m["nbest"])[0]["sentence"] for m in wenet if m["type"] == "final_result"),
+                    "sherpa": " ".join(r["text"] for r in sherpa[:-1] if r["is_final"]),
+                    "wyoming": wyo.text,
+                })
+        return out
+
+    for got in run(go(), timeout=150):
+        assert got["v1"], got
+        assert set(got.values()) == {got["v1"]}, got
