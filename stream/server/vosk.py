@@ -15,7 +15,8 @@ After ``eof``: one last ``{"text", "result"}`` with what was not yet sent, then 
 A reply is sent once the message's audio is decoded (all but less than one
 model chunk of it, which waits for the next audio), so it carries what that
 audio gave. Differences from vosk-server: ``phrase_list`` is accepted and
-not used (no grammar biasing); ``max_alternatives`` > 0 still gives one
+not used (no grammar biasing); ``max_alternatives`` > 0 gives Vosk's
+``{"alternatives": [{"confidence", "result", "text"}]}`` form, with one
 hypothesis. Errors have no Vosk message: the connection closes with the code
 and a reason naming the problem.
 """
@@ -42,6 +43,7 @@ class VoskDialect(Dialect):
         super().__init__(max_message_bytes=max_message_bytes)
         self.sample_rate = sample_rate
         self.words = True  # vosk-server shows word times by default
+        self.max_alternatives = 0  # > 0: results in Vosk's "alternatives" form (with one hypothesis)
         self._partial = ""
         self._finals: list[Final] = []  # ended utterances not yet replied
         self._owed = 0  # audio messages not answered yet
@@ -71,6 +73,11 @@ class VoskDialect(Dialect):
             self.sample_rate = check_rate(cfg["sample_rate"])
         if "words" in cfg:
             self.words = bool(cfg["words"])
+        if "max_alternatives" in cfg:
+            n = cfg["max_alternatives"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ProtocolError(ErrorCode.BAD_START, f"max_alternatives must be an integer >= 0, got {n!r}")
+            self.max_alternatives = n
 
     def _start_if_needed(self) -> list[ClientEvent]:
         if self.start is not None:
@@ -98,9 +105,13 @@ class VoskDialect(Dialect):
 
     def _result(self, *finals: Final) -> str:
         d: dict[str, Any] = {}
+        words = [w for f in finals for w in f.words]
         if self.words:
-            d["result"] = [w.to_dict() for f in finals for w in getattr(f, "words", ())]
+            d["result"] = [w.to_dict() for w in words]
         d["text"] = " ".join(f.text for f in finals if f.text)
+        if self.max_alternatives:  # Vosk's n-best form; wavstream has one hypothesis
+            conf = sum(w.confidence for w in words) / len(words) if words else 0.0
+            d = {"alternatives": [{"confidence": round(conf, 3), **d}]} if d["text"] else {"alternatives": []}
         return compact_json(d)
 
     def send_events(self, events: Sequence[Event]) -> None:

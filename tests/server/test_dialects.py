@@ -304,3 +304,34 @@ def test_real_speech_with_the_default_model_same_text_everywhere() -> None:
     for got in run(go(), timeout=150):
         assert got["v1"], got
         assert set(got.values()) == {got["v1"]}, got
+
+
+def test_vosk_dialect_without_io_alternatives_and_words_off() -> None:
+    from wavstream.stream import Final, Partial
+    from wavstream.stream.events import Word
+    from wavstream.stream.protocol import ProtocolError
+    from wavstream.stream.server.vosk import VoskDialect
+
+    f = Final("hi there", 0.1, 0.9, 0, (Word("hi", 0.1, 0.3, 0.9), Word("there", 0.4, 0.9, 0.7)))
+    d = VoskDialect()
+    assert d.receive_text(json.dumps({"config": {"sample_rate": 16000, "max_alternatives": 2}})) == []
+    d.receive_bytes(b"\0\0" * 10)
+    d.send_events([Partial("hi")])
+    d.caught_up()
+    d.receive_bytes(b"\0\0" * 10)
+    d.send_events([f])
+    d.caught_up()
+    d.receive_text('{"eof" : 1}')
+    d.send_done("end")
+    out = [json.loads(m) for m in d.data_to_send()]
+    assert out[0] == {"partial": "hi"}
+    assert out[1] == {"alternatives": [{"confidence": 0.8, "result": [w.to_dict() for w in f.words], "text": "hi there"}]}
+    assert out[2] == {"alternatives": []} and d.close_code == 1000
+    plain = VoskDialect()
+    plain.receive_text(json.dumps({"config": {"words": False}}))
+    plain.receive_bytes(b"\0\0")
+    plain.send_events([f])
+    plain.caught_up()
+    assert json.loads(plain.data_to_send()[0]) == {"text": "hi there"}
+    with pytest.raises(ProtocolError):
+        VoskDialect().receive_text(json.dumps({"config": {"sample_rate": 100}}))
