@@ -821,12 +821,15 @@ def _quiet_accept_errors(loop: asyncio.AbstractEventLoop, warned: dict) -> Any:
     return handler
 
 
-async def run_server(recognizer: Any, host: str = "127.0.0.1", port: int = 8765, *, ready: Any = None, **options: Any) -> int:
+async def run_server(recognizer: Any, host: str = "127.0.0.1", port: int = 8765, *, ready: Any = None,
+                     attach: Any = None, **options: Any) -> int:
     """Run a Server until SIGINT/SIGTERM, then shut down gracefully; returns 0.
 
     As the process's main program it also raises the open-file limit to its hard limit and
     turns accept() failures into rate-limited warnings. ``ready``: optional callable(server)
-    called once listening (e.g. to print the URL).
+    called once listening (e.g. to print the URL). ``attach``: optional async callable(server)
+    that starts a companion on the same Batcher (the Wyoming server) and returns an async
+    callable that stops it, before the server shuts down.
     """
     raise_open_file_limit()
     loop = asyncio.get_running_loop()
@@ -834,6 +837,14 @@ async def run_server(recognizer: Any, host: str = "127.0.0.1", port: int = 8765,
     loop.set_exception_handler(_quiet_accept_errors(loop, {}))
     server = Server(recognizer, host, port, **options)
     await server.start()
+    detach = None
+    if attach is not None:
+        try:
+            detach = await attach(server)
+        except BaseException:
+            await server.shutdown()
+            loop.set_exception_handler(previous_handler)
+            raise
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -843,6 +854,8 @@ async def run_server(recognizer: Any, host: str = "127.0.0.1", port: int = 8765,
     if ready is not None:
         ready(server)
     await stop.wait()
+    if detach is not None:
+        await detach()
     await server.shutdown()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -255,3 +255,51 @@ def test_health_check_command(rec) -> None:
     down = subprocess.run([sys.executable, "-m", "wavstream.cli.main", "wyoming", "--health-check", "--uri",
                            f"tcp://127.0.0.1:{port}", "--timeout", "2"], capture_output=True, text=True, timeout=60)
     assert down.returncode == 1 and "unhealthy" in down.stderr
+
+
+def test_serve_with_wyoming_shares_one_inference_loop(rec) -> None:
+    """`wavstream serve --wyoming URI`: websocket and Wyoming clients in one process, one Batcher; SIGTERM stops both."""
+    import re
+    import signal
+    import time
+
+    from wavstream.stream.client import transcribe as v1_transcribe
+    from wavstream.stream.server.wyoming import transcribe as wyoming_transcribe
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wavstream.cli.main", "serve", "--model", str(rec.bundle.path), "--port", "0",
+         "--threads", "1", "--wyoming", "tcp://127.0.0.1:0"],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    try:
+        ws_url = wy_uri = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (ws_url and wy_uri):
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+            if not line and proc.poll() is not None:
+                break
+            m = re.search(r"listening on (ws://\S+)", line) or re.search(r"Wyoming \(Home Assistant\) on (tcp://\S+)", line)
+            if m and m.group(1).startswith("ws"):
+                ws_url = m.group(1)
+            elif m:
+                wy_uri = m.group(1)
+        assert ws_url and wy_uri, "server did not start"
+        wave = speech("one loop")
+        assert run(wyoming_transcribe(wy_uri, pcm16(wave))).text == "one loop"
+        import json
+        import urllib.request
+
+        stats = json.loads(urllib.request.urlopen(ws_url.replace("ws://", "http://") + "/stats", timeout=10).read())
+        assert stats["sessions_total"] == 0 and stats["chunks"] > 0  # Wyoming's audio went through the websocket server's Batcher
+
+        async def go():
+            a, b = await asyncio.gather(v1_transcribe(ws_url, i16(wave), 16000),
+                                        wyoming_transcribe(wy_uri, pcm16(wave), realtime=False))
+            return [f.text for f in a], b.text
+
+        assert run(go()) == (["one loop"], "one loop")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
