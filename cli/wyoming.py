@@ -124,7 +124,12 @@ def run(args: argparse.Namespace) -> int:
                 print("wavstream wyoming: --zeroconf needs a tcp:// uri", file=sys.stderr)
                 await server.shutdown()
                 return 2
-            zc = await register_zeroconf(server.port, args.zeroconf or None)
+            try:
+                zc = await register_zeroconf(server.port, args.zeroconf or None)
+            except OSError as exc:  # no network to announce on (no route to the mDNS group)
+                print(f"wavstream wyoming: --zeroconf: cannot announce the service: {exc}", file=sys.stderr)
+                await server.shutdown()
+                return 2
         if not args.uri.startswith("stdio:"):  # stdout is the protocol there
             print(f"wavstream wyoming: listening on {server.uri} (model {server.model_name}, "
                   f"{'endpointing' if args.endpointing else 'external VAD'}, "

@@ -303,3 +303,24 @@ def test_serve_with_wyoming_shares_one_inference_loop(rec) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_zeroconf_announces_the_service_for_home_assistant() -> None:
+    """--zeroconf: the service is found as _wyoming._tcp.local. with its port (mDNS over loopback)."""
+    from zeroconf.asyncio import AsyncZeroconf
+
+    from wavstream.stream.server.wyoming import close_zeroconf, register_zeroconf
+
+    async def go():
+        reg = await register_zeroconf(10399, "wavstream-test", host="127.0.0.1")
+        browser = AsyncZeroconf()
+        try:
+            info = await browser.async_get_service_info("_wyoming._tcp.local.", "wavstream-test._wyoming._tcp.local.",
+                                                        timeout=10000)
+        finally:
+            await browser.async_close()
+            await close_zeroconf(reg)
+        return info
+
+    info = run(go(), timeout=60)
+    assert info is not None and info.port == 10399 and info.parsed_addresses() == ["127.0.0.1"]
