@@ -125,7 +125,15 @@ def run(args: argparse.Namespace) -> int:
                 await server.shutdown()
                 return 2
             try:
-                zc = await register_zeroconf(server.port, args.zeroconf or None)
+                from urllib.parse import urlparse
+
+                bound = urlparse(server.uri).hostname
+                # Announce the bound address (a wildcard bind: the address that routes to the LAN).
+                host = None if bound in (None, "0.0.0.0", "::") else bound
+                if host is not None and host.startswith("127."):
+                    print("wavstream wyoming: note: --zeroconf announces a loopback address; Home Assistant on "
+                          "another machine cannot reach it (bind e.g. --uri tcp://0.0.0.0:10300)", file=sys.stderr)
+                zc = await register_zeroconf(server.port, args.zeroconf or None, host)
             except OSError as exc:  # no network to announce on (no route to the mDNS group)
                 print(f"wavstream wyoming: --zeroconf: cannot announce the service: {exc}", file=sys.stderr)
                 await server.shutdown()
