@@ -43,7 +43,9 @@ nice -n 10 wavstream train ctc --init none --family wav2vec2 --set num_layers=8 
 # 3. the compact copy to commit at the end of the session
 python training/recipes/pack_checkpoint.py --resumable "$RUN/last" "$RESUME"
 
-# 4. when step 15000 is reached: evaluation and export (see ctc_default.sh for the form)
-#    wavstream eval --model "$RUN" "$CORPUS/dev.tsv" --chunk-ms 320 --by-engine
-#    wavstream eval --model "$RUN" "$CORPUS/dev.tsv" --chunk-ms 320 --channel telephone
-#    wavstream export "$RUN" --out stream/default_model --chunk-ms 320 --int8
+# 4. when step 15000 is reached: evaluation, export with every latency, evaluation of the bundle
+#    MODEL=$RUN bash training/recipes/eval_v2.sh
+#    wavstream export "$RUN" --out stream/default_model --chunk-ms 320 --latencies-ms 160,320,640 --int8
+#    MODEL=stream/default_model bash training/recipes/eval_v2.sh
+#    then: pack the fixed checkpoint the tests pin (pack_checkpoint.py without --resumable) and
+#    update tests/training/test_eval_ctc.py (KNOWN_CER on tests/data/eval_utts) and the README table.
