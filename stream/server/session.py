@@ -76,7 +76,7 @@ class Session:
         max_out_bytes: int = 1 << 20, recognizer: Any = None
     ) -> None:
         # ``protocol``: a SessionProtocol (v1), or a dialect's translator with the same methods
-        # (stream/server/dialects.py, wyoming_session.py).
+        # (stream/server/dialect.py, wyoming_session.py).
         if protocol.start is None:
             raise ValueError("a Session needs a started protocol (a valid start message was received)")
         self.id = next(_ids)

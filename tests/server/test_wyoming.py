@@ -324,3 +324,26 @@ def test_zeroconf_announces_the_service_for_home_assistant() -> None:
 
     info = run(go(), timeout=60)
     assert info is not None and info.port == 10399 and info.parsed_addresses() == ["127.0.0.1"]
+
+
+def test_max_sessions_refuses_with_an_error_and_idle_connections_close(rec) -> None:
+    fmt = dict(rate=16000, width=2, channels=1)
+
+    async def go():
+        async with wyoming_server(rec, max_sessions=1, idle_timeout_s=0.5) as server:
+            async with AsyncTcpClient("127.0.0.1", server.port) as first:
+                await first.write_event(AudioStart(**fmt).event())
+                await asyncio.sleep(0.1)
+                refused = await _exchange(server.port, [AudioStart(**fmt).event()], 1)
+                # the first connection says nothing more: closed after idle_timeout_s
+                closed = []
+                while (ev := await asyncio.wait_for(first.read_event(), 5)) is not None:
+                    closed.append(ev.type)
+            await asyncio.sleep(0.1)
+            ok = await transcribe(server.port, pcm16(speech("room again")))
+            return refused, closed, ok, server.stats()
+
+    refused, closed, ok, stats = run(go())
+    assert refused[0].type == "error" and refused[0].data["code"] == "server_full"
+    assert closed == ["transcript-start"]  # then the server closed it
+    assert ok.transcript == "room again" and stats["errors"] == {"server_full": 1}
