@@ -272,6 +272,7 @@ class _Handler(AsyncEventHandler):
         srv.sessions_total += 1
         self.sender = asyncio.get_running_loop().create_task(self._send(s))
         srv.batcher.add(s)
+        self.conv.accepted()
 
     async def _wait_for_room(self, s: Session) -> None:
         """Backpressure: stop reading this connection until the Batcher has taken the buffered audio."""

@@ -151,9 +151,7 @@ class WyomingConversation:
             self.close_code, self.close_reason, self.error_code = None, "", None
             self._reset_text()
             self._phase = _Phase.AUDIO
-            if self.streaming:
-                self._out.append(("transcript-start", self._language_data()))
-            return [StartReceived(self.start)]
+            return [StartReceived(self.start)]  # the edge admits it, then calls accepted()
         if kind == "audio-chunk":
             if self._phase is _Phase.ANSWERED:
                 return []  # after an endpoint's transcript the client may still be sending
@@ -189,6 +187,11 @@ class WyomingConversation:
         return pcm_to_array(payload, width, channels)
 
     # ------------------------------------------------------------- outgoing
+    def accepted(self) -> None:
+        """The utterance was admitted (a refused one gets only its ``error``): ``transcript-start`` if streaming."""
+        if self.streaming and self._phase is _Phase.AUDIO:
+            self._out.append(("transcript-start", self._language_data()))
+
     def send_events(self, events: Sequence[Event]) -> None:
         """The recogniser's events of one decoded chunk (the Batcher calls this through the Session)."""
         if self._phase not in (_Phase.AUDIO, _Phase.STOPPING):

@@ -225,6 +225,7 @@ def test_conversation_without_io_deltas_and_errors() -> None:
     c = WyomingConversation()
     c.receive("transcribe", {"language": "en-US"})
     c.receive("audio-start", {"rate": 16000, "width": 2, "channels": 1})
+    c.accepted()
     c.send_events([Partial("hel")])
     c.send_events([Partial("hello")])
     c.send_events([Final("hello", 0.0, 1.0)])
