@@ -69,17 +69,22 @@ def sample_rate(text: str) -> int:
 # ------------------------------------------------------------------ groups
 def add_model_arguments(parser: argparse.ArgumentParser, *, device_flag: str = "--device",
                         threads_default: Optional[int] = None, threads_help: str = "") -> argparse._ArgumentGroup:
-    """Bundle and engine: --model, --backend, the engine device flag, --int8, --threads.
+    """Bundle and engine: --model, --backend, the engine device flag, --int8, --precision, --threads.
 
     ``device_flag``: the mic command names it --engine-device (its --device is the audio device).
     """
     g = parser.add_argument_group("model")
     g.add_argument("--model", default="default", help="bundle folder, or 'default' for the embedded model")
-    g.add_argument("--backend", choices=["onnxruntime", "tensorrt"], default="onnxruntime", help="inference engine")
+    g.add_argument("--backend", choices=["onnxruntime", "openvino", "auto", "tensorrt"], default="onnxruntime",
+                   help="inference engine; openvino needs wavstream[openvino]; auto: OpenVINO when installed and "
+                        "faster for this model in a short probe at load, else onnxruntime (see docs/bench.md)")
     g.add_argument(device_flag, dest="engine_device", choices=["auto", "cpu", "cuda"], default="auto", help="onnxruntime device")
-    g.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx")
+    g.add_argument("--int8", action="store_true", help="use the bundle's model.int8.onnx (same as --precision int8)")
+    g.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="fp32 (default); bf16 (--backend openvino, a CPU with BF16: AMX or AVX512-BF16); "
+                        "int8 (the bundle's model.int8.onnx)")
     g.add_argument("--threads", type=int_at_least(0), default=threads_default,
-                   help=threads_help or "onnxruntime intra-op threads; 0 or unset = the runtime's choice")
+                   help=threads_help or "intra-op threads of the engine; 0 or unset = the runtime's choice")
     g.add_argument("--latency-ms", type=int_at_least(1), default=None,
                    help="chunk size to run, one the bundle serves (`wavstream info --model B` lists them); smaller = text "
                         "sooner, more compute; default: the bundle's own")
@@ -87,11 +92,23 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, device_flag: str = "
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``Recognizer.from_bundle`` keyword arguments of the model group."""
+    """``Recognizer.from_bundle`` keyword arguments of the model group.
+
+    Raises ValueError for a precision the chosen backend does not run.
+    """
     latency = {"latency_ms": args.latency_ms} if getattr(args, "latency_ms", None) is not None else {}
+    precision = "int8" if args.int8 else getattr(args, "precision", "fp32")
     if args.backend == "tensorrt":
+        if precision != "fp32":
+            raise ValueError(f"--precision {precision} is for the CPU backends; a TensorRT bundle's model.plan is fp16")
         return {"backend": "tensorrt", **latency}
-    return {"backend": "onnxruntime", "device": args.engine_device, "quantized": args.int8,
+    if args.backend == "openvino":
+        return {"backend": "openvino", "precision": precision, "intra_op_threads": args.threads or None, **latency}
+    if precision == "bf16":
+        raise ValueError(f"--precision bf16 needs --backend openvino (the {args.backend} backend runs fp32 and int8)")
+    if args.backend == "auto":
+        return {"backend": "auto", "quantized": precision == "int8", "intra_op_threads": args.threads or None, **latency}
+    return {"backend": "onnxruntime", "device": args.engine_device, "quantized": precision == "int8",
             "intra_op_threads": args.threads or None, **latency}
 
 
