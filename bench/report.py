@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 SCHEMA_VERSION = 1
 # Top-level keys of bench.json (tests/bench/test_bench.py checks them).
-SECTIONS = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "server", "memory", "profile")
+SECTIONS = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "engines", "server", "memory", "profile")
 
 
 def write_json(result: dict, out: Path) -> Path:
@@ -89,6 +89,14 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
         rows.append((f"end of speech -> final, {ep['model']}, endpoint {row['rule']} (p50 / p95; split utterances)",
                      f"{row['latency_p50_s']:.2f} / {row['latency_p95_s']:.2f} s; {100 * row['split_rate']:.0f} % split",
                      "Vosk users report 1.5-2.5 s; sherpa-onnx rule2 waits 1.2 s"))
+    en = r.get("engines", {})
+    if en.get("rows"):
+        bs = en["batches"]
+        for name in dict.fromkeys(x["name"] for x in en["rows"]):
+            by_b = {x["batch"]: x["rtf_per_stream"] for x in en["rows"] if x["name"] == name}
+            rows.append((f"RTF per stream, {en['model']}, {name} (batch {' / '.join(map(str, bs))})",
+                         " / ".join(_f(by_b.get(b), 4) for b in bs),
+                         "the fastest row per batch is the engine to pick"))
     sv = r.get("server", {})
     if sv.get("levels"):
         top = max(sv["levels"], key=lambda x: x["streams"])
@@ -107,7 +115,7 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
         rows.append(("end message -> final (flush), s", _f(e2e.get("end_message_to_final_s"), 3),
                      "Vosk EOF lag ~2 s (vosk-server#199)"))
     mem = r.get("memory", {})
-    if mem and not mem.get("skipped"):
+    if mem and not mem.get("skipped") and "error" not in mem:
         srv = sv.get("rss_per_stream_bytes")
         rows.append((f"resident memory per added stream, {mem.get('model')}",
                      f"{_kib(mem.get('rss_per_stream_bytes'))} in process, {_kib(srv)} in the server "

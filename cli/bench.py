@@ -10,8 +10,8 @@ import argparse
 import os
 import sys
 
-SECTION_NAMES = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "server", "memory", "profile",
-                 "training", "endpoint")
+SECTION_NAMES = ("single_stream", "offline_ratio", "hf_compare", "efficiency", "engines", "server", "memory",
+                 "profile", "training", "endpoint")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="threads for torch and ONNX Runtime (default: all cores, %d here)" % (os.cpu_count() or 1))
     p.add_argument("--model", default=None,
-                   help="bundle for the server, memory and efficiency sections (default: the embedded default model, "
+                   help="bundle for the server, memory, engines and efficiency sections (default: the embedded default model, "
                         "or a tiny random-weight wav2vec2 exported here when none is installed)")
     p.add_argument("--only", default=None,
                    help="comma-separated sections to run (default: all): " + ",".join(SECTION_NAMES))
@@ -115,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
             log(name, f"FAILED: {type(exc).__name__}: {exc}")
             return None
 
-    from wavstream.bench import (efficiency, endpoint_latency, hf_compare, memory, offline_ratio, profile, server_load,
-                                 single_stream, training)
+    from wavstream.bench import (efficiency, endpoint_latency, engines, hf_compare, memory, offline_ratio, profile,
+                                 server_load, single_stream, training)
     from wavstream.bench.common import set_torch_threads
 
     set_torch_threads(threads)
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         gc.collect()
 
         # The model the server, memory and efficiency sections use.
-        need_service = bool(only & {"efficiency", "profile", "memory", "server", "endpoint"})
+        need_service = bool(only & {"efficiency", "engines", "profile", "memory", "server", "endpoint"})
         model_bundle, model_label = _service_model(args.model, keep, settings) if need_service else (None, "")
         base_key = (f"wav2vec2-{size}", 320)
         if only & {"efficiency", "profile"} and base_key not in keep:
@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             return efficiency.run(settings, targets, peak)
 
         section("efficiency", eff)
+        section("engines", lambda: engines.run(settings, model_bundle, model_label))
         section("profile", lambda: profile.run(settings, [(f"wav2vec2-{size}", keep[base_key][0], 1),
                                                           (model_label, model_bundle, 1),
                                                           (model_label, model_bundle, 32)]))

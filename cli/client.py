@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--words", action="store_true", help="ask for word times and confidences (shown with --json)")
     parser.add_argument("--latency-ms", type=int, default=None,
                         help="chunk size the server decodes this session with (one its model serves; /stats lists them)")
+    parser.add_argument("--hotwords", metavar="FILE", default=None,
+                        help="phrases the server biases this session towards, one per line, optionally 'phrase:score'")
     t = parser.add_argument_group("timeouts (seconds)")
     t.add_argument("--connect-timeout", type=positive_float, default=10.0, help="TCP connect and websocket handshake")
     t.add_argument("--ready-timeout", type=positive_float, default=10.0, help="the server's answer to start")
@@ -67,6 +69,15 @@ async def _main(args: argparse.Namespace) -> int:
     prog = "wavstream client"
     show = EventPrinter(sys.stdout, json_lines=args.json)
 
+    hotwords = None
+    if args.hotwords:
+        from wavstream.stream.hotwords import HotwordError, read_hotwords_file
+
+        try:
+            hotwords = [f"{h.phrase}:{h.score:g}" for h in read_hotwords_file(args.hotwords)]
+        except HotwordError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 2
     loop = asyncio.get_running_loop()
     if args.mic:
         from wavstream.stream.sources import MicrophoneSource, SourceError
@@ -96,6 +107,7 @@ async def _main(args: argparse.Namespace) -> int:
             token=args.token,
             words=args.words,
             latency_ms=args.latency_ms,
+            hotwords=hotwords,
             open_timeout=args.connect_timeout,
             ready_timeout=args.ready_timeout,
             result_timeout=args.result_timeout,

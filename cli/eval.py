@@ -27,11 +27,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--batch", type=int, default=16, help="utterances decoded side by side")
     p.add_argument("--int8", action="store_true", help="bundles: run model.int8.onnx")
+    p.add_argument("--backend", choices=["onnxruntime", "openvino"], default="onnxruntime",
+                   help="bundles: the engine (openvino needs wavstream[openvino])")
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="bundles: fp32, bf16 (--backend openvino) or int8 (model.int8.onnx, same as --int8)")
     from wavstream.training.data.channel import CHANNELS  # numpy only: fine in a runtime-only install
 
     p.add_argument("--channel", default="clean", choices=list(CHANNELS),
                    help="pass the audio through a fixed channel first: clean, telephone (300-3400 Hz + GSM), "
                         "telephone_mulaw, mp3, noisy (pink noise at 10 dB SNR)")
+    from .args import add_decoding_arguments
+
+    add_decoding_arguments(p, lm=True)  # bundles only: checkpoints decode greedily
     p.add_argument("--by-engine", action="store_true",
                    help="also score each TTS engine apart (reads <manifest>_utts.tsv from the corpus build)")
 
@@ -50,7 +57,13 @@ def run(args: argparse.Namespace) -> int:
     model_path = Path(args.model)
     is_bundle = args.model == "default" or (model_path / "model.onnx").exists()
     if is_bundle:
-        res, hyps = _evaluate_bundle(args, utts)
+        from wavstream.stream.errors import WavstreamError
+
+        try:
+            res, hyps = _evaluate_bundle(args, utts)
+        except (WavstreamError, ValueError) as exc:  # a missing engine, a precision this CPU lacks
+            print(f"wavstream eval: {exc}", file=sys.stderr)
+            return 2
     else:
         import torch
 
@@ -83,11 +96,22 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     from wavstream.stream import Recognizer
     from wavstream.training.evaluate import load_waves, normalise_reference, score
 
-    opts = {"quantized": True} if getattr(args, "int8", False) else {}
+    precision = "int8" if getattr(args, "int8", False) else getattr(args, "precision", "fp32")
+    backend = getattr(args, "backend", "onnxruntime")
+    if backend == "openvino":
+        opts: dict = {"backend": "openvino", "precision": precision}
+    elif precision == "bf16":
+        raise ValueError("--precision bf16 needs --backend openvino")
+    else:
+        opts = {"quantized": True} if precision == "int8" else {}
     if args.threads:
         opts["intra_op_threads"] = args.threads
     if args.chunk_ms:
         opts["latency_ms"] = args.chunk_ms
+    from .args import decoding_config
+
+    dec = decoding_config(args)
+    opts["decoding"] = dec
     rec = Recognizer.default(**opts) if args.model == "default" else Recognizer.from_bundle(args.model, **opts)
     hyps = []
     audio = 0.0
@@ -101,5 +125,8 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     res.update(utterances=len(utts), audio_seconds=round(audio, 2), rtf=el / max(audio, 1e-9),
                model=str(args.model), chunk_ms=round(c.chunk_samples * 1000 / c.sample_rate),
                chunk_frames=c.chunk_frames, left_chunks=c.left_chunks, full_context=False,
-               engine="onnxruntime int8" if opts.get("quantized") else "onnxruntime", channel=args.channel)
+               engine=f"{backend} {precision}" if backend == "openvino" else
+               ("onnxruntime int8" if precision == "int8" else "onnxruntime"), channel=args.channel,
+               decoder=dec.method, beam_size=dec.beam_size if dec.method == "beam" else None,
+               lm=None if dec.lm is None else {"path": dec.lm.path, "alpha": dec.lm.alpha, "beta": dec.lm.beta})
     return res, hyps

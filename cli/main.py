@@ -28,6 +28,8 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "rich": "demos",
     "piper": "corpus",
     "tritonclient": "triton",
+    "wyoming": "wyoming",
+    "zeroconf": "wyoming",
 }
 # Commands whose torch comes with another extra than [train].
 TORCH_EXTRA_OF_COMMAND = {"export": "export", "bench": "export"}
@@ -39,8 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "features": ("wavstream.cli.features", "write frame features of an audio file to .npy"),
     "serve": ("wavstream.cli.serve", "websocket recognition server"),
     "client": ("wavstream.cli.client", "stream a file or the microphone to a server"),
+    "wyoming": ("wavstream.cli.wyoming", "Wyoming speech-to-text server for Home Assistant"),
     "corpus": ("wavstream.cli.corpus", "build the synthetic speech corpus"),
     "train": ("wavstream.cli.train", "pretrain (self-supervised) or fine-tune (CTC) a model"),
+    "lm": ("wavstream.cli.lm", "build a word n-gram language model for beam search"),
     "eval": ("wavstream.cli.eval", "CER/WER of a model on a folder or manifest"),
     "export": ("wavstream.cli.export", "export a checkpoint to an ONNX/TensorRT bundle"),
     "bench": ("wavstream.cli.bench", "latency, throughput and efficiency benchmarks"),

@@ -29,7 +29,7 @@ import time
 from typing import Any, Optional
 
 from .args import (add_decoding_arguments, add_endpoint_arguments, add_model_arguments, decoding_config, endpoint_config,
-                   engine_options, int_at_least, positive_float, sample_rate)
+                   engine_options, hotwords_list, int_at_least, positive_float, sample_rate)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                      "more than 1, and extra threads spin: 3x the CPU at idle for no lower latency on a "
                                      "busy 2-core machine")
     dec = parser.add_argument_group("decoding and endpointing")
-    add_decoding_arguments(parser, dec)
+    add_decoding_arguments(parser, dec, lm=True, hotwords=True)
     add_endpoint_arguments(parser, dec)
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="JSON lines: partial/final (with times), dropped, level (with --meter)")
@@ -128,6 +128,7 @@ def _load_recognizer(args: argparse.Namespace) -> Any:
             emit_features=False,
             **engine_options(args),
         )
+        rec.create_stream(hotwords=hotwords_list(args))  # a bad hotwords file fails here, before the microphone opens
     except (BundleError, EngineUnavailableError, ImportError, ValueError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
@@ -202,7 +203,7 @@ class _MicSession:
         from .terminal import StatusLine
 
         self.args, self.rec, self.mic, self.marks, self.out = args, rec, mic, marks, out
-        self.stream = rec.create_stream()
+        self.stream = rec.create_stream(hotwords=hotwords_list(args))
         self.model_rate = rec.config.sample_rate
         self.status = StatusLine(out, tty=False if args.json else None)
         self.tty = self.status.tty

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--port", type=int, default=8765, help="TCP port (0 = any free port)")
     net.add_argument("--certfile", help="PEM certificate (chain): serve wss:// and https:// (needs --keyfile)")
     net.add_argument("--keyfile", help="PEM private key of --certfile")
+    net.add_argument("--wyoming", default=None, metavar="URI",
+                     help="also serve Home Assistant's Wyoming protocol at URI (e.g. tcp://127.0.0.1:10300) from the "
+                          "same inference loop; needs the [wyoming] extra (see `wavstream wyoming` for its own options)")
     add_model_arguments(parser)
     lim = parser.add_argument_group("limits")
     lim.add_argument("--max-sessions", type=_sessions, default=None, metavar="N|auto",
@@ -82,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bat = parser.add_argument_group("batching")
     bat.add_argument("--max-batch", type=int, default=32, help="most streams in one engine call")
     bat.add_argument("--max-wait-ms", type=float, default=10.0, help="ms to wait for more streams before a batch runs")
-    add_decoding_arguments(parser)
+    add_decoding_arguments(parser, lm=True)
     parser.add_argument("--no-page", dest="page", action="store_false", help="do not serve the browser demo page at /")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every session")
 
@@ -131,6 +134,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"wavstream serve: listening on {url}  (page: {page}/, stats: /stats, "
               f"max sessions: {server.max_sessions})", file=sys.stderr, flush=True)  # type: ignore[attr-defined]
 
+    attach = None
+    if args.wyoming:
+        from wavstream.stream.server.wyoming import WyomingServer
+
+        async def attach(server: object) -> object:
+            wy = WyomingServer(rec, args.wyoming, batcher=server.batcher)  # type: ignore[attr-defined]
+            await wy.start()
+            print(f"wavstream serve: Wyoming (Home Assistant) on {wy.uri}", file=sys.stderr, flush=True)
+            return wy.shutdown
+
     try:
         return asyncio.run(
             run_server(
@@ -138,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 args.host,
                 args.port,
                 ready=ready,
+                attach=attach,
                 max_sessions=args.max_sessions,
                 max_pending=args.max_pending,
                 start_timeout_s=args.start_timeout,

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from .args import (add_decoding_arguments, add_endpoint_arguments, add_model_arguments, decoding_config, endpoint_config,
-                   engine_options, positive_float, sample_rate)
+                   engine_options, hotwords_list, positive_float, sample_rate)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="text: finals (partials live on a terminal); json: one object per line with word times; "
                          "srt/vtt: subtitles timed by words")
     io.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
-    add_decoding_arguments(parser, kenlm=True)
+    add_decoding_arguments(parser, lm=True, hotwords=True)
     add_endpoint_arguments(parser, parser.add_argument_group("endpointing"), switch=True)
 
 
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             emit_features=False,
             **engine_options(args),
         )
+        stream = rec.create_stream(hotwords=hotwords_list(args))
     except (BundleError, SourceError, EngineUnavailableError, ImportError, ValueError) as exc:
         print(f"wavstream transcribe: {exc}", file=sys.stderr)
         return 2
@@ -62,23 +64,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"wavstream transcribe: bundle {rec.bundle.path} has no CTC head (no vocab); use 'wavstream features'", file=sys.stderr)
         return 2
 
+    def feed(block: Any) -> list[Any]:
+        stream.accept_waveform(block, source.sample_rate)
+        events: list[Any] = []
+        while stream.is_ready():
+            events.extend(rec.decode_stream(stream))
+        return events
+
+    def finish() -> list[Any]:
+        stream.input_finished()
+        events: list[Any] = []
+        while stream.is_ready():
+            events.extend(rec.decode_stream(stream))
+        return events
+
     show = (SubtitlePrinter(sys.stdout, args.format) if args.format in ("srt", "vtt")
             else EventPrinter(sys.stdout, json_lines=args.format == "json"))
 
     try:
         for block in source:
-            for ev in rec.feed(block, source.sample_rate):
+            for ev in feed(block):
                 show(ev)
     except KeyboardInterrupt:
-        for ev in rec.finish():
+        for ev in finish():
             show(ev)
         return 130
     except ValueError as exc:  # AudioFormatError: e.g. NaN samples in a float WAV
         # The text of the audio before the bad block is still printed, then the refusal.
-        for ev in rec.finish():
+        for ev in finish():
             show(ev)
         print(f"wavstream transcribe: {args.file}: {exc}", file=sys.stderr)
         return 2
-    for ev in rec.finish():
+    for ev in finish():
         show(ev)
     return 0

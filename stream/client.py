@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator, Optional, Union
+from typing import Any, AsyncIterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -137,6 +137,7 @@ class Client:
         token: Optional[str] = None,
         words: bool = False,
         latency_ms: Optional[int] = None,
+        hotwords: Optional[Sequence[str]] = None,
         open_timeout: Optional[float] = 10.0,
         ready_timeout: Optional[float] = 10.0,
         result_timeout: Optional[float] = 30.0,
@@ -148,7 +149,8 @@ class Client:
         Hz; outside the protocol's 8000..48000 Hz it is resampled to 16 kHz
         here (and mixed down to mono). ``words``: finals carry their words' times and
         confidences (``Final.words``). ``latency_ms``: a chunk size the server's model
-        serves (``ready["chunk_ms"]`` confirms it). Timeouts are seconds, None for none:
+        serves (``ready["chunk_ms"]`` confirms it). ``hotwords``: phrases ('phrase' or
+        'phrase:score') the server biases this session's decoding towards. Timeouts are seconds, None for none:
         ``open_timeout`` for TCP and the websocket handshake, ``ready_timeout``
         for the answer to ``start``, ``result_timeout`` for each message after
         ``end()`` (the server then owes only finals and ``done``), ``send_timeout``
@@ -180,6 +182,7 @@ class Client:
             layer=layer,
             words=words,
             latency_ms=latency_ms,
+            hotwords=tuple(hotwords or ()),
         ).to_dict()
         if endpoint is not None:
             start["endpoint"] = endpoint  # as given: the server validates it and names a bad field

@@ -5,11 +5,15 @@ exactly the same result as feeding the whole utterance at once (the only
 state carried between chunks is the previous argmax for greedy, the beam for
 beam search).
 
-Optional KenLM shallow fusion goes through ``pyctcdecode`` (a lazy,
-optional import). pyctcdecode has no incremental API, so with an LM the
-partial text comes from the LM-free beam and the LM beam search runs once
-over the utterance's logits at ``finalize()``; its cost is one offline decode
-per utterance, not per chunk.
+The beam can add a word n-gram language model (stream/lm/, an ARPA file read
+in pure Python) and hotwords (stream/hotwords.py): a hypothesis scores
+``log P_ctc + alpha * log P_lm(words) + beta * words + hotword bonus``. The LM
+scores each word when the beam spells its end (the word delimiter, or the
+next word's start), so streaming partials come from the LM-fused beam; at
+``finalize()`` the last word and the end of the sentence are scored too. A word
+still being spelled that starts no word of the LM's vocabulary pays the LM's
+``<unk>`` score at once (so the beam does not keep misspellings alive for free);
+with a lexicon, words outside it are not hypothesised at all.
 
 Vocabulary conventions (from the bundle): ``blank_id`` is the CTC blank, the
 ``word_delimiter`` token ("|") becomes a space, tokens written ``<...>`` are
@@ -18,13 +22,19 @@ specials and produce no text, and a leading "▁" (sentencepiece) starts a word.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
 from .alignment import WordSpan, word_spans
+from .lm import LmFormatError
+
+if TYPE_CHECKING:
+    from .hotwords import Hotword
 
 __all__ = [
     "Vocabulary",
@@ -36,6 +46,8 @@ __all__ = [
 ]
 
 _NEG_INF = -math.inf
+# With an LM or hotwords, tokens less likely than this in a frame do not extend hypotheses.
+TOKEN_MIN_LOGP = -5.0
 
 
 @dataclass(frozen=True)
@@ -82,12 +94,28 @@ class Vocabulary:
 
 @dataclass(frozen=True)
 class LmConfig:
-    """KenLM n-gram for pyctcdecode: path to an .arpa/.bin file and its weights."""
+    """A word n-gram LM for the beam: an ARPA file (``"default"``: the package's) and its weights.
 
-    kenlm_path: str
-    alpha: float = 0.5  # LM weight
-    beta: float = 1.0  # word insertion bonus
-    beam_width: int = 64
+    alpha: LM weight; beta: bonus per word (balances the LM's cost of each word);
+    lexicon: optional file, one word per line: the only words the beam may spell.
+    """
+
+    path: str = "default"
+    alpha: float = 0.3  # tuned on corpus v2 dev with the default model (docs/decoding.md)
+    beta: float = 2.0
+    lexicon: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        for name in ("alpha", "beta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"LM {name} must be a finite number, got {v!r}")
+        if self.alpha < 0:
+            raise ValueError(f"LM alpha must be >= 0, got {self.alpha!r}")
+
+    @property
+    def kenlm_path(self) -> str:  # the field's name before the pure-Python LM
+        return self.path
 
 
 def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -123,70 +151,202 @@ def _lae(a: float, b: float) -> float:
     return b + math.log1p(math.exp(a - b))
 
 
-class _PrefixBeam:
-    """Frame-synchronous CTC prefix beam search over log-probabilities."""
+# Token kinds for word scoring.
+_NONE, _DELIM, _CHAR, _START = 0, 1, 2, 3
 
-    def __init__(self, blank_id: int, beam_size: int, token_cutoff: int) -> None:
+
+class _Info(NamedTuple):
+    """What a prefix has scored besides acoustics (a function of the prefix alone)."""
+
+    lm_state: tuple[str, ...] = ()
+    lm: float = 0.0  # ln P_lm of the completed words
+    words: int = 0  # completed words
+    partial: str = ""  # the word being spelled
+    node: Any = None  # hotword automaton state
+    bonus: float = 0.0  # committed hotword bonus
+    dead: bool = False  # spelled a word outside the lexicon
+    score: float = 0.0  # the non-acoustic score while decoding (_WordScorer.score), computed once
+
+
+class _WordScorer:
+    """LM, lexicon and hotwords over a vocabulary's tokens: prefix info and its score."""
+
+    def __init__(self, vocab: Vocabulary, lm: Any = None, alpha: float = 0.0, beta: float = 0.0,
+                 lexicon: Optional[frozenset[str]] = None, context: Any = None,
+                 hot_words: frozenset[str] = frozenset()) -> None:
+        self.lm, self.alpha, self.beta, self.context = lm, alpha, beta, context
+        # A hotword's word being spelled is not an unknown word in the making, even outside the LM.
+        self._hot_prefixes = frozenset(w[:i] for w in hot_words for i in range(1, len(w) + 1))
+        self.kind: list[int] = []
+        self.chars: list[str] = []
+        for i, tok in enumerate(vocab.tokens):
+            if i == vocab.blank_id or (len(tok) > 2 and tok.startswith("<") and tok.endswith(">")):
+                self.kind.append(_NONE); self.chars.append("")  # noqa: E702
+            elif tok == vocab.word_delimiter:
+                self.kind.append(_DELIM); self.chars.append("")  # noqa: E702
+            elif tok.startswith("▁"):
+                self.kind.append(_START); self.chars.append(tok[1:])  # noqa: E702
+            else:
+                self.kind.append(_CHAR); self.chars.append(tok)  # noqa: E702
+        self.lexicon = lexicon
+        self._lex_prefixes = frozenset(w[:i] for w in lexicon for i in range(1, len(w) + 1)) if lexicon else None
+        root = _Info(lm.begin() if lm is not None else (), node=context.root if context is not None else None)
+        self.root = root._replace(score=self.score(root))
+
+    def _close_word(self, info: _Info, lm_state: tuple[str, ...], lm_sum: float, words: int
+                    ) -> tuple[tuple[str, ...], float, int, bool]:
+        w = info.partial
+        if not w:
+            return lm_state, lm_sum, words, False
+        dead = self.lexicon is not None and w not in self.lexicon
+        if self.lm is not None:
+            lp, lm_state = self.lm.score(lm_state, w)
+            lm_sum += lp
+        return lm_state, lm_sum, words + 1, dead
+
+    def extend(self, info: _Info, token: int) -> _Info:
+        kind = self.kind[token]
+        if kind == _NONE:
+            return info
+        state, lm_sum, words, partial, dead = info.lm_state, info.lm, info.words, info.partial, info.dead
+        if kind == _DELIM or kind == _START:
+            state, lm_sum, words, d = self._close_word(info, state, lm_sum, words)
+            dead = dead or d
+            partial = self.chars[token]
+        else:
+            partial = partial + self.chars[token]
+        if partial and self._lex_prefixes is not None and partial not in self._lex_prefixes:
+            dead = True
+        node, bonus = info.node, info.bonus
+        # A hotword starts only where a word starts: a letter inside another word ("k" of "fork")
+        # must not lift that word's hypotheses over the others.
+        if self.context is not None and not (kind == _CHAR and info.partial and node is self.context.root):
+            node, bonus = self.context.step(node, bonus, token)
+        info = _Info(state, lm_sum, words, partial, node, bonus, dead)
+        return info._replace(score=self.score(info))
+
+    def score(self, info: _Info) -> float:
+        """Non-acoustic score of a prefix still being decoded (stored in its _Info.score)."""
+        if info.dead:
+            return _NEG_INF
+        s = self.alpha * info.lm + self.beta * info.words + info.bonus
+        if info.node is not None:
+            s += info.node.bonus
+        if (self.lm is not None and info.partial and not self.lm.is_word_prefix(info.partial)
+                and info.partial not in self._hot_prefixes):
+            s += self.alpha * self.lm.unk_logp  # an unknown word in the making pays now
+        return s
+
+    def final_score(self, info: _Info) -> float:
+        """Score of a prefix as a whole utterance: its last word and the sentence end scored; an unfinished
+        hotword match gives its bonus back."""
+        state, lm_sum, words, dead = self._close_word(info, info.lm_state, info.lm, info.words)
+        if dead or info.dead:
+            return _NEG_INF
+        if self.lm is not None and words:
+            lm_sum += self.lm.score(state, "</s>")[0]
+        return self.alpha * lm_sum + self.beta * words + info.bonus
+
+
+class _PrefixBeam:
+    """Frame-synchronous CTC prefix beam search over log-probabilities.
+
+    With a ``scorer`` (LM, lexicon, hotwords) hypotheses are ranked by acoustic
+    plus word score; without one, by acoustic probability alone.
+    """
+
+    def __init__(self, blank_id: int, beam_size: int, token_cutoff: int, scorer: Optional[_WordScorer] = None,
+                 token_min_logp: float = _NEG_INF) -> None:
         self.blank_id = blank_id
         self.beam_size = beam_size
         self.token_cutoff = token_cutoff
+        self.scorer = scorer
+        self.token_min_logp = token_min_logp
         self.reset()
 
     def reset(self) -> None:
-        # prefix -> (log P(prefix, ends in blank), log P(prefix, ends in non-blank))
-        self.beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, _NEG_INF)}
+        # prefix -> [log P(prefix, ends in blank), log P(prefix, ends in non-blank), _Info or None]
+        root = self.scorer.root if self.scorer is not None else None
+        self.beams: dict[tuple[int, ...], list[Any]] = {(): [0.0, _NEG_INF, root]}
+        # Word scores of prefixes met in this utterance: the same extension is proposed frame after frame.
+        self._infos: dict[tuple[int, ...], Any] = {}
 
     def step(self, logp: np.ndarray) -> None:
         """logp: (T, V) log-probabilities."""
         blank = self.blank_id
+        scorer = self.scorer
         k = min(self.token_cutoff, logp.shape[1])
         for frame in logp:
             # Only the k most likely tokens of this frame can extend a prefix
             # (plus blank, always): the usual pruning, exact for large k.
-            cand = np.argpartition(-frame, k - 1)[:k].tolist()
+            fl = frame.tolist()
+            cand = [c for c in np.argpartition(-frame, k - 1)[:k].tolist() if fl[c] >= self.token_min_logp]
             if blank not in cand:
                 cand.append(blank)
-            fl = frame.tolist()
-            new: dict[tuple[int, ...], list[float]] = {}
+            new: dict[tuple[int, ...], list[Any]] = {}
+            infos = self._infos
 
-            def get(p: tuple[int, ...]) -> list[float]:
+            def get(p: tuple[int, ...], parent: Any, c: int) -> list[Any]:
                 e = new.get(p)
                 if e is None:
-                    e = new[p] = [_NEG_INF, _NEG_INF]
+                    if scorer is None:
+                        info = None
+                    elif c < 0:
+                        info = parent
+                    else:
+                        info = infos.get(p)
+                        if info is None:
+                            if len(infos) > 200_000:  # bounded: a long utterance meets many prefixes
+                                infos.clear()
+                            info = infos[p] = scorer.extend(parent, c)
+                    e = new[p] = [_NEG_INF, _NEG_INF, info]
                 return e
 
-            for prefix, (pb, pnb) in self.beams.items():
+            for prefix, (pb, pnb, info) in self.beams.items():
                 ptot = _lae(pb, pnb)
                 last = prefix[-1] if prefix else -1
                 for c in cand:
                     p = fl[c]
                     if c == blank:
-                        e = get(prefix)
+                        e = get(prefix, info, -1)
                         e[0] = _lae(e[0], ptot + p)
                     elif c == last:
                         # Repeat without a blank between: stays the same prefix...
-                        e = get(prefix)
+                        e = get(prefix, info, -1)
                         e[1] = _lae(e[1], pnb + p)
                         # ...with a blank between: a new token.
                         if pb > _NEG_INF:
-                            e2 = get(prefix + (c,))
+                            e2 = get(prefix + (c,), info, c)
                             e2[1] = _lae(e2[1], pb + p)
                     else:
-                        e = get(prefix + (c,))
+                        e = get(prefix + (c,), info, c)
                         e[1] = _lae(e[1], ptot + p)
-            ranked = sorted(
-                (kv for kv in new.items() if _lae(kv[1][0], kv[1][1]) > _NEG_INF),
-                key=lambda kv: _lae(kv[1][0], kv[1][1]),
-                reverse=True,
-            )
-            if ranked:  # all -inf only with -inf logits; keep the old beam then
-                self.beams = {p: (v[0], v[1]) for p, v in ranked[: self.beam_size]}
+            if scorer is None:
+                scored = [(_lae(v[0], v[1]), p, v) for p, v in new.items()]
+            else:
+                scored = [(_lae(v[0], v[1]) + v[2].score, p, v) for p, v in new.items()]
+            scored = [x for x in scored if x[0] > _NEG_INF]
+            if scored:  # all -inf only with -inf logits; keep the old beam then
+                scored.sort(key=lambda x: x[0], reverse=True)
+                self.beams = {p: v for _, p, v in scored[: self.beam_size]}
+
+    def _total(self, v: list[Any]) -> float:
+        return _lae(v[0], v[1]) + (v[2].score if self.scorer is not None else 0.0)
 
     def best(self) -> tuple[int, ...]:
-        return max(self.beams.items(), key=lambda kv: _lae(*kv[1]))[0]
+        return max(self.beams.items(), key=lambda kv: self._total(kv[1]))[0]
 
     def nbest(self) -> list[tuple[tuple[int, ...], float]]:
-        return sorted(((p, _lae(*v)) for p, v in self.beams.items()), key=lambda x: x[1], reverse=True)
+        return sorted(((p, self._total(v)) for p, v in self.beams.items()), key=lambda x: x[1], reverse=True)
+
+    def final_best(self) -> tuple[int, ...]:
+        """The best prefix as a finished utterance (its last word and the sentence end scored)."""
+        if self.scorer is None:
+            return self.best()
+        sc = self.scorer
+        ranked = [(_lae(v[0], v[1]) + sc.final_score(v[2]), p) for p, v in self.beams.items()]
+        score, best = max(ranked, key=lambda x: x[0])
+        return best if score > _NEG_INF else self.best()
 
 
 def prefix_beam_search(
@@ -205,20 +365,31 @@ class StreamingCtcDecoder:
         vocab: the bundle's Vocabulary.
         method: "greedy" or "beam" (prefix beam search).
         beam_size: beams kept per frame (beam only).
-        lm: optional LmConfig (KenLM via pyctcdecode) applied at finalize().
+        lm: optional LmConfig: word n-gram LM fused into the beam (needs method="beam").
+        hotwords: optional phrases (or Hotwords with their scores) to bias the beam towards
+            (needs method="beam").
+    Raises LmFormatError (bad LM file), HotwordError (bad hotwords), ValueError (bad settings).
     """
 
-    def __init__(self, vocab: Vocabulary, method: str = "greedy", beam_size: int = 8, lm: Optional[LmConfig] = None) -> None:
+    def __init__(self, vocab: Vocabulary, method: str = "greedy", beam_size: int = 8, lm: Optional[LmConfig] = None,
+                 hotwords: Optional[Sequence[Union[str, "Hotword"]]] = None) -> None:
         if method not in ("greedy", "beam"):
             raise ValueError(f"method must be 'greedy' or 'beam', got {method!r}")
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if method != "beam" and (lm is not None or hotwords):
+            raise ValueError("a language model or hotwords need method='beam'")
         self.vocab = vocab
         self.method = method
         self.beam_size = beam_size
         self.lm = lm
-        self._lm_decoder: Any = _build_lm_decoder(vocab, lm) if lm is not None else None
-        self._beam = _PrefixBeam(vocab.blank_id, beam_size, beam_size) if method == "beam" else None
+        self._beam: Optional[_PrefixBeam] = None
+        if method == "beam":
+            scorer = _make_scorer(vocab, lm, hotwords) if (lm is not None or hotwords) else None
+            # With word scoring the beam is wider; a token below e^-5 in a frame almost never wins (as pyctcdecode's
+            # token_min_logp), and each one costs a Python loop over the beam (docs/decoding.md has the measurements).
+            self._beam = _PrefixBeam(vocab.blank_id, beam_size, min(beam_size, 16) if scorer else beam_size, scorer,
+                                     TOKEN_MIN_LOGP if scorer else _NEG_INF)
         self.reset()
 
     def reset(self) -> None:
@@ -260,21 +431,14 @@ class StreamingCtcDecoder:
         return self.vocab.ids_to_text(self.token_ids)
 
     def finalize(self) -> str:
-        """Final text of the utterance (LM-rescored if configured); then reset."""
+        """Final text of the utterance (its last word and the sentence end LM-scored, if an LM is set); then reset."""
         return self.finalize_utterance(words=False)[0]
 
     def finalize_utterance(self, words: bool = True) -> tuple[str, list[WordSpan]]:
         """Final text of the utterance and, with ``words``, its words with frames counted from
         the utterance's first frame (empty when the text cannot be aligned); then reset."""
-        ids: Optional[list[int]]
-        if self._lm_decoder is not None and self._logits:
-            logp = log_softmax(np.concatenate(self._logits).astype(np.float32))
-            text = self._lm_decoder.decode(logp, beam_width=self.lm.beam_width)  # type: ignore[union-attr]
-            text = " ".join(text.split())
-            ids = self.vocab.text_to_ids(text) if words else None
-        else:
-            ids = self.token_ids
-            text = self.vocab.ids_to_text(ids)
+        ids = list(self._beam.final_best()) if self._beam is not None else list(self._ids)
+        text = self.vocab.ids_to_text(ids)
         spans: list[WordSpan] = []
         if words and ids and self._logits:
             logp = log_softmax(np.concatenate(self._logits).astype(np.float64))
@@ -283,20 +447,47 @@ class StreamingCtcDecoder:
         return text, spans
 
 
-def _build_lm_decoder(vocab: Vocabulary, lm: LmConfig) -> Any:
+@functools.lru_cache(maxsize=4)
+def _load_lm_cached(path: str, mtime: float) -> Any:
+    from .lm import load_lm
+
+    return load_lm(path)
+
+
+def _load_lexicon(path: str) -> frozenset[str]:
     try:
-        from pyctcdecode import build_ctcdecoder  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ImportError(
-            "KenLM decoding needs pyctcdecode and kenlm: pip install pyctcdecode kenlm "
-            f"(or decode without an LM) [{exc}]"
-        ) from exc
-    labels = []
-    for i, tok in enumerate(vocab.tokens):
-        if i == vocab.blank_id:
-            labels.append("")
-        elif tok == vocab.word_delimiter:
-            labels.append(" ")
-        else:
-            labels.append(tok)
-    return build_ctcdecoder(labels, kenlm_model_path=lm.kenlm_path, alpha=lm.alpha, beta=lm.beta)
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LmFormatError(f"cannot read lexicon {path!r}: {exc.strerror or exc}") from None
+    words = frozenset(line.split()[0].lower() for line in text.splitlines() if line.split())
+    if not words:
+        raise LmFormatError(f"lexicon {path!r} lists no words")
+    return words
+
+
+def _make_scorer(vocab: Vocabulary, lm: Optional[LmConfig], hotwords: Optional[Sequence[Union[str, "Hotword"]]]
+                 ) -> _WordScorer:
+    from .hotwords import ContextGraph, HotwordError, parse_hotwords
+    from .lm import DEFAULT_LM_PATH
+
+    model = None
+    lexicon = None
+    phrases = parse_hotwords(hotwords or [])
+    if lm is not None:
+        p = DEFAULT_LM_PATH if lm.path == "default" else Path(lm.path).expanduser()
+        model = _load_lm_cached(str(p), p.stat().st_mtime if p.is_file() else 0.0)
+        if lm.lexicon is not None:
+            # Hotword words are always allowed.
+            lexicon = _load_lexicon(lm.lexicon) | {w for h in phrases for w in h.phrase.split()}
+    context = None
+    if phrases:
+        seqs = []
+        for h in phrases:
+            ids = vocab.text_to_ids(h.phrase)
+            if not ids:
+                raise HotwordError(f"hotword {h.phrase!r} has characters the model cannot spell "
+                                   "(hotwords need a character vocabulary)")
+            seqs.append((ids, h.score))
+        context = ContextGraph(seqs)
+    return _WordScorer(vocab, model, lm.alpha if lm else 0.0, lm.beta if lm else 0.0, lexicon, context,
+                       frozenset(w for h in phrases for w in h.phrase.split()))

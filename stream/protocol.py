@@ -60,6 +60,7 @@ import numpy as np
 
 from .errors import WavstreamError
 from .events import Event, Features, Final, Partial, Word
+from .hotwords import MAX_HOTWORD_CHARS, MAX_HOTWORDS
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -203,6 +204,7 @@ class StartMessage:
     layer: Optional[int] = None  # None = the bundle's feature layer
     words: bool = False  # finals carry their words' times and confidences
     latency_ms: Optional[int] = None  # chunk size to decode with (None = the server's default)
+    hotwords: tuple[str, ...] = ()  # phrases to bias decoding towards ('phrase' or 'phrase:score')
     endpoint: EndpointSettings = field(default_factory=EndpointSettings)
     # Not read by servers since the token moved to the handshake (Authorization header or
     # subprotocol); still parsed so that old clients that send it are not refused for it.
@@ -240,6 +242,8 @@ class StartMessage:
                 "max_utterance": self.endpoint.max_utterance,
             },
         }
+        if self.hotwords:  # only when set: a start without hotwords keeps its v1 bytes
+            d["hotwords"] = list(self.hotwords)
         if self.token is not None:
             d["token"] = self.token
         return d
@@ -287,6 +291,7 @@ class StartMessage:
         words = msg.get("words", False)
         if not isinstance(words, bool):
             raise ProtocolError(ErrorCode.BAD_START, f"'words' must be true or false, got {short_repr(words)}")
+        hotwords = _parse_hotwords(msg.get("hotwords"))
         token = msg.get("token")
         if token is not None and not isinstance(token, str):
             raise ProtocolError(ErrorCode.BAD_START, "'token' must be a string")
@@ -300,9 +305,28 @@ class StartMessage:
             layer=None if layer is None else int(layer),
             words=words,
             latency_ms=latency,
+            hotwords=hotwords,
             endpoint=_parse_endpoint(msg.get("endpoint")),
             token=token,
         )
+
+
+def _parse_hotwords(value: Any) -> tuple[str, ...]:
+    """'hotwords': null or a list of at most MAX_HOTWORDS non-empty strings of at most MAX_HOTWORD_CHARS."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ProtocolError(ErrorCode.BAD_START, f"'hotwords' must be a list of strings, got {short_repr(value)}")
+    if len(value) > MAX_HOTWORDS:
+        raise ProtocolError(ErrorCode.BAD_START, f"'hotwords' lists {len(value)} phrases; at most {MAX_HOTWORDS}")
+    for i, h in enumerate(value):
+        # The limit allows a ':score' suffix after a phrase of the longest length.
+        if not isinstance(h, str) or not h.strip() or len(h) > MAX_HOTWORD_CHARS + 8:
+            raise ProtocolError(
+                ErrorCode.BAD_START,
+                f"'hotwords'[{i}] must be a non-empty string of at most {MAX_HOTWORD_CHARS} characters, got {short_repr(h)}",
+            )
+    return tuple(value)
 
 
 def _is_int(x: Any) -> bool:

@@ -57,6 +57,7 @@ import numpy as np
 from .bundle import Bundle, BundleConfig, BundleNotFoundError, load_bundle
 from .ctc import LmConfig, StreamingCtcDecoder, Vocabulary
 from .endpoint import EndpointConfig, Endpointer
+from .hotwords import Hotword
 from .engines.base import Engine, stack_states, unstack_states
 from .events import Event, Features, Final, Partial, Word
 from .resample import AudioFormatError, StreamResampler, channels_first_layout, check_sample_rate, to_mono_float32
@@ -87,7 +88,7 @@ def resolve_model(model: Union[str, Path, None]) -> Path:
 class DecodingConfig:
     method: str = "greedy"  # "greedy" (fastest) | "beam" (CTC prefix beam search)
     beam_size: int = 8  # beams kept per frame (beam only)
-    lm: Optional[LmConfig] = None  # KenLM via pyctcdecode, applied to each final
+    lm: Optional[LmConfig] = None  # word n-gram LM fused into the beam (implies beam search)
 
     def __post_init__(self) -> None:
         # Checked here so a bad value fails when the config is made, not at the first chunk of audio.
@@ -108,7 +109,8 @@ class StreamState(enum.Enum):
 class Stream:
     """One audio stream's state. Create with ``Recognizer.create_stream()``."""
 
-    def __init__(self, rec: "Recognizer", *, endpoint: Optional[EndpointConfig] = None) -> None:
+    def __init__(self, rec: "Recognizer", *, endpoint: Optional[EndpointConfig] = None,
+                 hotwords: Optional[Sequence[Union[str, Hotword]]] = None) -> None:
         self._rec = rec
         cfg = rec.config
         self._chunk = cfg.chunk_samples
@@ -116,7 +118,7 @@ class Stream:
         self._queue: Deque[np.ndarray] = collections.deque()
         self._queued = 0  # samples in _queue
         self.states: Sequence[np.ndarray] = rec.engine.init_state(1)
-        self.decoder: Optional[StreamingCtcDecoder] = rec._make_decoder()
+        self.decoder: Optional[StreamingCtcDecoder] = rec._make_decoder(hotwords)
         self.endpointer = Endpointer(endpoint or rec.endpoint_config, cfg.frame_shift_s)
         self.samples_accepted = 0  # 16 kHz samples queued so far (after resampling)
         self.frames_done = 0  # output frames produced so far (stream frame index)
@@ -340,7 +342,7 @@ class Recognizer:
         self._listeners: list[tuple[type, Callable[[Any], None]]] = []
         self._default: Optional[Stream] = None
         if self.decode_text and self.decoding.lm is not None:
-            self._make_decoder()  # fail now (missing pyctcdecode), not at first audio
+            self._make_decoder()  # fail now (a missing or bad LM file), not at first audio
 
     # ---------------------------------------------------------- construction
     @classmethod
@@ -383,16 +385,23 @@ class Recognizer:
         """
         return cls.from_bundle(resolve_model("default"), **kwargs)
 
-    def _make_decoder(self) -> Optional[StreamingCtcDecoder]:
+    def _make_decoder(self, hotwords: Optional[Sequence[Union[str, Hotword]]] = None) -> Optional[StreamingCtcDecoder]:
         if not self.decode_text or self.vocab is None:
             return None
         d = self.decoding
-        return StreamingCtcDecoder(self.vocab, d.method, d.beam_size, d.lm)
+        # An LM or hotwords live in the beam: they switch greedy decoding to beam search.
+        method = "beam" if (d.lm is not None or hotwords) else d.method
+        return StreamingCtcDecoder(self.vocab, method, d.beam_size, d.lm, hotwords)
 
     # ------------------------------------------------------------- streams
-    def create_stream(self, *, endpoint: Optional[EndpointConfig] = None) -> Stream:
-        """A new stream; ``endpoint`` overrides the recogniser's endpointing for this stream only."""
-        return Stream(self, endpoint=endpoint)
+    def create_stream(self, *, endpoint: Optional[EndpointConfig] = None,
+                      hotwords: Optional[Sequence[Union[str, Hotword]]] = None) -> Stream:
+        """A new stream; ``endpoint`` overrides the recogniser's endpointing for this stream only.
+
+        hotwords: phrases to bias this stream's decoding towards ('phrase' or 'phrase:score', or Hotword;
+        docs/decoding.md); they turn on beam search for this stream. Raises HotwordError for a bad list.
+        """
+        return Stream(self, endpoint=endpoint, hotwords=hotwords)
 
     def is_ready(self, stream: Stream) -> bool:
         """True when the stream has a whole chunk queued, or has ended and still needs decoding."""

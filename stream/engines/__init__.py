@@ -1,7 +1,7 @@
 """Engines: run one streaming step of a bundle's graph (see base.py for the contract).
 
-``create_engine(bundle, backend="onnxruntime" | "tensorrt" | "triton", **opts)``
-picks one. TensorRT and Triton's client are imported only when asked for.
+``create_engine(bundle, backend="onnxruntime" | "openvino" | "auto" | "tensorrt" | "triton", **opts)``
+picks one. OpenVINO, TensorRT and Triton's client are imported only when asked for.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from ..bundle import Bundle, load_bundle
 from .base import (
     ChunkSizeError,
     Engine,
+    EngineOptionError,
     EngineUnavailableError,
     StateShapeError,
     StepResult,
@@ -25,17 +26,19 @@ __all__ = [
     "StepResult",
     "OrtEngine",
     "TensorRTEngine",
+    "OpenVinoEngine",
     "TritonEngine",
     "ChunkSizeError",
     "StateShapeError",
     "EngineUnavailableError",
+    "EngineOptionError",
     "stack_states",
     "unstack_states",
     "create_engine",
     "BACKENDS",
 ]
 
-BACKENDS = ("onnxruntime", "tensorrt", "triton")
+BACKENDS = ("onnxruntime", "openvino", "auto", "tensorrt", "triton")
 
 
 def __getattr__(name: str) -> Any:
@@ -45,6 +48,10 @@ def __getattr__(name: str) -> Any:
         from .tensorrt import TensorRTEngine
 
         return TensorRTEngine
+    if name == "OpenVinoEngine":
+        from .openvino import OpenVinoEngine
+
+        return OpenVinoEngine
     if name == "TritonEngine":
         from .triton import TritonEngine
 
@@ -63,6 +70,14 @@ def create_engine(bundle: Union[Bundle, str], backend: str = "onnxruntime", **op
         bundle = load_bundle(bundle)
     if backend in ("onnxruntime", "ort", "onnx"):
         return OrtEngine(bundle, **opts)
+    if backend == "openvino":
+        from .openvino import OpenVinoEngine
+
+        return OpenVinoEngine(bundle, **opts)
+    if backend == "auto":
+        from .auto import choose_engine
+
+        return choose_engine(bundle, **opts).engine
     if backend in ("tensorrt", "trt"):
         from .tensorrt import TensorRTEngine
 
@@ -71,4 +86,4 @@ def create_engine(bundle: Union[Bundle, str], backend: str = "onnxruntime", **op
         from .triton import TritonEngine
 
         return TritonEngine(bundle, **opts)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    raise EngineOptionError(f"unknown backend {backend!r}; expected one of {BACKENDS}")

@@ -29,6 +29,7 @@ __all__ = [
     "ChunkSizeError",
     "StateShapeError",
     "EngineUnavailableError",
+    "EngineOptionError",
     "stack_states",
     "unstack_states",
 ]
@@ -44,6 +45,10 @@ class StateShapeError(WavstreamError, ValueError):
 
 class EngineUnavailableError(WavstreamError, RuntimeError):
     """The requested backend or device is not available on this machine."""
+
+
+class EngineOptionError(WavstreamError, ValueError):
+    """An engine was asked for with an option it does not have (backend, precision, shapes...)."""
 
 
 @dataclass

@@ -61,6 +61,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..endpoint import EndpointConfig
+from ..hotwords import HotwordError
 from .batcher import Batcher, measure_engine_cost
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -72,7 +73,11 @@ from ..protocol import (
     SessionProtocol,
     token_from_subprotocols,
 )
+from .dialect import Dialect
 from .session import Close, Session
+from .sherpa import SherpaDialect
+from .vosk import VoskDialect
+from .wenet import WenetDialect
 
 __all__ = ["Server", "run_server", "tls_context", "raise_open_file_limit", "WEB_DIR", "ENGINE_SHARE"]
 
@@ -84,6 +89,8 @@ _PAGES = {
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/worklet.js": ("worklet.js", "text/javascript; charset=utf-8"),
 }
+# Other projects' websocket protocols, each at its own path (protocol v1 keeps every other path).
+DIALECTS: dict[str, type[Dialect]] = {"/vosk": VoskDialect, "/wenet": WenetDialect, "/sherpa": SherpaDialect}
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
@@ -507,7 +514,7 @@ class Server:
     async def _reject(self, ws: ServerConnection, code: str, reason: str, proto: Optional[SessionProtocol] = None) -> None:
         """Send ``error`` and close. ``proto``: the connection's protocol, if it already holds the error."""
         if proto is None or proto.error_code is None:
-            proto = SessionProtocol()
+            proto = self._protocol(_path(ws))  # the error in the client's own dialect
             proto.fail(code, reason)
         self._count_error(code)
         try:
@@ -520,7 +527,11 @@ class Server:
         except asyncio.TimeoutError:
             ws.transport.abort()
 
-    def _protocol(self) -> SessionProtocol:
+    def _protocol(self, path: str = "/") -> Any:
+        """The connection's protocol: a dialect at its path (``DIALECTS``), protocol v1 everywhere else."""
+        dialect = DIALECTS.get(path.rstrip("/"))
+        if dialect is not None:
+            return dialect(max_message_bytes=self.max_message_bytes)
         return SessionProtocol(max_message_bytes=self.max_message_bytes, feature_layer=self.rec.config.feature_layer,
                                latencies_ms=sorted(self.recognizers))
 
@@ -528,7 +539,7 @@ class Server:
         peer = ws.remote_address
         self._connections.add(ws)
         session: Optional[Session] = None
-        proto = self._protocol()
+        proto = self._protocol(_path(ws))
         try:
             if self._closing:
                 await self._reject(ws, ErrorCode.SHUTTING_DOWN, "server is shutting down")
@@ -563,13 +574,17 @@ class Server:
 
     async def _open(self, ws: ServerConnection, proto: SessionProtocol) -> Optional[Session]:
         """Wait for a valid start message; returns the new Session."""
-        try:
-            msg = await self._recv(ws, self.start_timeout_s)
-        except asyncio.TimeoutError:
-            await self._reject(ws, ErrorCode.IDLE_TIMEOUT, f"no start message within {self.start_timeout_s} s")
-            return None
-        # The first message must be a valid start (the protocol raises otherwise).
-        proto.receive_bytes(msg) if isinstance(msg, bytes) else proto.receive_text(msg)
+        # v1: the first message must be a valid start (the protocol raises otherwise). A dialect may
+        # start with its first audio (Vosk, sherpa-onnx), after optional configuration messages.
+        deadline = time.monotonic() + self.start_timeout_s
+        first: list = []
+        while proto.start is None:
+            try:
+                msg = await self._recv(ws, deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                await self._reject(ws, ErrorCode.IDLE_TIMEOUT, f"no start message within {self.start_timeout_s} s")
+                return None
+            first = proto.receive_bytes(msg) if isinstance(msg, bytes) else proto.receive_text(msg)
         start = proto.start
         assert start is not None
         rec = self.recognizers[start.latency_ms if start.latency_ms is not None else self.default_latency_ms]
@@ -588,9 +603,13 @@ class Server:
             )
         # No await between the checks above and registering the session: no other start can slip in.
         ep = start.endpoint
-        stream = rec.create_stream(
-            endpoint=EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled)
-        )
+        try:
+            stream = rec.create_stream(
+                endpoint=EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled),
+                hotwords=list(start.hotwords) or None,
+            )
+        except HotwordError as exc:  # e.g. a letter the model cannot spell, a bad ':score'
+            raise ProtocolError(ErrorCode.BAD_START, f"'hotwords': {exc}") from None
         session = Session(proto, stream, max_pending_samples=int(self.max_buffer_s * start.sample_rate),
                           max_out_bytes=self.max_out_bytes, recognizer=rec)
         self._sessions[session.id] = session
@@ -606,6 +625,11 @@ class Server:
             feature_layer=cfg.feature_layer,
             text=bool(rec.decode_text),
         )
+        for ev in first:  # what came with the message that started a dialect's session
+            if isinstance(ev, AudioReceived):
+                session.push_audio(ev.samples)
+            elif isinstance(ev, EndReceived):
+                session.request_end(ev.reason)
         for m in proto.data_to_send():
             await ws.send(m)
         log.info("session %d from %s: %s Hz %s x%d", session.id, ws.remote_address, start.sample_rate, start.format, start.channels)
@@ -622,6 +646,8 @@ class Server:
     async def _serve_session(self, ws: ServerConnection, s: Session) -> None:
         s.sender = sender = asyncio.create_task(self._sender(ws, s))
         self.batcher.add(s)
+        if s.pending or not s.is_open:
+            self.batcher.notify()  # a dialect's first message carried audio (or the end)
         closed = asyncio.ensure_future(ws.wait_closed())
         deadline = None if self.max_session_s is None else s.created + self.max_session_s
         try:
@@ -645,6 +671,7 @@ class Server:
                 if not s.is_open:
                     break  # shutting down: audio after the flush started is not used
                 events = s.protocol.receive_bytes(msg) if isinstance(msg, bytes) else s.protocol.receive_text(msg)
+                s.flush()  # a dialect's reply to this message (Vosk answers every one)
                 for ev in events:
                     if isinstance(ev, AudioReceived):
                         s.push_audio(ev.samples)
@@ -705,6 +732,11 @@ class Server:
 
 def _chunk_ms(rec: Any) -> int:
     return int(round(1000.0 * rec.config.chunk_samples / rec.config.sample_rate))
+
+
+def _path(ws: ServerConnection) -> str:
+    request = getattr(ws, "request", None)
+    return urllib.parse.urlsplit(request.path).path if request is not None else "/"
 
 
 def _select_subprotocol(connection: ServerConnection, offered: Sequence[str]) -> Optional[str]:
@@ -794,12 +826,15 @@ def _quiet_accept_errors(loop: asyncio.AbstractEventLoop, warned: dict) -> Any:
     return handler
 
 
-async def run_server(recognizer: Any, host: str = "127.0.0.1", port: int = 8765, *, ready: Any = None, **options: Any) -> int:
+async def run_server(recognizer: Any, host: str = "127.0.0.1", port: int = 8765, *, ready: Any = None,
+                     attach: Any = None, **options: Any) -> int:
     """Run a Server until SIGINT/SIGTERM, then shut down gracefully; returns 0.
 
     As the process's main program it also raises the open-file limit to its hard limit and
     turns accept() failures into rate-limited warnings. ``ready``: optional callable(server)
-    called once listening (e.g. to print the URL).
+    called once listening (e.g. to print the URL). ``attach``: optional async callable(server)
+    that starts a companion on the same Batcher (the Wyoming server) and returns an async
+    callable that stops it, before the server shuts down.
     """
     raise_open_file_limit()
     loop = asyncio.get_running_loop()
@@ -807,6 +842,14 @@ async def run_server(recognizer: Any, host: str = "127.0.0.1", port: int = 8765,
     loop.set_exception_handler(_quiet_accept_errors(loop, {}))
     server = Server(recognizer, host, port, **options)
     await server.start()
+    detach = None
+    if attach is not None:
+        try:
+            detach = await attach(server)
+        except BaseException:
+            await server.shutdown()
+            loop.set_exception_handler(previous_handler)
+            raise
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -816,6 +859,8 @@ async def run_server(recognizer: Any, host: str = "127.0.0.1", port: int = 8765,
     if ready is not None:
         ready(server)
     await stop.wait()
+    if detach is not None:
+        await detach()
     await server.shutdown()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

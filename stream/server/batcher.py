@@ -268,6 +268,10 @@ class Batcher:
             s.deliver(outcome.events[sid])
             if sid in outcome.done:
                 s.finish()
+        for sid, n in outcome.backlog.items():
+            s = self.sessions.get(sid)
+            if s is not None and not s.pending and n < s.recognizer.config.chunk_samples:
+                s.caught_up()  # all its audio so far is decoded (but less than a chunk): a dialect may answer now
         return outcome.more
 
 

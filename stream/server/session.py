@@ -44,7 +44,7 @@ from typing import Any, Deque, Optional, Union
 import numpy as np
 
 from ..events import Event
-from ..protocol import SessionProtocol, StartMessage
+from ..protocol import StartMessage
 
 __all__ = ["Session", "Phase", "Close"]
 
@@ -72,9 +72,11 @@ OutItem = Union[str, bytes, Close]
 
 class Session:
     def __init__(
-        self, protocol: SessionProtocol, stream: Any, *, max_pending_samples: int, max_out: int = 64,
+        self, protocol: Any, stream: Any, *, max_pending_samples: int, max_out: int = 64,
         max_out_bytes: int = 1 << 20, recognizer: Any = None
     ) -> None:
+        # ``protocol``: a SessionProtocol (v1), or a dialect's translator with the same methods
+        # (stream/server/dialect.py, wyoming_session.py).
         if protocol.start is None:
             raise ValueError("a Session needs a started protocol (a valid start message was received)")
         self.id = next(_ids)
@@ -151,7 +153,29 @@ class Session:
         if self.phase is Phase.CLOSED:
             return
         self.protocol.send_events(events)
+        if self.protocol.close_code is not None and self.phase is not Phase.FINISHED:
+            # A dialect whose protocol ends at an event (WeNet without continuous decoding, Wyoming with
+            # endpointing): nothing more is decoded; its last messages and the close are queued.
+            self.phase = Phase.FINISHED
+            self._flush_protocol(close=True)
+            return
         self._flush_protocol()
+
+    def caught_up(self) -> None:
+        """Every whole chunk of the audio received so far is decoded (the Batcher says so after a cycle).
+
+        A dialect that answers each message once its audio is decoded (Vosk) answers here; protocol v1
+        has nothing to say.
+        """
+        hook = getattr(self.protocol, "caught_up", None)
+        if hook is not None and self.phase is not Phase.CLOSED:
+            hook()
+            self._flush_protocol()
+
+    def flush(self) -> None:
+        """Queue what the protocol answered on receiving (a dialect that replies to every message)."""
+        if self.phase is not Phase.CLOSED:
+            self._flush_protocol()
 
     def notify_overloaded(self, lag_s: float, max_lag_s: float) -> None:
         self.protocol.send_overloaded(lag_s, max_lag_s)

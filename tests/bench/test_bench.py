@@ -87,7 +87,22 @@ def test_efficiency_server_memory_profile(quick_run: tuple[int, dict, Path]) -> 
     assert prof and all("error" not in p and p["top_ops"] for p in prof)
 
 
+def test_engines_side_by_side(quick_run: tuple[int, dict, Path]) -> None:
+    """ONNX Runtime and OpenVINO rows, named by engine and precision, at every batch size."""
+    en = quick_run[1]["engines"]
+    names = {r["name"] for r in en["rows"]}
+    assert {"onnxruntime fp32", "openvino fp32", "openvino fp32 dynamic-batch"} <= names, names
+    for r in en["rows"]:
+        assert r["engine"] in ("onnxruntime", "openvino") and r["precision"] in ("fp32", "bf16", "int8")
+        assert r["batch"] in en["batches"] and _pos(r["rtf_per_stream"]), r
+    assert len(en["rows"]) == len(names) * len(en["batches"])
+    # a precision left out says why (e.g. no BF16 on this CPU)
+    assert names | set(en["left_out"]) >= {"openvino bf16"}
+    assert all(_pos(s) for per_b in en["openvino_compile_s"].values() for s in per_b.values())
+
+
 def test_summary_table_lists_the_headline_numbers(quick_run: tuple[int, dict, Path]) -> None:
     table = report.summary_table(quick_run[1])
-    for needle in ("RTF 1 stream", "streaming / offline", "HF offline", "efficiency", "p95 <", "speech end", "per added stream"):
+    for needle in ("RTF 1 stream", "streaming / offline", "HF offline", "efficiency", "p95 <", "speech end", "per added stream",
+                   "RTF per stream", "openvino fp32"):
         assert needle in table, needle

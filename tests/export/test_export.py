@@ -141,6 +141,33 @@ def test_onnx_streaming_equals_torch_step(cache, family):
         assert greedy(o["logits"]) == greedy(t["logits"])
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_openvino_streaming_equals_torch_step(cache, family):
+    """The OpenVINO engine (fp32) on the same model.onnx: torch's numbers within the parity tolerance,
+    states carried over 20 chunks, one and three streams."""
+    from wavstream.stream.engines.openvino import OpenVinoEngine
+
+    model, out, _ = cache.get(family)
+    eng = OpenVinoEngine(out, precision="fp32", intra_op_threads=1)
+    for batch in (1, 3):
+        wave = audio(batch, N_CHUNKS * model.chunk_samples, seed=batch)
+        t = stream_torch(model, wave)
+        st = eng.init_state(batch)
+        f, lg, cd = [], [], []
+        for i in range(0, wave.shape[1], model.chunk_samples):
+            r = eng.step(wave[:, i:i + model.chunk_samples], st)
+            f.append(r.features)
+            lg.append(r.logits)
+            if r.codes is not None:
+                cd.append(r.codes)
+            st = r.states
+        assert np.abs(np.concatenate(f, 1) - t["features"]).max() <= TOL
+        assert np.abs(np.concatenate(lg, 1) - t["logits"]).max() <= TOL
+        if family == "vq_wav2vec":
+            np.testing.assert_array_equal(np.concatenate(cd, 1), t["codes"])
+        assert greedy(np.concatenate(lg, 1)) == greedy(t["logits"])
+
+
 @pytest.mark.parametrize("family", ["wav2vec2", "wavlm", "wav2vec"])
 def test_chain_offline_torch_streaming_onnx(cache, family):
     """torch offline (chunk mask) == torch streaming == ONNX streaming, with a

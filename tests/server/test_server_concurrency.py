@@ -105,3 +105,24 @@ def test_slow_reader_gets_backpressure_and_others_are_unaffected(tmp_path) -> No
     assert peak_out <= 64 + 4  # max_out + one step's messages
     assert finals == [text] and code == 1000
     assert frames == int(np.ceil(len(pcm) / 160))  # every feature frame arrived
+
+
+def test_openvino_engine_serves_concurrent_clients(tmp_path) -> None:
+    """The batched server path on the OpenVINO engine: each client its own text, batches formed."""
+    from toy_bundle import build_toy_bundle
+
+    from wavstream.stream import Recognizer
+
+    ov_rec = Recognizer.from_bundle(build_toy_bundle(tmp_path / "toy"), backend="openvino", intra_op_threads=1,
+                                    emit_features=True)
+
+    async def go():
+        async with running_server(ov_rec, max_batch=32, max_wait_ms=20) as server:
+            waves = [np.concatenate([silence(0.03 * i), synth(w, seed=i), silence(0.2)]) for i, w in enumerate(WORDS[:8])]
+            got = await asyncio.gather(*(transcribe(server.url, w, 16000, block_s=0.04, realtime=True) for w in waves))
+            return got, server.stats()
+
+    got, stats = run(go(), timeout=90)
+    assert [[f.text for f in g] for g in got] == [[w] for w in WORDS[:8]]
+    assert stats["errors"] == {} and stats["max_batch_observed"] > 1
+    assert type(ov_rec.engine).__name__ == "OpenVinoEngine"

@@ -104,12 +104,21 @@ def test_decoder_rejects_wrong_vocab_size() -> None:
         dec.accept(np.zeros((4, 5), np.float32))
 
 
-def test_kenlm_without_pyctcdecode_is_a_clear_error(monkeypatch) -> None:
+def test_a_missing_lm_file_is_a_clear_error() -> None:
+    from wavstream.stream.ctc import LmConfig
+    from wavstream.stream.errors import WavstreamError
+    from wavstream.stream.lm import LmFormatError
+
+    with pytest.raises(LmFormatError, match="missing.arpa.*not found") as info:
+        StreamingCtcDecoder(VOCAB, "beam", lm=LmConfig("missing.arpa"))
+    assert isinstance(info.value, WavstreamError)
+
+
+def test_an_lm_needs_beam_search() -> None:
     from wavstream.stream.ctc import LmConfig
 
-    monkeypatch.setitem(sys.modules, "pyctcdecode", None)  # as if not installed
-    with pytest.raises(ImportError, match="pip install pyctcdecode"):
-        StreamingCtcDecoder(VOCAB, lm=LmConfig("missing.arpa"))
+    with pytest.raises(ValueError, match="method='beam'"):
+        StreamingCtcDecoder(VOCAB, "greedy", lm=LmConfig("default"))
 
 
 # ---------------------------------------------------------------- endpointing

@@ -194,16 +194,21 @@ def _draw(cfg: BuildConfig, split: str, index: int, text: str, engs: list[E.Engi
     return Utt(split, index, text, voice, params, _post(rng, cfg))
 
 
+def sentence_pools(sentences: list[str], seed: int, n_dev: int, n_test: int) -> dict[str, list[str]]:
+    """{split: its sentences}: the sentence list shuffled by ``seed``; test takes the first ``n_test``,
+    dev the next ``n_dev``, train the rest (the LM builder uses this to leave dev and test out)."""
+    order = np.random.default_rng([seed, 1]).permutation(len(sentences))
+    shuffled = [sentences[i] for i in order]
+    if n_test + n_dev >= len(shuffled):
+        raise ValueError(f"only {len(shuffled)} sentences for {n_dev} dev + {n_test} test utterances")
+    return {"test": shuffled[:n_test], "dev": shuffled[n_test:n_test + n_dev], "train": shuffled[n_test + n_dev:]}
+
+
 def make_plan(cfg: BuildConfig, engine_list: list[E.Engine], sentences: list[str]
               ) -> tuple[dict[str, list[Utt]], dict[str, dict[str, list[E.Voice]]]]:
     voices = split_voices(engine_list, cfg.seed, cfg.holdout_frac)
-    order = np.random.default_rng([cfg.seed, 1]).permutation(len(sentences))
-    shuffled = [sentences[i] for i in order]
     n_test, n_dev = cfg.test, cfg.dev
-    if n_test + n_dev >= len(shuffled):
-        raise ValueError(f"only {len(shuffled)} sentences for {n_dev} dev + {n_test} test utterances")
-    pools = {"test": shuffled[:n_test], "dev": shuffled[n_test:n_test + n_dev],
-             "train": shuffled[n_test + n_dev:]}
+    pools = sentence_pools(sentences, cfg.seed, n_dev, n_test)
     rate = {e.name: e.chars_per_second for e in engine_list}
     plan: dict[str, list[Utt]] = {}
     for split in SPLITS:

@@ -1,0 +1,109 @@
+"""Engines side by side: RTF per stream of one streaming step at batch 1 / 16 / 64,
+for every CPU engine and precision this machine runs, on one bundle.
+
+RTF per stream = wall seconds of one ``Engine.step`` on B stacked streams /
+(B x chunk seconds): the engine alone, no decoding, states carried from step
+to step, after warm-up. Engines are timed in turn at each batch size, in
+many short rounds (8 of >= 0.2 s), the fastest run of each counting (as in
+single_stream.py): on a shared machine the fastest of many short runs is the
+one least disturbed. Rows name
+the engine and precision: ONNX Runtime fp32 / int8 (the bundle's
+model.int8.onnx) and OpenVINO fp32 / bf16 / int8 (bf16 and int8 where the CPU
+reports them), plus OpenVINO fp32 with a dynamic batch axis, to show why the
+engine compiles one static shape per batch size. OpenVINO's compile time per
+batch size is recorded too.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .common import Settings, foreign_mark, foreign_share, noise, time_loop
+from .single_stream import interleaved
+
+
+def _engines(bundle: Path, settings: Settings) -> tuple[dict[str, Callable[[], Any]], dict]:
+    """name -> engine factory, and what was left out (name -> why)."""
+    from wavstream.stream import OrtEngine
+    from wavstream.stream.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    t = settings.threads
+    make: dict[str, Callable[[], Any]] = {"onnxruntime fp32": lambda: OrtEngine(b, device="cpu", intra_op_threads=t,
+                                                                               inter_op_threads=1)}
+    left_out: dict[str, str] = {}
+    has_int8 = b.has_model_file("int8")
+    if has_int8:
+        make["onnxruntime int8"] = lambda: OrtEngine(b, quantized=True, device="cpu", intra_op_threads=t,
+                                                     inter_op_threads=1)
+    try:
+        from wavstream.stream.engines.openvino import OpenVinoEngine, cpu_capabilities
+
+        caps = cpu_capabilities()
+    except Exception as exc:  # openvino not installed: the ORT rows still count
+        return make, {"openvino": f"{type(exc).__name__}: {exc}"}
+    for prec in ("fp32", "bf16", "int8"):
+        if prec.upper() not in caps:
+            left_out[f"openvino {prec}"] = f"CPU reports {caps}"
+        elif prec == "int8" and not has_int8:
+            left_out["openvino int8"] = "bundle has no model.int8.onnx"
+        else:
+            make[f"openvino {prec}"] = lambda p=prec: OpenVinoEngine(b, precision=p, intra_op_threads=t)
+    make["openvino fp32 dynamic-batch"] = lambda: OpenVinoEngine(b, precision="fp32", intra_op_threads=t,
+                                                                 shapes="dynamic")
+    return make, left_out
+
+
+def _runner(engine: Any, batch: int, settings: Settings) -> Callable[[], float]:
+    audio = noise(4 * engine.chunk_samples / 16000 + 0.1, seed=7)
+    n = engine.chunk_samples
+    chunks = [audio[i:i + n][None, :].repeat(batch, 0) for i in range(0, 4 * n, n)]
+    st = {"s": engine.init_state(batch), "i": 0}
+
+    def one() -> None:
+        st["s"] = engine.step(chunks[st["i"] % 4], st["s"]).states
+        st["i"] += 1
+
+    def measure() -> float:
+        per, _ = time_loop(one, min_calls=settings.pick(2, 3), min_seconds=settings.pick(0.05, 0.2))
+        return per / (batch * n / 16000)
+
+    return measure
+
+
+def run(settings: Settings, bundle: Path, label: str, batches: Optional[tuple[int, ...]] = None) -> dict:
+    batches = batches or settings.pick((1, 4), (1, 16, 64))
+    make, left_out = _engines(bundle, settings)
+    engines = {k: f() for k, f in make.items()}
+    rows: list[dict] = []
+    compile_s: dict[str, dict[int, float]] = {}
+    for B in batches:
+        runners = {}
+        for k, e in engines.items():
+            t0 = time.perf_counter()
+            if hasattr(e, "warmup") and e.shapes == "static":
+                e.warmup([B])  # compile outside the timed runs; its cost is a row of its own
+                compile_s.setdefault(k, {})[B] = round(time.perf_counter() - t0, 3)
+            runners[k] = _runner(e, B, settings)
+        mark = foreign_mark()
+        best = interleaved(runners, settings.pick(2, 8))
+        share = foreign_share(mark)
+        for k, rtf in best.items():
+            backend, prec = k.split(" ")[:2]
+            rows.append({"engine": backend, "precision": prec, "shapes": "dynamic" if "dynamic" in k else
+                         ("static" if backend == "openvino" else "dynamic"), "name": k, "batch": B,
+                         "rtf_per_stream": rtf, "foreign_cpu_share": share})
+        settings.log("engines", f"{label} batch {B}: " + ", ".join(f"{k} {v:.4f}" for k, v in best.items()))
+        del runners
+    for e in engines.values():
+        e.close()
+    try:
+        import openvino
+
+        ov_version: Optional[str] = openvino.__version__
+    except Exception:
+        ov_version = None
+    return {"model": label, "threads": settings.threads, "batches": list(batches), "rows": rows,
+            "openvino_compile_s": compile_s, "left_out": left_out, "openvino": ov_version}

@@ -1,0 +1,245 @@
+"""OpenVINO engine (CPU): the bundle's unchanged ``model.onnx`` read by OpenVINO.
+
+OpenVINO reads ONNX directly, so a bundle needs nothing new. What it adds
+over ONNX Runtime on a recent Xeon is the AMX tile units: with
+``precision="bf16"`` the matrix products run in bfloat16 (activations and
+weights rounded to 8 mantissa bits; accumulation in fp32).
+
+State is kept exactly as ``OrtEngine`` keeps it: host numpy arrays in,
+new host arrays out (copies, so a returned state is never overwritten by a
+later step), rows independent, so ``stack_states``/``unstack_states`` and the
+batched server path work unchanged.
+
+Shapes: OpenVINO runs a model compiled for one static batch size faster than
+one compiled with a dynamic batch axis (measured in docs/bench.md), so by
+default the model is compiled per batch size on first use and kept. A
+server's batch changes from call to call, and compiling costs about 0.5-1 s,
+so sizes are rounded up to a few buckets (1, 2, 3, 4, 6, 8, 12, 16, 24, 32,
+48, 64, 96, ...: at most 1.5x the rows) and the extra rows are zeros that are
+computed and dropped (rows are independent). Fifteen buckets cover batches up
+to 192; beyond ``max_compiled`` the least recently used is dropped.
+``shapes="dynamic"`` compiles once for every batch size instead.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from ..bundle import Bundle, BundleError, IOSpec, check_graph_io, load_bundle
+from .base import Engine, EngineOptionError, EngineUnavailableError, StepResult
+
+__all__ = ["OpenVinoEngine", "PRECISIONS", "SHAPES", "batch_bucket", "openvino_available", "cpu_capabilities"]
+
+PRECISIONS = ("fp32", "bf16", "int8")
+SHAPES = ("static", "dynamic")
+
+# The CPU capability each precision needs (OPTIMIZATION_CAPABILITIES names).
+_NEEDS = {"fp32": "FP32", "bf16": "BF16", "int8": "INT8"}
+# OpenVINO's inference precision per our precision. int8 runs the bundle's
+# model.int8.onnx (quantised MatMuls); its other ops stay fp32. fp32 must be
+# asked for explicitly: on an AMX CPU OpenVINO's default is bf16.
+_HINT = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+
+
+def _import_openvino() -> Any:
+    try:
+        import openvino as ov  # type: ignore[import-not-found]
+    except Exception as exc:  # ImportError, or OSError when a shared library is missing
+        raise EngineUnavailableError(
+            "the OpenVINO engine needs the 'openvino' package (pip install 'wavstream[openvino]'); "
+            f"import failed: {exc}. Use backend='onnxruntime' instead."
+        ) from exc
+    return ov
+
+
+def openvino_available() -> bool:
+    """True when the openvino package imports."""
+    try:
+        _import_openvino()
+        return True
+    except EngineUnavailableError:
+        return False
+
+
+def cpu_capabilities() -> list[str]:
+    """The CPU device's OPTIMIZATION_CAPABILITIES (e.g. ['FP32', 'BF16', 'INT8', ...])."""
+    ov = _import_openvino()
+    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def batch_bucket(batch: int) -> int:
+    """The compiled batch size that serves ``batch`` rows: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (>= batch)."""
+    if batch <= 4:
+        return batch
+    p = 4
+    while True:  # 4, 6, 8, 12, 16, 24, ...: powers of two and 1.5x them
+        if batch <= p + p // 2:
+            return p + p // 2 if batch > p else p
+        p *= 2
+
+
+def _dtype(element_type: Any) -> str:
+    # OpenVINO element types convert to numpy dtypes (f32 -> float32, i64 -> int64).
+    return str(np.dtype(element_type.to_dtype()))
+
+
+class OpenVinoEngine(Engine):
+    """Runs a bundle's ``model.onnx`` (or ``model.int8.onnx``) with OpenVINO on the CPU.
+
+    Args:
+        bundle: a loaded Bundle or a bundle folder path.
+        precision: "fp32" (same numbers as ONNX Runtime to ~1e-5), "bf16"
+            (AMX/AVX512-BF16; features within ~0.04 of fp32, dev CER within
+            0.001: see docs/bench.md), or "int8" (the bundle's
+            model.int8.onnx).
+        intra_op_threads: threads of one inference (OpenVINO's
+            INFERENCE_NUM_THREADS); None keeps OpenVINO's choice (all cores).
+        shapes: "static" (compile per batch bucket on first use; faster) or
+            "dynamic" (one model for every batch size).
+        max_compiled: with shapes="static", how many buckets stay compiled.
+    Raises:
+        EngineUnavailableError: openvino is not installed, or this CPU lacks
+            the precision asked for (named, with what it has).
+        BundleError: the model file is missing, not readable by OpenVINO, or
+            disagrees with config.json.
+        EngineOptionError (a ValueError): an unknown precision or shapes value.
+    """
+
+    def __init__(
+        self,
+        bundle: Union[Bundle, str],
+        *,
+        precision: str = "fp32",
+        intra_op_threads: Optional[int] = None,
+        shapes: str = "static",
+        max_compiled: int = 16,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise EngineOptionError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if shapes not in SHAPES:
+            raise EngineOptionError(f"shapes must be one of {SHAPES}, got {shapes!r}")
+        if max_compiled < 1:
+            raise EngineOptionError(f"max_compiled must be >= 1, got {max_compiled}")
+        ov = _import_openvino()
+        if not isinstance(bundle, Bundle):
+            bundle = load_bundle(bundle)
+        super().__init__(bundle)
+        self.precision = precision
+        self.shapes = shapes
+        self.max_compiled = int(max_compiled)
+        self._ov = ov
+        self._core = ov.Core()
+        caps = [str(c) for c in self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+        if _NEEDS[precision] not in caps:
+            raise EngineUnavailableError(
+                f"precision {precision!r} needs the CPU capability {_NEEDS[precision]}, which OpenVINO does not "
+                f"report for this CPU (it reports {caps}); use precision='fp32'"
+            )
+        self.model_path = bundle.model_file("int8" if precision == "int8" else "onnx")
+        try:
+            self._model = self._core.read_model(str(self.model_path))
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable files
+            raise BundleError(
+                f"{self.model_path} could not be read by OpenVINO (corrupted or not an ONNX model?): "
+                f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+            ) from exc
+        ins = [IOSpec(p.get_any_name(), self._shape(p), _dtype(p.get_element_type())) for p in self._model.inputs]
+        outs = [IOSpec(p.get_any_name(), self._shape(p), _dtype(p.get_element_type())) for p in self._model.outputs]
+        check_graph_io(self.config, ins, outs, self.model_path)
+        self._in_names = ["samples"] + [s.input_name for s in self.config.states]
+        self._out_names = list(self.config.outputs)
+        self._props: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": _HINT[precision],
+            # One request at a time (the caller batches): all threads serve it.
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if intra_op_threads:
+            self._props["INFERENCE_NUM_THREADS"] = int(intra_op_threads)
+        self.intra_op_threads = intra_op_threads
+        # batch size (or -1 for the dynamic model) -> infer request, most recently used last
+        self._requests: "collections.OrderedDict[int, Any]" = collections.OrderedDict()
+        if shapes == "dynamic":
+            self._requests[-1] = self._compile(None)
+
+    @staticmethod
+    def _shape(port: Any) -> tuple[Any, ...]:
+        return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+
+    def _compile(self, batch: Optional[int]) -> Any:
+        """An infer request for ``batch`` rows (None: the dynamic batch axis as exported)."""
+        if batch is not None:
+            ov = self._ov
+            # The model is ours (read in __init__): reshaping it in place is fine.
+            self._model.reshape({p.get_any_name(): ov.PartialShape([batch] + list(p.get_partial_shape())[1:])
+                                 for p in self._model.inputs})
+        try:
+            compiled = self._core.compile_model(self._model, "CPU", self._props)
+        except Exception as exc:
+            raise BundleError(
+                f"OpenVINO could not compile {self.model_path} (precision {self.precision}, batch "
+                f"{'dynamic' if batch is None else batch}): {type(exc).__name__}: {str(exc).strip()[:300]}"
+            ) from exc
+        return compiled.create_infer_request()
+
+    def _request(self, batch: int) -> Any:
+        key = -1 if self.shapes == "dynamic" else batch
+        req = self._requests.get(key)
+        if req is None:
+            req = self._compile(None if key == -1 else batch)
+            self._requests[key] = req
+            while len(self._requests) > self.max_compiled:
+                self._requests.popitem(last=False)
+        else:
+            self._requests.move_to_end(key)
+        return req
+
+    def warmup(self, batches: Sequence[int]) -> None:
+        """Compile the buckets of ``batches`` now rather than at their first step (static shapes)."""
+        for b in batches:
+            if b < 1:
+                raise EngineOptionError(f"batch sizes must be >= 1, got {b}")
+            self._request(self._bucket(int(b)))
+
+    def _bucket(self, batch: int) -> int:
+        return batch if self.shapes == "dynamic" else batch_bucket(batch)
+
+    @property
+    def compiled_batches(self) -> list[int]:
+        """Batch sizes compiled so far, least recently used first (static shapes; [] for dynamic)."""
+        return [b for b in self._requests if b > 0]
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    def _run(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult:
+        B = samples.shape[0]
+        P = self._bucket(B)
+        req = self._request(P)
+        if P > B:  # zero rows up to the bucket: computed, then dropped
+            samples = np.concatenate([samples, np.zeros((P - B, samples.shape[1]), np.float32)])
+            pads = self.init_state(P - B)
+            states = [np.concatenate([np.asarray(st), z]) for st, z in zip(states, pads)]
+        feed = {"samples": samples}
+        for name, st in zip(self._in_names[1:], states):
+            feed[name] = np.ascontiguousarray(st)
+        # share_inputs: read the caller's arrays in place (never written);
+        # outputs are copied (share_outputs off) since the request reuses its buffers.
+        res = req.infer(feed, share_inputs=True, share_outputs=False)
+        outs = {name: res[name][:B] for name in self._out_names}
+        return StepResult(
+            features=outs["features"],
+            logits=outs.get("logits"),
+            codes=outs.get("codes"),
+            states=[outs[s.output_name] for s in self.config.states],
+        )
+
+    def close(self) -> None:
+        self._requests.clear()
+
+    def __repr__(self) -> str:
+        return (f"OpenVinoEngine({self.model_path}, precision={self.precision}, shapes={self.shapes}, "
+                f"threads={self.intra_op_threads or 'default'})")
