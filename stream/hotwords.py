@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 from .errors import WavstreamError
 
-__all__ = ["Hotword", "HotwordError", "ContextGraph", "parse_hotwords", "read_hotwords_file",
+__all__ = ["Hotword", "HotwordError", "ContextGraph", "parse_hotwords", "read_hotwords_file", "spellable",
            "DEFAULT_HOTWORD_SCORE", "MAX_HOTWORDS", "MAX_HOTWORD_CHARS"]
 
 DEFAULT_HOTWORD_SCORE = 2.0  # natural-log bonus per matched token
@@ -67,6 +67,24 @@ def parse_hotwords(items: Iterable[Union[str, Hotword]], default_score: float = 
     if len(out) > MAX_HOTWORDS:
         raise HotwordError(f"at most {MAX_HOTWORDS} hotwords, got {len(out)}")
     return out
+
+
+def spellable(phrases: Iterable[str], tokens: Sequence[str], limit: int = MAX_HOTWORDS) -> tuple[str, ...]:
+    """The phrases a character vocabulary can spell, lower-cased, at most ``limit`` of them.
+
+    For lists made for other purposes (Home Assistant's entity names, Vosk's phrase_list), where a
+    name with a digit or an accent must not refuse the whole request: it is left out instead.
+    """
+    letters = {t for t in tokens if len(t) == 1}
+    out: list[str] = []
+    for p in phrases:
+        text = " ".join(str(p).lower().split())
+        if text and len(text) <= MAX_HOTWORD_CHARS and all(ch in letters for ch in text.replace(" ", "")):
+            if text not in out:
+                out.append(text)
+        if len(out) >= limit:
+            break
+    return tuple(out)
 
 
 def read_hotwords_file(path: Union[str, Path], default_score: float = DEFAULT_HOTWORD_SCORE) -> list[Hotword]:

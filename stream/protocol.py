@@ -9,7 +9,7 @@ Client -> server
            header, or, for browsers, the subprotocols ``wavstream.v1`` and ``auth_subprotocol(T)``
     text   {"type": "start", "protocol": 1, "sample_rate": 16000, "format": "int16",
             "channels": 1, "features": false, "feature_dtype": "float16",
-            "layer": null, "words": false, "latency_ms": null, "endpoint": {...}}
+            "layer": null, "endpoint": {...}}  (+ optional "words", "latency_ms", "hotwords")
     binary audio: little-endian int16 or float32 samples (interleaved when
            channels > 1), any whole number of sample frames per message
     text   {"type": "end"}  (alias "eof"): decode the rest now, answer, close
@@ -233,8 +233,6 @@ class StartMessage:
             "features": self.features,
             "feature_dtype": self.feature_dtype,
             "layer": self.layer,
-            "words": self.words,
-            "latency_ms": self.latency_ms,
             "endpoint": {
                 "enabled": self.endpoint.enabled,
                 "rule1_silence": self.endpoint.rule1_silence,
@@ -242,7 +240,12 @@ class StartMessage:
                 "max_utterance": self.endpoint.max_utterance,
             },
         }
-        if self.hotwords:  # only when set: a start without hotwords keeps its v1 bytes
+        # Newer optional fields only when set: a start that uses none keeps its original v1 bytes.
+        if self.words:
+            d["words"] = True
+        if self.latency_ms is not None:
+            d["latency_ms"] = self.latency_ms
+        if self.hotwords:
             d["hotwords"] = list(self.hotwords)
         if self.token is not None:
             d["token"] = self.token

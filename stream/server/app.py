@@ -61,7 +61,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..endpoint import EndpointConfig
-from ..hotwords import HotwordError
+from ..hotwords import HotwordError, spellable
 from .batcher import Batcher, measure_engine_cost
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -606,7 +606,9 @@ class Server:
         try:
             stream = rec.create_stream(
                 endpoint=EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled),
-                hotwords=list(start.hotwords) or None,
+                # A dialect's lists were made for another engine: unspellable phrases are left out, not refused.
+                hotwords=list(spellable(start.hotwords, cfg.vocab) if isinstance(proto, Dialect) else start.hotwords)
+                or None,
             )
         except HotwordError as exc:  # e.g. a letter the model cannot spell, a bad ':score'
             raise ProtocolError(ErrorCode.BAD_START, f"'hotwords': {exc}") from None

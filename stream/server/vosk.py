@@ -14,8 +14,9 @@ After ``eof``: one last ``{"text", "result"}`` with what was not yet sent, then 
 
 A reply is sent once the message's audio is decoded (all but less than one
 model chunk of it, which waits for the next audio), so it carries what that
-audio gave. Differences from vosk-server: ``phrase_list`` is accepted and
-not used (no grammar biasing); ``max_alternatives`` > 0 gives Vosk's
+audio gave. Differences from vosk-server: ``phrase_list`` biases decoding
+towards its phrases (hotwords, those the model can spell) instead of
+restricting it to them; ``max_alternatives`` > 0 gives Vosk's
 ``{"alternatives": [{"confidence", "result", "text"}]}`` form, with one
 hypothesis. Errors have no Vosk message: the connection closes with the code
 and a reason naming the problem.
@@ -43,6 +44,7 @@ class VoskDialect(Dialect):
         super().__init__(max_message_bytes=max_message_bytes)
         self.sample_rate = sample_rate
         self.words = True  # vosk-server shows word times by default
+        self.phrases: tuple[str, ...] = ()  # phrase_list: biasing, filtered to what the model can spell
         self.max_alternatives = 0  # > 0: results in Vosk's "alternatives" form (with one hypothesis)
         self._partial = ""
         self._finals: list[Final] = []  # ended utterances not yet replied
@@ -73,6 +75,11 @@ class VoskDialect(Dialect):
             self.sample_rate = check_rate(cfg["sample_rate"])
         if "words" in cfg:
             self.words = bool(cfg["words"])
+        if "phrase_list" in cfg:
+            phrases = cfg["phrase_list"]
+            if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+                raise ProtocolError(ErrorCode.BAD_START, "phrase_list must be a list of strings")
+            self.phrases = tuple(phrases)
         if "max_alternatives" in cfg:
             n = cfg["max_alternatives"]
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -82,7 +89,7 @@ class VoskDialect(Dialect):
     def _start_if_needed(self) -> list[ClientEvent]:
         if self.start is not None:
             return []
-        self._started(StartMessage(sample_rate=self.sample_rate, format="int16"))
+        self._started(StartMessage(sample_rate=self.sample_rate, format="int16", hotwords=self.phrases))
         assert self.start is not None
         return [StartReceived(self.start)]
 

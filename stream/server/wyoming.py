@@ -33,6 +33,7 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 from wyoming.server import AsyncEventHandler, AsyncServer, AsyncStdioServer, AsyncTcpServer
 
 from ..errors import WavstreamError
+from ..hotwords import spellable
 from ..protocol import AudioReceived, EndReceived, ErrorCode, ProtocolError, StartReceived
 from .batcher import Batcher
 from .session import Close, Session
@@ -264,7 +265,10 @@ class _Handler(AsyncEventHandler):
         assert start is not None
         # The endpoint rules run in both modes: without --endpointing they only split a long upload into
         # utterances (joined in the transcript); with it, the first endpoint answers.
-        stream = srv.rec.create_stream()
+        # Home Assistant's entity names and terms bias decoding (those the model can spell).
+        asked = self.conv.transcribe
+        phrases = spellable([*asked.names, *asked.terms], srv.rec.config.vocab) if asked is not None else ()
+        stream = srv.rec.create_stream(hotwords=list(phrases) or None)
         s = Session(self.conv, stream, max_pending_samples=int(srv.max_buffer_s * start.sample_rate), max_out=1 << 16,
                     max_out_bytes=1 << 30)
         self.session = s

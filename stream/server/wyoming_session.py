@@ -64,7 +64,7 @@ class DescribeReceived:
 class TranscribeReceived:
     language: Optional[str]
     name: Optional[str]
-    names: tuple[str, ...] = ()  # transcript_names: entity names to favour (no biasing yet: kept, unused)
+    names: tuple[str, ...] = ()  # transcript_names: entity names to favour (hotwords, where spellable)
     terms: tuple[str, ...] = ()  # transcript_terms
 
 

@@ -45,13 +45,17 @@ async def v1_text(url: str, wave: np.ndarray, rate: int = 16000) -> str:
 
 
 # --------------------------------------------------------------------- Vosk
-async def vosk_client(url: str, pcm: bytes, rate: int | None, **kw: Any) -> tuple[list[dict], int, int]:
+async def vosk_client(url: str, pcm: bytes, rate: int | None, phrases: list[str] | None = None,
+                      **kw: Any) -> tuple[list[dict], int, int]:
     """vosk-server's test.py: optional config, 0.2 s messages each followed by one recv, eof, the last result."""
     replies = []
     sent = 0
     async with connect(url, **kw) as ws:
         if rate is not None:
-            await ws.send(json.dumps({"config": {"sample_rate": rate}}))
+            config: dict = {"sample_rate": rate}
+            if phrases is not None:
+                config["phrase_list"] = phrases
+            await ws.send(json.dumps({"config": config}))
         step = int((rate or 8000) * 0.2) * 2
         for i in range(0, len(pcm), step):
             await ws.send(pcm[i:i + step])
@@ -335,3 +339,32 @@ def test_vosk_dialect_without_io_alternatives_and_words_off() -> None:
     assert json.loads(plain.data_to_send()[0]) == {"text": "hi there"}
     with pytest.raises(ProtocolError):
         VoskDialect().receive_text(json.dumps({"config": {"sample_rate": 100}}))
+
+
+def test_vosk_phrase_list_biases_towards_its_phrases() -> None:
+    """phrase_list becomes hotwords (those the model can spell; Vosk's "[unk]" is left out, not refused)."""
+    import io
+    import subprocess
+
+    import soundfile as sf
+    import soxr
+
+    from wavstream.stream import Recognizer
+    from wavstream.stream.recognizer import DecodingConfig
+
+    wav = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", "open the quixotic file"],
+                         capture_output=True, check=True).stdout
+    x, sr = sf.read(io.BytesIO(wav), dtype="float32")
+    pcm = pcm16(np.concatenate([soxr.resample(x, sr, 16000), np.zeros(8000, np.float32)]))
+    real = Recognizer.default(decoding=DecodingConfig("beam", 8), emit_features=False)
+
+    async def go():
+        async with running_server(real) as server:
+            plain = await vosk_client(server.url + "/vosk", pcm, 16000)
+            biased = await vosk_client(server.url + "/vosk", pcm, 16000, phrases=["quixotic", "[unk]"])
+            return plain, biased
+
+    (plain, _, _), (biased, _, code) = run(go(), timeout=60)
+    text = lambda replies: " ".join(r["text"] for r in replies if r.get("text"))  # noqa: E731
+    assert "quixotic" not in text(plain).split()
+    assert "quixotic" in text(biased).split() and code == 1000

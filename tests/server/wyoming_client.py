@@ -62,6 +62,7 @@ def pcm16(wave: np.ndarray) -> bytes:
 async def transcribe(
     port: int, audio: bytes, *, rate: int = 16000, width: int = 2, channels: int = 1, language: Optional[str] = "en",
     send_stop: bool = True, realtime: float = 0.0, until: tuple[str, ...] = ("transcript",), timeout: float = 30.0,
+    names: Optional[list[str]] = None,
 ) -> Utterance:
     """One utterance on a new connection, in Home Assistant's order; reads until one of ``until`` (or error).
 
@@ -86,7 +87,7 @@ async def transcribe(
             done.set()
 
         task = asyncio.create_task(reader())
-        await client.write_event(Transcribe(language=language).event())
+        await client.write_event(Transcribe(language=language, transcript_names=names).event())
         await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
         for i in range(0, len(audio), CHUNK_BYTES):
             if done.is_set():
