@@ -77,6 +77,9 @@ def finetune_ctc(job: FinetuneJob, cfg: TrainConfig, log: Callable[[str], None] 
     from .loop import train
     from .objectives.ctc import CTCObjective
 
+    import torch
+
+    torch.manual_seed(cfg.seed)  # the CTC head's (and a from-scratch model's) initial weights: the same every run
     model = build_ctc_model(job)
     objective = CTCObjective(model, job.objective)
     utts = read_manifest(job.train)

@@ -65,7 +65,7 @@ def test_finetune_lowers_ctc_loss(tmp_path):
     save_checkpoint(tmp_path / "pre", pre, {"objective": "wav2vec2"})
     out = tmp_path / "ft"
     cmd = [sys.executable, "-m", "wavstream.cli.main", "train", "ctc", "--init", str(tmp_path / "pre"),
-           "--train", str(UTTS), "--out", str(out), "--steps", "40", "--lr", "3e-3", "--warmup", "4",
+           "--train", str(UTTS), "--out", str(out), "--steps", "40", "--lr", "5e-3", "--warmup", "4",
            "--batch-seconds", "30", "--threads", "2", "--freeze-transformer-steps", "5",
            "--mask-prob", "0", "--mask-channel-prob", "0", "--no-dynamic-chunks", "--seed", "0"]
     subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
@@ -83,6 +83,24 @@ def test_finetune_lowers_ctc_loss(tmp_path):
             assert torch.equal(p, ft.state_dict()[name]), name
     assert not torch.equal(pre.state_dict()["encoder.layers.0.attention.q_proj.weight"],
                            ft.state_dict()["encoder.layers.0.attention.q_proj.weight"])
+
+
+def test_finetune_with_one_seed_is_reproducible(tmp_path):
+    """Two runs with --seed 0 log the same losses (the CTC head's initial weights are seeded too)."""
+    from wavstream.training.loop import save_checkpoint
+    from wavstream.training.models import build_model
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "pre", build_model("wav2vec2", "tiny", num_layers=1), {"objective": "wav2vec2"})
+    logs = []
+    for run in range(2):
+        out = tmp_path / f"ft{run}"
+        subprocess.run([sys.executable, "-m", "wavstream.cli.main", "train", "ctc", "--init", str(tmp_path / "pre"),
+                        "--train", str(UTTS), "--out", str(out), "--steps", "10", "--batch-seconds", "20",
+                        "--threads", "1", "--seed", "0"], capture_output=True, text=True, timeout=300, check=True)
+        logs.append([json.loads(line)["loss"] for line in (out / "log.jsonl").read_text().splitlines()
+                     if "loss" in json.loads(line)])
+    assert logs[0] and logs[0] == logs[1], logs
 
 
 def test_finetune_train_conv_differs_from_scratch_only_in_init(tmp_path):
