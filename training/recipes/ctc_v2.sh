@@ -22,6 +22,10 @@
 # log.jsonl changes split there. Session 2 (2026-12-05, same machine, full
 # optimizer state kept in runs/ctc_v2/last) built corpus v2 first (55 min),
 # then trained from step 4,341 on it for 78 minutes, evaluating on its dev.
+# Sessions 3-4 trained to step 6,718 (dev CER 0.453 at 6,500). Session 5 (same
+# machine, full optimizer state) trained 140 minutes from a frozen worktree
+# beside other work: steps 6,718-10,417, dev CER 0.439 @7000, 0.422 @7500,
+# 0.411 @9000, 0.393 @10000 (6.1 wall-hours on the corpus-v2 recipe so far).
 set -euo pipefail
 CORPUS=${CORPUS:-data/corpus_v2}
 RUN=${RUN:-runs/ctc_v2}
