@@ -102,7 +102,9 @@ def test_client_that_stops_reading_is_dropped(big, reset: bool) -> None:
 
     freed_after, other, errors = run(go(), timeout=60)
     assert freed_after is not None, "the stuck client's session was never freed"
-    assert freed_after <= IDLE + 2 * KEEPALIVE + 1.0, freed_after
+    # The timers fire at IDLE and 2 x KEEPALIVE; the slack is for a loaded machine (5.1 s seen once at load 5).
+    # Without the drop the session is never freed (the loop above gives up at 10 s).
+    assert freed_after <= IDLE + 2 * KEEPALIVE + 3.0, freed_after
     assert other == ["others fine"]
     assert "internal" not in errors
 
