@@ -110,6 +110,8 @@ class BundleConfig:
     files: dict[str, str]
     raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
     latencies_ms: tuple[int, ...] = ()  # every chunk size the bundle serves (this one included)
+    # How many frames the model's CTC spikes lag a word's sound (measured per model; word times subtract it).
+    word_time_delay_frames: int = 0
 
     @property
     def chunk_ms(self) -> int:
@@ -239,6 +241,10 @@ def _parse_config(raw: dict[str, Any], where: Path) -> BundleConfig:
     if list(raw["outputs"]) != want_out:
         raise BundleError(f"{where}: 'outputs' is {raw['outputs']} but vocab/code_groups/states require {want_out}")
 
+    delay = raw.get("word_time_delay_frames", 0)
+    if not isinstance(delay, int) or isinstance(delay, bool) or not 0 <= delay <= 50:
+        raise BundleError(f"{where}: 'word_time_delay_frames' must be an integer in 0..50, found {delay!r}")
+
     return BundleConfig(
         format_version=version,
         family=str(raw.get("family", "unknown")),
@@ -261,6 +267,7 @@ def _parse_config(raw: dict[str, Any], where: Path) -> BundleConfig:
         raw=raw,
         latencies_ms=tuple(sorted(int(k) for k in raw["latencies"])) if "latencies" in raw
         else (int(round(1000 * cs / raw["sample_rate"])),),
+        word_time_delay_frames=delay,
     )
 
 

@@ -289,7 +289,11 @@ class Stream:
             base = self.utterance_start_frame
             first = base + (ep.first_speech_frame or 0)
             last = base + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
-            words = tuple(Word(w.word, (base + w.start_frame) * shift, (base + w.end_frame) * shift, w.confidence) for w in spans)
+            # The model's spikes lag the sound by a measured number of frames (0 unless the bundle says).
+            lag = self._rec.config.word_time_delay_frames
+            words = tuple(Word(w.word, (base + max(0, w.start_frame - lag)) * shift,
+                               (base + max(w.start_frame - lag + 1, w.end_frame - lag)) * shift, w.confidence)
+                          for w in spans)
             events.append(Final(text, first * shift, (last + 1) * shift, self.segment, words))
             self.segment += 1
         ep.reset()

@@ -133,3 +133,32 @@ def test_forced_alignment_splits_words_at_the_delimiter() -> None:
     spans = word_spans(logp, [2, 3, 1, 4], tokens, blank_id=0)
     assert [(w.word, w.start_frame) for w in spans] == [("hi", 1), ("o", 6)]
     assert spans[0].end_frame <= spans[1].start_frame
+
+
+def test_a_bundle_measured_delay_moves_word_times_earlier(tmp_path) -> None:
+    """config.json's word_time_delay_frames (how late a model's spikes come) is subtracted from word times."""
+    import json
+    import shutil
+
+    from wavstream.stream.bundle import BundleError, load_bundle
+    from wavstream.stream.recognizer import resolve_model
+
+    copy = tmp_path / "b"
+    shutil.copytree(resolve_model("default"), copy)
+    x, _ = joined(["open", "the", "garden", "door"], "en-us", np.random.default_rng(1))
+
+    def words(path) -> list[Word]:
+        rec = Recognizer.from_bundle(path, intra_op_threads=1)
+        return [w for e in list(rec.feed(x, SR)) + list(rec.finish()) if isinstance(e, Final) for w in e.words]
+
+    plain = words(copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**cfg, "word_time_delay_frames": 3}))
+    moved = words(copy)
+    assert [w.word for w in moved] == [w.word for w in plain]
+    shift = load_bundle(copy).config.frame_shift_s
+    for a, b in zip(plain, moved):
+        assert b.start == pytest.approx(max(0.0, a.start - 3 * shift)) and b.end <= a.end and b.end > b.start
+    (copy / "config.json").write_text(json.dumps({**cfg, "word_time_delay_frames": -1}))
+    with pytest.raises(BundleError, match="word_time_delay_frames"):
+        load_bundle(copy)
