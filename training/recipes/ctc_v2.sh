@@ -50,6 +50,8 @@ python training/recipes/pack_checkpoint.py --resumable "$RUN/last" "$RESUME"
 # 4. when step 15000 is reached: evaluation, export with every latency, evaluation of the bundle
 #    MODEL=$RUN bash training/recipes/eval_v2.sh
 #    wavstream export "$RUN" --out stream/default_model --chunk-ms 320 --latencies-ms 160,320,640 --int8
+#    python -m wavstream.bench.word_times stream/default_model   # then set its suggested
+#      word_time_delay_frames in stream/default_model/config.json (about 4 at step 10,417)
 #    MODEL=stream/default_model bash training/recipes/eval_v2.sh
 #    then: pack the fixed checkpoint the tests pin (pack_checkpoint.py without --resumable) and
 #    update tests/training/test_eval_ctc.py (KNOWN_CER on tests/data/eval_utts) and the README table.
