@@ -776,13 +776,13 @@ class SessionProtocol:
         if self.state is State.CLOSED or self.state is State.ENDING:
             return []  # after an end (or an error), further input is not used
         try:
+            self._check_size(msg)
             return self._parse(msg)
         except ProtocolError as exc:
             self.fail(exc.code, exc.reason)
             raise
 
     def _parse(self, msg: Union[str, bytes]) -> list[ClientEvent]:
-        self._check_size(msg)
         if isinstance(msg, bytes):
             if self.start is None:
                 raise ProtocolError(ErrorCode.NOT_STARTED, "audio before the start message")

@@ -29,6 +29,7 @@ from ..protocol import (
     ClientEvent,
     ErrorCode,
     ProtocolError,
+    SessionProtocol,
     StartMessage,
     State,
     close_reason,
@@ -44,36 +45,14 @@ def compact_json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-class Dialect:
-    """Base of the dialects: state, size limit, the outgoing queue and the close. Subclasses parse and answer."""
+class Dialect(SessionProtocol):
+    """Base of the dialects: protocol v1's state, size limit, outgoing queue and close (inherited);
+    subclasses parse (``_parse``) and answer (``send_events``, ``_last_messages``, ``_error_message``)."""
 
     name = ""
 
     def __init__(self, *, max_message_bytes: Optional[int] = None) -> None:
-        self.state = State.AWAITING_START
-        self.start: Optional[StartMessage] = None
-        self.max_message_bytes = max_message_bytes
-        self.close_code: Optional[int] = None
-        self.close_reason = ""
-        self.error_code: Optional[str] = None
-        self._out: list[Outgoing] = []
-
-    # ------------------------------------------------------------- incoming
-    def receive_text(self, text: str) -> list[ClientEvent]:
-        return self._receive(text)
-
-    def receive_bytes(self, data: bytes) -> list[ClientEvent]:
-        return self._receive(data)
-
-    def _receive(self, msg: Union[str, bytes]) -> list[ClientEvent]:
-        if self.state is State.CLOSED or self.state is State.ENDING:
-            return []  # after an end (or an error), further input is not used
-        try:
-            self._check_size(msg)
-            return self._parse(msg)
-        except ProtocolError as exc:
-            self.fail(exc.code, exc.reason)
-            raise
+        super().__init__(max_message_bytes=max_message_bytes)
 
     def _parse(self, msg: Union[str, bytes]) -> list[ClientEvent]:
         raise NotImplementedError
@@ -81,14 +60,6 @@ class Dialect:
     def _started(self, start: StartMessage) -> None:
         self.start = start
         self.state = State.STREAMING
-
-    def _check_size(self, msg: Union[str, bytes]) -> None:
-        if self.max_message_bytes is None:
-            return
-        n = len(msg) if isinstance(msg, bytes) or msg.isascii() else len(msg.encode("utf-8"))
-        if n > self.max_message_bytes:
-            raise ProtocolError(ErrorCode.MESSAGE_TOO_BIG,
-                                f"message of {n} bytes exceeds the limit of {self.max_message_bytes} bytes")
 
     # ------------------------------------------------------------- outgoing
     def send_ready(self, **fields: Any) -> None:
@@ -99,10 +70,6 @@ class Dialect:
 
     def send_overloaded(self, lag_s: float, max_lag_s: float) -> None:
         """The dialects' clients know no such notice: nothing is sent (the server logs it)."""
-
-    def end(self) -> None:
-        if self.state in (State.AWAITING_START, State.STREAMING):
-            self.state = State.ENDING
 
     def send_done(self, reason: str) -> None:
         """All audio is decoded: the dialect's last messages, then close."""
@@ -124,15 +91,6 @@ class Dialect:
 
     def _error_message(self, code: str, reason: str) -> None:
         pass
-
-    def _close(self, code: int, reason: str) -> None:
-        self.state = State.CLOSED
-        self.close_code = code
-        self.close_reason = reason
-
-    def data_to_send(self) -> list[Outgoing]:
-        out, self._out = self._out, []
-        return out
 
 
 def check_rate(rate: Any) -> int:
