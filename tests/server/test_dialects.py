@@ -343,19 +343,12 @@ def test_vosk_dialect_without_io_alternatives_and_words_off() -> None:
 
 def test_vosk_phrase_list_biases_towards_its_phrases() -> None:
     """phrase_list becomes hotwords (those the model can spell; Vosk's "[unk]" is left out, not refused)."""
-    import io
-    import subprocess
-
-    import soundfile as sf
-    import soxr
+    from common import espeak
 
     from wavstream.stream import Recognizer
     from wavstream.stream.recognizer import DecodingConfig
 
-    wav = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", "open the quixotic file"],
-                         capture_output=True, check=True).stdout
-    x, sr = sf.read(io.BytesIO(wav), dtype="float32")
-    pcm = pcm16(np.concatenate([soxr.resample(x, sr, 16000), np.zeros(8000, np.float32)]))
+    pcm = pcm16(np.concatenate([espeak("open the quixotic file"), np.zeros(8000, np.float32)]))
     real = Recognizer.default(decoding=DecodingConfig("beam", 8), emit_features=False)
 
     async def go():

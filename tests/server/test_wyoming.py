@@ -353,20 +353,12 @@ def test_max_sessions_refuses_with_an_error_and_idle_connections_close(rec) -> N
 def test_home_assistant_entity_names_bias_the_transcript() -> None:
     """transcript_names (Home Assistant's entity names) become hotwords: a rare name the default model
     misspells comes out right; names the model cannot spell (digits, accents) are left out, not refused."""
-    import io
-    import shutil
-
-    import soundfile as sf
-    import soxr
+    from common import espeak
 
     from wavstream.stream import Recognizer
     from wavstream.stream.recognizer import DecodingConfig
 
-    assert shutil.which("espeak-ng"), "espeak-ng is installed by scripts/test.sh"
-    wav = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", "open the quixotic file"],
-                         capture_output=True, check=True).stdout
-    x, sr = sf.read(io.BytesIO(wav), dtype="float32")
-    audio = pcm16(np.concatenate([soxr.resample(x, sr, 16000), np.zeros(8000, np.float32)]))
+    audio = pcm16(np.concatenate([espeak("open the quixotic file"), np.zeros(8000, np.float32)]))
     real = Recognizer.default(decoding=DecodingConfig("beam", 8), emit_features=False)
 
     async def go():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from common import espeak
 
 from wavstream.stream import Final, Recognizer
 from wavstream.stream.ctc import StreamingCtcDecoder, Vocabulary
@@ -92,13 +92,7 @@ if shutil.which("espeak-ng") is None:  # scripts/test.sh installs it (.ci/system
     raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (or run bash scripts/test.sh)")
 
 
-def _say(text: str) -> np.ndarray:
-    import soundfile as sf
-    import soxr
-
-    wav = subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "--stdout", text], capture_output=True, check=True).stdout
-    x, sr = sf.read(io.BytesIO(wav), dtype="float32")
-    return soxr.resample(x, sr, 16000)
+_say = espeak
 
 
 def _text(rec: Recognizer, audio: np.ndarray, rate: int = 16000, hotwords=None) -> str:

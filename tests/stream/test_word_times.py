@@ -10,12 +10,12 @@ model may never spell a word's last sound), so most of them must be within
 
 from __future__ import annotations
 
-import io
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
+
+from common import espeak
 
 from wavstream.stream import Final, Recognizer, Word
 from wavstream.stream.alignment import ctc_forced_align, word_spans
@@ -35,12 +35,7 @@ VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m7"]
 
 
 def spoken_word(word: str, voice: str) -> np.ndarray:
-    import soundfile as sf
-    import soxr
-
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "--stdout", word], capture_output=True, check=True).stdout
-    x, sr = sf.read(io.BytesIO(wav), dtype="float32")
-    x = soxr.resample(x, sr, SR)
+    x = espeak(word, voice, SR)
     loud = np.flatnonzero(np.abs(x) > 0.02 * np.abs(x).max())  # the word's sound, without espeak's silences
     return x[loud[0] : loud[-1] + 1]
 
