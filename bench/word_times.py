@@ -17,11 +17,11 @@ import io
 import json
 import subprocess
 import sys
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["SENTENCES", "VOICES", "measure"]
+__all__ = ["SENTENCES", "VOICES", "spoken_word", "joined", "errors", "measure"]
 
 SR = 16000
 SENTENCES = (
@@ -31,7 +31,8 @@ SENTENCES = (
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-us+m7")
 
 
-def _word(word: str, voice: str) -> np.ndarray:
+def spoken_word(word: str, voice: str) -> np.ndarray:
+    """One word read by espeak-ng, trimmed to its sound (no espeak silences), 16 kHz float32."""
     import soundfile as sf
     import soxr
 
@@ -42,34 +43,49 @@ def _word(word: str, voice: str) -> np.ndarray:
     return x[loud[0] : loud[-1] + 1]
 
 
-def measure(rec: Any, seed: int = 0) -> dict:
-    """Start/end errors (s) of ``rec``'s word times and the suggested delay in frames."""
+def joined(words: Sequence[str], voice: str, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
+    """The words read one by one and joined with 150-350 ms pauses; and (word, start s, end s) of each."""
+    parts, truth, n = [np.zeros(int(0.4 * SR), np.float32)], [], int(0.4 * SR)
+    for w in words:
+        a = spoken_word(w, voice)
+        gap = np.zeros(int(rng.uniform(0.15, 0.35) * SR), np.float32)
+        truth.append((w, n / SR, (n + len(a)) / SR))
+        parts += [a, gap]
+        n += len(a) + len(gap)
+    parts.append(np.zeros(SR // 2, np.float32))
+    return np.concatenate(parts), truth
+
+
+def errors(rec: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """(start errors s, end errors s, every word given) of ``rec`` over the SENTENCES in the VOICES.
+
+    Errors count only sentences where the model gave as many words as were said.
+    """
     from wavstream.stream import Final
 
     rng = np.random.default_rng(seed)
     starts: list[float] = []
     ends: list[float] = []
+    words: list[Any] = []
     for voice in VOICES:
         for sentence in SENTENCES:
-            parts, truth, n = [np.zeros(int(0.4 * SR), np.float32)], [], int(0.4 * SR)
-            for w in sentence:
-                a = _word(w, voice)
-                gap = np.zeros(int(rng.uniform(0.15, 0.35) * SR), np.float32)
-                truth.append((n / SR, (n + len(a)) / SR))
-                parts += [a, gap]
-                n += len(a) + len(gap)
-            parts.append(np.zeros(SR // 2, np.float32))
-            x = np.concatenate(parts)
+            x, truth = joined(sentence, voice, rng)
             s = rec.create_stream()
             s.accept_waveform(x, SR)
             s.input_finished()
             got = []
             while s.is_ready():
                 got += [w for e in rec.decode_stream(s) if isinstance(e, Final) for w in e.words]
-            if len(got) == len(truth):
-                starts += [w.start - a for w, (a, _) in zip(got, truth)]
-                ends += [w.end - b for w, (_, b) in zip(got, truth)]
-    st, en = np.array(starts), np.array(ends)
+            words += got
+            if len(got) == len(truth):  # else the model merged or split a word: no one-to-one truth
+                starts += [w.start - a for w, (_, a, _) in zip(got, truth)]
+                ends += [w.end - b for w, (_, _, b) in zip(got, truth)]
+    return np.array(starts), np.array(ends), words
+
+
+def measure(rec: Any, seed: int = 0) -> dict:
+    """Start/end errors (s) of ``rec``'s word times and the suggested delay in frames."""
+    st, en, _ = errors(rec, seed)
     shift = rec.config.frame_shift_s
     current = rec.config.word_time_delay_frames
     return {

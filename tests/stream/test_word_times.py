@@ -15,8 +15,8 @@ import shutil
 import numpy as np
 import pytest
 
-from common import espeak
-
+from wavstream.bench.word_times import errors as word_time_errors
+from wavstream.bench.word_times import joined
 from wavstream.stream import Final, Recognizer, Word
 from wavstream.stream.alignment import ctc_forced_align, word_spans
 
@@ -24,53 +24,11 @@ if shutil.which("espeak-ng") is None:  # scripts/test.sh installs it (.ci/system
     raise RuntimeError("espeak-ng is not installed: apt-get install espeak-ng (or run bash scripts/test.sh)")
 
 SR = 16000
-SENTENCES = [
-    ["seven", "purple", "windows"],
-    ["open", "the", "garden", "door"],
-    ["turn", "off", "kitchen", "lights"],
-    ["call", "my", "mother", "tomorrow"],
-    ["play", "some", "music", "please"],
-]
-VOICES = ["en-us", "en-gb", "en-us+f3", "en-us+m7"]
-
-
-def spoken_word(word: str, voice: str) -> np.ndarray:
-    x = espeak(word, voice, SR)
-    loud = np.flatnonzero(np.abs(x) > 0.02 * np.abs(x).max())  # the word's sound, without espeak's silences
-    return x[loud[0] : loud[-1] + 1]
-
-
-def joined(words: list[str], voice: str, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, float, float]]]:
-    parts = [np.zeros(int(0.4 * SR), np.float32)]
-    truth = []
-    n = len(parts[0])
-    for w in words:
-        a = spoken_word(w, voice)
-        truth.append((w, n / SR, (n + len(a)) / SR))
-        gap = np.zeros(int(rng.uniform(0.15, 0.35) * SR), np.float32)
-        parts += [a, gap]
-        n += len(a) + len(gap)
-    parts.append(np.zeros(SR // 2, np.float32))
-    return np.concatenate(parts), truth
 
 
 @pytest.fixture(scope="module")
 def errors() -> tuple[np.ndarray, np.ndarray, list[Word]]:
-    rec = Recognizer.default(intra_op_threads=1)
-    rng = np.random.default_rng(0)
-    starts, ends, words = [], [], []
-    for voice in VOICES:
-        for sentence in SENTENCES:
-            x, truth = joined(sentence, voice, rng)
-            finals = [e for e in list(rec.feed(x, SR)) + list(rec.finish()) if isinstance(e, Final)]
-            got = [w for f in finals for w in f.words]
-            words += got
-            if len(got) != len(truth):  # the model merged or split a word: no one-to-one truth
-                continue
-            for w, (_, a, b) in zip(got, truth):
-                starts.append(w.start - a)
-                ends.append(w.end - b)
-    return np.array(starts), np.array(ends), words
+    return word_time_errors(Recognizer.default(intra_op_threads=1))
 
 
 def test_most_sentences_align_word_for_word(errors) -> None:
