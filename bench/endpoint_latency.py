@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["EndpointResult", "speech_end_s", "measure_rule", "measure_rules", "utterances_from", "run"]
+__all__ = ["EndpointResult", "speech_end_s", "measure_rule", "utterances_from", "run"]
 
 TRAILING_SILENCE_S = 3.0
 BLOCK_S = 0.02
@@ -91,11 +91,6 @@ def measure_rule(rec: Any, name: str, endpoint: Any, utterances: Sequence[tuple[
     return EndpointResult(name, tuple(latencies), split, lost, len(utterances))
 
 
-def measure_rules(rec: Any, rules: dict[str, Any], utterances: Sequence[tuple[np.ndarray, int]]) -> list[dict]:
-    """Every rule's summary, in the order given."""
-    return [measure_rule(rec, name, cfg, utterances).summary() for name, cfg in rules.items()]
-
-
 # Sentences for when no dev set is given: read aloud by espeak-ng, some with a comma's pause.
 FALLBACK_SENTENCES = (
     "turn on the kitchen lights", "what time is it in tokyo", "set a timer for ten minutes",
@@ -136,7 +131,7 @@ def run(settings: Any, bundle: Any, label: str, dev_tsv: Any) -> dict:
 
     utts = utterances_from(dev_tsv, settings.pick(8, 200))
     rec = Recognizer.from_bundle(bundle, intra_op_threads=1)
-    rules = {f"{name} ({s:g} s)": EndpointConfig.with_times(rule2_silence_s=s) for name, s in PRESETS.items()}
+    rules = {f"{name} ({s:g} s)": EndpointConfig.preset(name) for name, s in PRESETS.items()}
     rules.update({f"rule2 {s:g} s": EndpointConfig.with_times(rule2_silence_s=s) for s in (0.4, 0.3)})
     rows = []
     for name, cfg in rules.items():
