@@ -53,7 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--wyoming", default=None, metavar="URI",
                      help="also serve Home Assistant's Wyoming protocol at URI (e.g. tcp://127.0.0.1:10300) from the "
                           "same inference loop; needs the [wyoming] extra (see `wavstream wyoming` for its own options)")
-    add_model_arguments(parser)
+    model = add_model_arguments(parser)
+    model.add_argument("--decode-in-triton", action="store_true",
+                       help="the Triton model (--engine triton://HOST:PORT/NAME_decode) decodes and endpoints too: "
+                            "a model written by `wavstream triton-repo --decode`; no local bundle is used (--model, "
+                            "--latency-ms and the decoding flags are the repository's)")
     lim = parser.add_argument_group("limits")
     lim.add_argument("--max-sessions", type=_sessions, default=None, metavar="N|auto",
                      help="concurrent sessions; beyond it a client gets server_full (close 1013). "
@@ -90,13 +94,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every session")
 
 
+def _recognizers(args: argparse.Namespace) -> tuple:
+    """The bundle's Recognizer and one per other latency it serves, for sessions that ask ("latency_ms" in start).
+    A Triton model serves one latency (the one its repository was written for): only that one then."""
+    from wavstream.stream.recognizer import Recognizer, resolve_model
+
+    path = resolve_model(args.model)
+    rec = Recognizer.from_bundle(path, decoding=decoding_config(args), emit_features=True, **engine_options(args))
+    triton = engine_options(args)["backend"] == "triton"
+    others = {ms: Recognizer.from_bundle(path, decoding=decoding_config(args), emit_features=True,
+                                         **{**engine_options(args), "latency_ms": ms})
+              for ms in rec.config.latencies_ms if ms != rec.config.chunk_ms and not triton}
+    return rec, others
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
     from wavstream.stream.bundle import BundleError
     from wavstream.stream.engines import EngineUnavailableError
-    from wavstream.stream.recognizer import Recognizer, resolve_model
     from wavstream.stream.server.app import run_server
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -116,17 +133,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"wavstream serve: cannot use {args.certfile} / {args.keyfile}: {exc}", file=sys.stderr)
             return 2
     try:
-        path = resolve_model(args.model)
-        rec = Recognizer.from_bundle(path, decoding=decoding_config(args), emit_features=True, **engine_options(args))
-        # Every other latency the bundle serves, for sessions that ask for it ("latency_ms" in start).
-        # A Triton model serves one latency (the one its repository was written for): only that one then.
-        triton = engine_options(args)["backend"] == "triton"
-        others = {ms: Recognizer.from_bundle(path, decoding=decoding_config(args), emit_features=True,
-                                             **{**engine_options(args), "latency_ms": ms})
-                  for ms in rec.config.latencies_ms if ms != rec.config.chunk_ms and not triton}
+        if args.decode_in_triton:
+            opts = engine_options(args)
+            if opts["backend"] != "triton":
+                raise ValueError("--decode-in-triton needs --engine triton://HOST:PORT/MODEL (or --backend triton)")
+            from wavstream.stream.triton.recognizer import TritonRecognizer
+
+            rec = TritonRecognizer(opts["url"], opts["model"], emit_features=True)
+            others: dict = {}
+        else:
+            rec, others = _recognizers(args)
     except (BundleError, EngineUnavailableError, ImportError, ValueError) as exc:
         print(f"wavstream serve: {exc}", file=sys.stderr)
         return 2
+
 
     def ready(server: object) -> None:
         url = server.url  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
     wavstream triton-repo default repo/                  # the embedded model, its default latency
     wavstream triton-repo BUNDLE repo/ --latency-ms 160 --max-batch 64
+    wavstream triton-repo default repo/ --decode        # also NAME_decode: decoding inside Triton
     tritonserver --model-repository repo/                # then: wavstream serve --engine triton://HOST:8001/wavstream
 
 Only argparse/stdlib at module level; the generator loads in run().
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .args import int_at_least, positive_float
+from .args import BEAM_SIZE, add_decoding_arguments, int_at_least, positive_float
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="s a stream may stay silent before Triton forgets its state")
     p.add_argument("--threads", type=int_at_least(0), default=0,
                    help="onnxruntime intra-op threads of the python-backend model (0 = the runtime's choice)")
-    p.add_argument("--only", choices=["python", "onnx"], default=None, help="write only this model")
+    p.add_argument("--only", choices=["python", "onnx"], default=None, help="write only this model (and, with "
+                   "--decode, the decoding model)")
+    dec = p.add_argument_group("decoding inside Triton")
+    dec.add_argument("--decode", action="store_true",
+                     help="also write NAME_decode: a python-backend model that decodes and endpoints in Triton and "
+                          "answers text events (for `wavstream serve --decode-in-triton`, TritonRecognizer)")
+    add_decoding_arguments(p, dec)
     p.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
 
 
@@ -46,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
             resolve_model(args.bundle), args.out, name=args.name, latency_ms=args.latency_ms,
             max_batch=args.max_batch, queue_delay_us=args.queue_delay_us, max_sequences=args.max_sequences,
             idle_s=args.idle_s, intra_op_threads=args.threads, python=args.only in (None, "python"),
-            onnx=args.only in (None, "onnx"), overwrite=args.force)
+            onnx=args.only in (None, "onnx"), decode=args.decode, decoder=args.decoder,
+            beam_size=args.beam_size if args.beam_size is not None else BEAM_SIZE, overwrite=args.force)
     except (WavstreamError, ValueError, OSError) as exc:
         print(f"wavstream triton-repo: {exc}", file=sys.stderr)
         return 2

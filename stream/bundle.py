@@ -34,6 +34,7 @@ __all__ = [
     "BundleConfig",
     "Bundle",
     "load_bundle",
+    "parse_config",
     "check_graph_io",
 ]
 
@@ -323,6 +324,15 @@ def _read_tokens(path: Path, vocab: Sequence[str]) -> tuple[str, ...]:
     return tuple(tokens)
 
 
+def parse_config(raw: Any, latency_ms: Optional[int] = None, where: Union[str, Path] = "config.json") -> BundleConfig:
+    """A config.json's parsed JSON -> the BundleConfig of one latency (as ``load_bundle`` reads it; for a
+    config that came without its folder, e.g. from a Triton model's parameters). Raises BundleError."""
+    where = Path(where)
+    if isinstance(raw, dict) and isinstance(raw.get("format_version"), int) and raw["format_version"] <= FORMAT_VERSION:
+        raw = _select_latency(raw, latency_ms, where)
+    return _parse_config(raw, where)
+
+
 def load_bundle(path: Union[str, Path], latency_ms: Optional[int] = None) -> Bundle:
     """Read and validate a bundle folder's config and tokens.
 
@@ -348,9 +358,7 @@ def load_bundle(path: Union[str, Path], latency_ms: Optional[int] = None) -> Bun
         raw = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{cfg_path}: not valid JSON ({exc})") from exc
-    if isinstance(raw, dict) and isinstance(raw.get("format_version"), int) and raw["format_version"] <= FORMAT_VERSION:
-        raw = _select_latency(raw, latency_ms, cfg_path)
-    config = _parse_config(raw, cfg_path)
+    config = parse_config(raw, latency_ms, cfg_path)
     tok_path = p / "tokens.txt"
     if tok_path.is_file():
         tokens = _read_tokens(tok_path, config.vocab)

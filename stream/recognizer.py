@@ -58,7 +58,7 @@ from .bundle import Bundle, BundleConfig, BundleNotFoundError, load_bundle
 from .ctc import LmConfig, StreamingCtcDecoder, Vocabulary
 from .endpoint import EndpointConfig, Endpointer
 from .hotwords import Hotword
-from .engines.base import Engine, stack_states, unstack_states
+from .engines.base import Engine, StreamsFailedError, stack_states, unstack_states
 from .events import Event, Features, Final, Partial, Word
 from .resample import AudioFormatError, StreamResampler, channels_first_layout, check_sample_rate, to_mono_float32
 
@@ -423,9 +423,14 @@ class Recognizer:
         """One chunk for every ready stream in ONE batched engine call.
 
         Streams that are not ready get no events. Returns a list of event
-        lists, one per input stream, in order.
+        lists, one per input stream, in order. When the engine fails some
+        streams and not others (Triton), those are over (``done``, no events)
+        and StreamsFailedError is raised after the others are decoded: its
+        ``failed`` maps their indices in ``streams`` to why, its ``result`` is
+        this list.
         """
         results: list[list[Event]] = [[] for _ in streams]
+        failed: dict[int, str] = {}
         todo = [i for i, s in enumerate(streams) if s.is_ready()]
         # An ended stream with nothing left queued needs no engine call, only finalising.
         step_idx = [i for i in todo if streams[i].queued_samples > 0]
@@ -441,7 +446,10 @@ class Recognizer:
                 states = streams[group[0]].states
             else:
                 states = stack_states([streams[i].states for i in group])
-            res = self.engine.step(samples, states)
+            try:
+                res, lost = self.engine.step(samples, states), {}
+            except StreamsFailedError as exc:
+                res, lost = exc.result, exc.failed
             if len(group) == 1:
                 per_stream = [res.states]  # kept as is: device-resident states stay on the device
             else:
@@ -449,6 +457,10 @@ class Recognizer:
                 per_stream = unstack_states(list(res.states), len(group))
             for b, i in enumerate(group):
                 s = streams[i]
+                if b in lost:
+                    failed[i] = lost[b]
+                    s.state = StreamState.DONE
+                    continue
                 s.states = per_stream[b]
                 r = self.config.real_frames(reals[b])
                 results[i] = s.consume_step(
@@ -457,11 +469,13 @@ class Recognizer:
                     None if res.codes is None else res.codes[b, :r],
                 )
         # An engine that keeps streams' state elsewhere (Triton) frees the ended ones now.
-        ended = [streams[i].states for i in todo if streams[i].done]
+        ended = [streams[i].states for i in todo if streams[i].done and i not in failed]
         if ended:
             self.engine.release(ended)
         for evs in results:
             self._dispatch(evs)
+        if failed:
+            raise StreamsFailedError(failed, results)
         return results
 
     # ----------------------------------------------------------- callbacks

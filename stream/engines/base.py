@@ -30,6 +30,7 @@ __all__ = [
     "StateShapeError",
     "EngineUnavailableError",
     "EngineOptionError",
+    "StreamsFailedError",
     "stack_states",
     "unstack_states",
 ]
@@ -49,6 +50,17 @@ class EngineUnavailableError(WavstreamError, RuntimeError):
 
 class EngineOptionError(WavstreamError, ValueError):
     """An engine was asked for with an option it does not have (backend, precision, shapes...)."""
+
+
+class StreamsFailedError(WavstreamError, RuntimeError):
+    """Some streams of one batched call failed and the others did not (an engine that serves each stream
+    on its own, like Triton, can tell which). ``failed``: row (or stream index) -> why; ``result``: what
+    the others got (a StepResult from an engine; per-stream events from ``Recognizer.decode_streams``)."""
+
+    def __init__(self, failed: dict[int, str], result: object) -> None:
+        super().__init__(f"{len(failed)} stream(s) failed: {next(iter(failed.values()), '')}")
+        self.failed = failed
+        self.result = result
 
 
 @dataclass

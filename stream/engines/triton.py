@@ -20,31 +20,15 @@ built. No torch.
 
 from __future__ import annotations
 
-import itertools
-import secrets
-import threading
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from ..bundle import Bundle, BundleError, load_bundle
-from ..errors import WavstreamError
-from .base import Engine, EngineUnavailableError, StateShapeError, StepResult
+from ..triton.sequences import SequenceClient, SequenceRequest, TritonEngineError, new_sequence_ids
+from .base import Engine, StateShapeError, StepResult, StreamsFailedError
 
 __all__ = ["TritonEngine", "TritonEngineError"]
-
-
-class TritonEngineError(WavstreamError, RuntimeError):
-    """Triton refused or failed a request, or did not answer in time."""
-
-
-def _import_client() -> Any:
-    try:
-        import tritonclient.grpc as grpcclient  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise EngineUnavailableError(
-            f"the triton engine needs tritonclient: pip install 'wavstream[triton]' ({exc})") from exc
-    return grpcclient
 
 
 class TritonEngine(Engine):
@@ -56,59 +40,26 @@ class TritonEngine(Engine):
     Raises:
         EngineUnavailableError: no tritonclient, or the server or model is not there / not ready.
         BundleError: the Triton model serves another chunk size or bundle.
+    A step in which Triton fails some streams and not others raises StreamsFailedError (the others'
+    results in it); one in which all fail, TritonEngineError.
     """
 
     max_batch: Optional[int] = None  # no limit here: Triton splits what exceeds its max_batch_size
 
     def __init__(self, bundle: Union[Bundle, str], url: str = "127.0.0.1:8001", model: str = "wavstream", *,
                  timeout_s: float = 30.0) -> None:
-        grpc = _import_client()
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
         super().__init__(bundle)
         self.url, self.model, self.timeout_s = url, model, timeout_s
-        self._grpc = grpc
-        self.client = grpc.InferenceServerClient(url)
+        self.sequences = SequenceClient(url, model, timeout_s=timeout_s)
         try:
-            ready = self.client.is_model_ready(model)
-            cfg = self.client.get_model_config(model, as_json=True)["config"] if ready else None
-        except Exception as exc:  # InferenceServerException: connection refused, unknown model
-            self.client.close()
-            raise EngineUnavailableError(f"Triton at {url} cannot be used for model {model!r}: {exc}") from exc
-        if cfg is None:
-            self.client.close()
-            raise EngineUnavailableError(f"Triton at {url}: model {model!r} is not ready (loaded?)")
-        try:
-            self._check_model(cfg)
+            self._check_model(self.sequences.config)
         except BundleError:
-            self.client.close()
+            self.sequences.close()
             raise
-        self._outputs = [o["name"] for o in cfg.get("output", [])]
+        self._outputs = self.sequences.outputs
         self._started: set[int] = set()
-        self._ids = itertools.count()
-        self._cv = threading.Condition()
-        self._results: dict[str, Any] = {}
-        self._errors: list[str] = []
-        self._waiting: set[str] = set()
-        self._start_stream()
-
-    def _start_stream(self) -> None:
-        """Open the gRPC stream from a daemon thread: tritonclient's reader thread inherits daemon status,
-        so a command that never calls close() still exits (a non-daemon reader would keep it alive)."""
-        failure: list[BaseException] = []
-
-        def start() -> None:
-            try:
-                self.client.start_stream(callback=self._on_response)
-            except BaseException as exc:  # handed to the caller below
-                failure.append(exc)
-
-        t = threading.Thread(target=start, name="wavstream-triton-start", daemon=True)
-        t.start()
-        t.join()
-        if failure:
-            self.client.close()
-            raise EngineUnavailableError(f"Triton at {self.url}: cannot open a gRPC stream: {failure[0]}") from failure[0]
 
     def _check_model(self, cfg: dict) -> None:
         where = f"Triton model {self.model!r} at {self.url}"
@@ -136,10 +87,7 @@ class TritonEngine(Engine):
     # --------------------------------------------------------------- state
     def init_state(self, batch: int = 1) -> list[np.ndarray]:
         """New streams: one fresh sequence id each, as a (batch, 1) uint64 array."""
-        if batch < 1:
-            raise ValueError(f"batch must be >= 1, got {batch}")
-        # Never 0: Triton reads sequence id 0 as "no sequence".
-        return [np.array([[secrets.randbits(63) | 1] for _ in range(batch)], dtype=np.uint64)]
+        return new_sequence_ids(batch)
 
     def validate(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> np.ndarray:
         samples = self.validate_samples(samples)
@@ -151,71 +99,42 @@ class TritonEngine(Engine):
         return samples
 
     # ---------------------------------------------------------------- calls
-    def _on_response(self, result: Any, error: Any) -> None:
-        """gRPC thread: file the result under its request id, or the error for the waiting step."""
-        with self._cv:
-            if error is not None:
-                self._errors.append(str(error))
-            else:
-                rid = result.get_response().id
-                if rid in self._waiting:
-                    self._results[rid] = result
-            self._cv.notify_all()
-
-    def _send(self, rows: np.ndarray, ids: Sequence[int], *, end: bool, wait: bool) -> list[Any]:
-        grpc = self._grpc
-        rids = []
-        with self._cv:
-            self._errors.clear()
-        for b, sid in enumerate(ids):
-            inp = grpc.InferInput("samples", [1, self.chunk_samples], "FP32")
-            inp.set_data_from_numpy(rows[b : b + 1])
-            rid = f"{next(self._ids)}"
-            if wait:
-                with self._cv:
-                    self._waiting.add(rid)
-                rids.append(rid)
-            self.client.async_stream_infer(
-                self.model, [inp], request_id=rid, sequence_id=int(sid), sequence_start=int(sid) not in self._started,
-                sequence_end=end, outputs=[grpc.InferRequestedOutput(n) for n in self._outputs])
-        if not wait:
-            return []
-        with self._cv:
-            done = self._cv.wait_for(lambda: self._errors or all(r in self._results for r in rids), self.timeout_s)
-            results = [self._results.pop(r, None) for r in rids]
-            self._waiting.difference_update(rids)
-            errors = list(self._errors)
-        if errors:
-            raise TritonEngineError(f"Triton model {self.model!r} at {self.url}: {errors[0]}")
-        if not done:
-            raise TritonEngineError(f"Triton model {self.model!r} at {self.url} did not answer "
-                                    f"{sum(r is None for r in results)} of {len(rids)} requests in {self.timeout_s:g} s")
-        return results
+    def _requests(self, rows: np.ndarray, ids: Sequence[int], *, end: bool) -> list[SequenceRequest]:
+        return [SequenceRequest(sid, sid not in self._started, end, {"samples": rows[b : b + 1]})
+                for b, sid in enumerate(ids)]
 
     def _run(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult:
         ids = [int(x) for x in states[0][:, 0]]
-        results = self._send(samples, ids, end=False, wait=True)
-        self._started.update(ids)
+        answers = self.sequences.send(self._requests(samples, ids, end=False), self._outputs)
+        # A failed stream is not held by Triton (never started, or forgotten): no END for it later.
+        self._started.difference_update(ids[b] for b in answers.failed)
+        if len(answers.failed) == len(ids):
+            raise TritonEngineError(next(iter(answers.failed.values())))
+        self._started.update(i for b, i in enumerate(ids) if b not in answers.failed)
+        ok = next(r for r in answers.results if r is not None)
 
         def stack(name: str) -> Optional[np.ndarray]:
             if name not in self._outputs:
                 return None
-            return np.concatenate([r.as_numpy(name) for r in results], axis=0)
+            # A failed row gets zeros of an answered row's shape: its stream is failed, not decoded.
+            return np.concatenate([r.as_numpy(name) if r is not None else np.zeros_like(ok.as_numpy(name))
+                                   for r in answers.results], axis=0)
 
-        return StepResult(features=stack("features"), logits=stack("logits"), codes=stack("codes"), states=[states[0]])
+        result = StepResult(features=stack("features"), logits=stack("logits"), codes=stack("codes"), states=[states[0]])
+        if answers.failed:
+            raise StreamsFailedError(answers.failed, result)
+        return result
 
     def release(self, per_stream: Sequence[Sequence[np.ndarray]]) -> None:
         """Streams over: one silent END chunk for each started one, so Triton frees its slot now (not waited for)."""
         ids = [int(x) for st in per_stream for x in np.asarray(st[0]).reshape(-1) if int(x) in self._started]
         if ids:
-            self._send(np.zeros((len(ids), self.chunk_samples), np.float32), ids, end=True, wait=False)
+            requests = self._requests(np.zeros((len(ids), self.chunk_samples), np.float32), ids, end=True)
             self._started.difference_update(ids)
+            self.sequences.send(requests, self._outputs, wait=False)
 
     def close(self) -> None:
-        try:
-            self.client.stop_stream()
-        finally:
-            self.client.close()
+        self.sequences.close()
 
     def __repr__(self) -> str:
         return f"TritonEngine(triton://{self.url}/{self.model})"

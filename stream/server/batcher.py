@@ -28,11 +28,12 @@ import collections
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
+from ..engines.base import StreamsFailedError
 from ..protocol import ErrorCode
 from .session import Phase, Session
 
@@ -91,6 +92,7 @@ class _Outcome:
     engine_s: float
     done_t: float  # monotonic time the results were ready
     more: bool  # another ready chunk is waiting: run again without waiting
+    failed: dict[int, str] = field(default_factory=dict)  # sessions whose stream the engine failed: why
 
 
 class Batcher:
@@ -228,7 +230,14 @@ class Batcher:
             groups.setdefault(id(job.rec), []).append(job)
         for jobs in groups.values():
             rec = jobs[0].rec
-            for job, evs in zip(jobs, rec.decode_streams([job.stream for job in jobs])):
+            try:
+                decoded = rec.decode_streams([job.stream for job in jobs])
+            except StreamsFailedError as exc:  # some streams failed (Triton): only their sessions end
+                decoded = exc.result
+                out.failed.update({jobs[i].sid: why for i, why in exc.failed.items()})
+            for job, evs in zip(jobs, decoded):
+                if job.sid in out.failed:
+                    continue
                 st = job.stream
                 out.events[job.sid] = evs
                 backlog[job.sid] = st.queued_samples
@@ -257,6 +266,11 @@ class Batcher:
             if s is None:
                 continue  # removed while its chunk was decoded: nothing to deliver to
             s.last_served = self._cycle
+            if sid in outcome.failed:
+                log.error("inference failed for session %d: %s", sid, outcome.failed[sid])
+                if not s.is_closed:
+                    s.fail(ErrorCode.INTERNAL, f"inference failed: {outcome.failed[sid]}")
+                continue
             pos16 = outcome.decoded16[sid]
             s.decoded16 = pos16
             if s.phase is Phase.OPEN or s.phase is Phase.ENDING:  # after the end, latency means nothing

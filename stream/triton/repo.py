@@ -6,6 +6,9 @@
 ``<name>/``        python backend: wavstream's own runtime inside Triton
                    (``templates/model.py``), streams keyed by CORRID, one
                    batched step per execute(); runs on a CPU-only Triton.
+``<name>_decode/`` (``decode=True``) python backend that also decodes and
+                   endpoints (``templates/decode_model.py``): chunks in,
+                   JSON text events out, for ``TritonRecognizer``.
 ``<name>_onnx/``   onnxruntime backend with the sequence batcher's implicit
                    state: each bundle state input fed from its output, zero
                    initial state. A bare (B,) frame counter is reshaped to
@@ -21,6 +24,7 @@ Every config.pbtxt is checked by ``validate.py`` before this returns
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 from dataclasses import dataclass, field
@@ -31,9 +35,11 @@ from ..bundle import Bundle, BundleConfig, load_bundle
 from ..errors import WavstreamError
 from .validate import DTYPE_TO_TRITON, check_against_graph, graph_io, validate_model_config
 
-__all__ = ["TritonRepoError", "RepositoryLayout", "write_repository", "python_model_config", "onnx_model_config"]
+__all__ = ["TritonRepoError", "RepositoryLayout", "write_repository", "python_model_config", "decode_model_config",
+           "onnx_model_config"]
 
 _TEMPLATE = Path(__file__).with_name("templates") / "model.py"
+_DECODE_TEMPLATE = Path(__file__).with_name("templates") / "decode_model.py"
 
 
 class TritonRepoError(WavstreamError):
@@ -91,14 +97,9 @@ def bundle_fingerprint(bundle: Bundle) -> str:
     return hashlib.sha256((bundle.path / "config.json").read_bytes()).hexdigest()[:16]
 
 
-def python_model_config(bundle: Bundle, name: str, *, max_batch: int = 32, queue_delay_us: int = 5000,
-                        max_sequences: int = 256, idle_s: float = 60.0, intra_op_threads: int = 0) -> str:
-    cfg = bundle.config
+def _sequence_controls(queue_delay_us: int, max_sequences: int, idle_s: float) -> str:
     return (
-        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
-        + _io_block("input", [("samples", "float32", (cfg.chunk_samples,))])
-        + _io_block("output", _outputs(cfg))
-        + "sequence_batching {\n"
+        "sequence_batching {\n"
         f"  max_sequence_idle_microseconds: {int(idle_s * 1e6)}\n"
         + _oldest(queue_delay_us, max_sequences)
         + '  control_input [\n'
@@ -108,8 +109,42 @@ def python_model_config(bundle: Bundle, name: str, *, max_batch: int = 32, queue
           '  ]\n}\n'
         # One instance: the streams' states live in that one process (see templates/model.py).
         + "instance_group [ { kind: KIND_CPU count: 1 } ]\n"
+    )
+
+
+def python_model_config(bundle: Bundle, name: str, *, max_batch: int = 32, queue_delay_us: int = 5000,
+                        max_sequences: int = 256, idle_s: float = 60.0, intra_op_threads: int = 0) -> str:
+    cfg = bundle.config
+    return (
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
+        + _io_block("input", [("samples", "float32", (cfg.chunk_samples,))])
+        + _io_block("output", _outputs(cfg))
+        + _sequence_controls(queue_delay_us, max_sequences, idle_s)
         + _parameters({"latency_ms": str(cfg.chunk_ms), "chunk_samples": str(cfg.chunk_samples),
                        "bundle_fingerprint": bundle_fingerprint(bundle), "intra_op_threads": str(intra_op_threads)})
+    )
+
+
+def decode_model_config(bundle: Bundle, name: str, *, max_batch: int = 32, queue_delay_us: int = 5000,
+                        max_sequences: int = 256, idle_s: float = 60.0, intra_op_threads: int = 0,
+                        decoder: str = "greedy", beam_size: int = 8) -> str:
+    """The decoding model (templates/decode_model.py): chunks with their real length and, at a stream's
+    START, its options in; JSON events and the chunk's features out. The bundle's config.json travels in
+    the ``bundle_config`` parameter (base64), so a front end without the bundle knows the chunk size,
+    frame rate and vocabulary."""
+    if decoder not in ("greedy", "beam") or beam_size < 1:
+        raise ValueError(f"decoder must be 'greedy' or 'beam' and beam_size >= 1, got {decoder!r}, {beam_size}")
+    cfg = bundle.config
+    raw = base64.b64encode((bundle.path / "config.json").read_bytes()).decode("ascii")
+    return (
+        f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
+        + _io_block("input", [("samples", "float32", (cfg.chunk_samples,)), ("real_samples", "int32", (1,)),
+                              ("options", "bytes", (1,))])
+        + _io_block("output", [("events", "bytes", (1,)), ("features", "float32", (cfg.chunk_frames, cfg.feature_dim))])
+        + _sequence_controls(queue_delay_us, max_sequences, idle_s)
+        + _parameters({"latency_ms": str(cfg.chunk_ms), "chunk_samples": str(cfg.chunk_samples),
+                       "bundle_fingerprint": bundle_fingerprint(bundle), "intra_op_threads": str(intra_op_threads),
+                       "decoder": decoder, "beam_size": str(beam_size), "bundle_config": raw})
     )
 
 
@@ -195,6 +230,9 @@ def write_repository(
     intra_op_threads: int = 0,
     python: bool = True,
     onnx: bool = True,
+    decode: bool = False,
+    decoder: str = "greedy",
+    beam_size: int = 8,
     overwrite: bool = False,
 ) -> RepositoryLayout:
     """Write a model repository for ``bundle`` into ``out`` and validate it.
@@ -227,6 +265,18 @@ def write_repository(
         shutil.copy2(_TEMPLATE, folder / "1" / "model.py")
         shutil.copytree(bundle.path, folder / "1" / "bundle", ignore=shutil.ignore_patterns("*.plan", "__pycache__"))
         layout.models[name] = folder
+
+    if decode:
+        dname = f"{name}_decode"
+        folder = root / dname
+        (folder / "1").mkdir(parents=True)
+        text = decode_model_config(bundle, dname, intra_op_threads=intra_op_threads, decoder=decoder,
+                                   beam_size=beam_size, **common)
+        validate_model_config(text, str(folder / "config.pbtxt"))
+        (folder / "config.pbtxt").write_text(text)
+        shutil.copy2(_DECODE_TEMPLATE, folder / "1" / "model.py")
+        shutil.copytree(bundle.path, folder / "1" / "bundle", ignore=shutil.ignore_patterns("*.plan", "__pycache__"))
+        layout.models[dname] = folder
 
     if onnx:
         oname = f"{name}_onnx"

@@ -42,6 +42,7 @@ DTYPE_TO_TRITON = {
     "int32": "TYPE_INT32",
     "uint64": "TYPE_UINT64",
     "bool": "TYPE_BOOL",
+    "bytes": "TYPE_STRING",  # Triton's BYTES: the decoding model's JSON in and out
 }
 
 
