@@ -148,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+    sequences = getattr(rec.engine, "sequences", None)  # a Triton engine: Triton forgets silent streams
+    held = sequences.idle_s if sequences is not None else None
+    if held is not None and (not args.idle_timeout or args.idle_timeout >= held):
+        print(f"wavstream serve: note: Triton forgets a stream silent for {held:g} s, and --idle-timeout "
+              f"{args.idle_timeout or 'off'} lets a session stay silent that long; such a session will fail "
+              f"(write the repository with a larger --idle-s, or lower --idle-timeout)", file=sys.stderr)
+
     def ready(server: object) -> None:
         url = server.url  # type: ignore[attr-defined]
         page = url.replace("wss://", "https://").replace("ws://", "http://")

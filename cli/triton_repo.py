@@ -29,8 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="streams the sequence batcher considers at once (max_candidate_sequences)")
     p.add_argument("--queue-delay-us", type=int_at_least(0), default=5000,
                    help="µs the sequence batcher waits for more streams before a batch runs")
-    p.add_argument("--idle-s", type=positive_float, default=60.0,
-                   help="s a stream may stay silent before Triton forgets its state")
+    p.add_argument("--idle-s", type=positive_float, default=40.0,
+                   help="s a stream may stay silent before Triton forgets its state (also the streams of a front end "
+                        "that died: Triton has no other way to free them); keep it above the front ends' "
+                        "`serve --idle-timeout` (30 s by default)")
     p.add_argument("--threads", type=int_at_least(0), default=0,
                    help="onnxruntime intra-op threads of the python-backend model (0 = the runtime's choice)")
     p.add_argument("--only", choices=["python", "onnx"], default=None, help="write only this model (and, with "

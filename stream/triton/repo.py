@@ -113,7 +113,7 @@ def _sequence_controls(queue_delay_us: int, max_sequences: int, idle_s: float) -
 
 
 def python_model_config(bundle: Bundle, name: str, *, max_batch: int = 32, queue_delay_us: int = 5000,
-                        max_sequences: int = 256, idle_s: float = 60.0, intra_op_threads: int = 0) -> str:
+                        max_sequences: int = 256, idle_s: float = 40.0, intra_op_threads: int = 0) -> str:
     cfg = bundle.config
     return (
         f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
@@ -126,7 +126,7 @@ def python_model_config(bundle: Bundle, name: str, *, max_batch: int = 32, queue
 
 
 def decode_model_config(bundle: Bundle, name: str, *, max_batch: int = 32, queue_delay_us: int = 5000,
-                        max_sequences: int = 256, idle_s: float = 60.0, intra_op_threads: int = 0,
+                        max_sequences: int = 256, idle_s: float = 40.0, intra_op_threads: int = 0,
                         decoder: str = "greedy", beam_size: int = 8) -> str:
     """The decoding model (templates/decode_model.py): chunks with their real length and, at a stream's
     START, its options in; JSON events and the chunk's features out. The bundle's config.json travels in
@@ -149,7 +149,7 @@ def decode_model_config(bundle: Bundle, name: str, *, max_batch: int = 32, queue
 
 
 def onnx_model_config(bundle: Bundle, name: str, *, backend: str = "onnxruntime", max_batch: int = 32,
-                      queue_delay_us: int = 5000, max_sequences: int = 256, idle_s: float = 60.0,
+                      queue_delay_us: int = 5000, max_sequences: int = 256, idle_s: float = 40.0,
                       kind: str = "KIND_GPU") -> str:
     cfg = bundle.config
     states = []
@@ -226,7 +226,7 @@ def write_repository(
     max_batch: int = 32,
     queue_delay_us: int = 5000,
     max_sequences: int = 256,
-    idle_s: float = 60.0,
+    idle_s: float = 40.0,
     intra_op_threads: int = 0,
     python: bool = True,
     onnx: bool = True,

@@ -134,6 +134,12 @@ class SequenceClient:
             raise EngineUnavailableError(f"Triton at {self.url}: cannot open a gRPC stream: {failure[0]}") from failure[0]
 
     @property
+    def idle_s(self) -> Optional[float]:
+        """How long Triton keeps a silent sequence (the model's max_sequence_idle_microseconds), if it says."""
+        us = self.config.get("sequence_batching", {}).get("max_sequence_idle_microseconds")
+        return int(us) / 1e6 if us else None
+
+    @property
     def where(self) -> str:
         return f"Triton model {self.model!r} at {self.url}"
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,11 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def triton(toy: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("triton")
-    write_repository(toy, work / "repo", name="toy", onnx=False, decode=True, queue_delay_us=20000, idle_s=30)
-    with triton_server(work / "repo", work, load=("toy", "toy_decode")) as server:
+    write_repository(toy, work / "repo", name="toy", onnx=False, decode=True, queue_delay_us=20000)
+    # A model that forgets streams silent for 1 s (what frees the streams of a front end that died).
+    write_repository(toy, work / "quick", name="quick", python=False, onnx=False, decode=True, idle_s=1.0)
+    (work / "quick" / "quick_decode").rename(work / "repo" / "quick_decode")
+    with triton_server(work / "repo", work, load=("toy", "toy_decode", "quick_decode")) as server:
         yield server
 
 
@@ -147,6 +151,31 @@ def test_ended_stream_is_forgotten_and_one_bad_stream_fails_alone(toy: Path, tri
     finally:
         rec.engine.close()
         engine.close()
+
+
+def test_a_stream_silent_longer_than_idle_s_is_forgotten_and_fails_alone(triton) -> None:
+    """Triton frees a silent stream only after max_sequence_idle_microseconds (--idle-s); closing the gRPC
+    connection does not. The stream's next chunk then fails that stream alone, by name."""
+    rec = TritonRecognizer(triton.grpc_url, "quick_decode", emit_features=False)
+    try:
+        assert rec.sequences.idle_s == 1.0
+        quiet, busy = rec.create_stream(), rec.create_stream()
+        chunk = rec.config.chunk_samples
+        for s in (quiet, busy):
+            s.accept_waveform(synth("papa")[:chunk], 16000)
+        rec.decode_streams([quiet, busy])
+        for _ in range(8):  # 1.6 s: busy keeps sending, quiet does not
+            busy.accept_waveform(silence(chunk / 16000), 16000)
+            rec.decode_streams([busy])
+            time.sleep(0.2)
+        quiet.accept_waveform(silence(chunk / 16000), 16000)
+        busy.accept_waveform(silence(chunk / 16000), 16000)
+        with pytest.raises(StreamsFailedError) as info:
+            rec.decode_streams([quiet, busy])
+        assert list(info.value.failed) == [0] and re.search("START|unknown", info.value.failed[0])
+        assert quiet.done and not busy.done
+    finally:
+        rec.engine.close()
 
 
 def test_a_model_that_does_not_decode_is_refused_by_name(triton) -> None:
