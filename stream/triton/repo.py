@@ -11,10 +11,12 @@
                    JSON text events out, for ``TritonRecognizer``.
 ``<name>_onnx/``   onnxruntime backend with the sequence batcher's implicit
                    state: each bundle state input fed from its output, zero
-                   initial state. A bare (B,) frame counter is reshaped to
-                   (B, 1) in the copied graph (Triton's states need a dim
-                   besides the batch axis, as in NVIDIA's and k2 sherpa's
-                   examples); the bundle itself is not changed.
+                   initial state. Bundles export the frame counter as (B, 1)
+                   and their graph is copied as is; an older bundle's bare
+                   (B,) counter is reshaped to (B, 1) in the copied graph
+                   (Triton's states need a dim besides the batch axis, as in
+                   NVIDIA's and k2 sherpa's examples); the bundle itself is
+                   not changed.
 ``<name>_trt/``    tensorrt backend, the same configuration, when the bundle has
                    a TensorRT plan whose states need no reshaping.
 

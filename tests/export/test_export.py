@@ -202,7 +202,8 @@ def test_bundle_contract(cache, family):
     assert cfg["chunk_samples"] == cfg["chunk_frames"] * cfg["stride"] == model.chunk_samples
     assert cfg["vocab"] == list(CTC_VOCAB) and cfg["blank_id"] == 0
     assert cfg["code_groups"] == (2 if family == "vq_wav2vec" else 0)
-    assert cfg["states"][0] == {"name": "frames_seen", "shape": ["batch"], "dtype": "int64", "init": "zeros"}
+    # (B, 1) since issue 17 (bundles with a (B,) counter still load: tests/stream, the toy bundle)
+    assert cfg["states"][0] == {"name": "frames_seen", "shape": ["batch", 1], "dtype": "int64", "init": "zeros"}
     assert [s["name"] for s in cfg["states"]] == model.state_names
     ins, outs = io_names(model)
     assert cfg["inputs"] == ins and cfg["outputs"] == outs
@@ -226,6 +227,19 @@ def test_bundle_contract(cache, family):
     st = eng.init_state(2)
     res = eng.step(audio(2, eng.chunk_samples), st)
     assert res.features.shape == (2, cfg["chunk_frames"], cfg["feature_dim"])
+    assert st[0].shape == (2, 1) and res.states[0].shape == (2, 1)
+
+
+def test_triton_repository_takes_an_exported_graph_unchanged(cache, tmp_path):
+    """Every exported state has a dimension besides the batch axis: the Triton repository's graph is the
+    bundle's own, with nothing reshaped (and a TensorRT plan of the bundle could be used as it is)."""
+    from wavstream.stream.triton import write_repository
+
+    _, out, _ = cache.get("wav2vec2")
+    layout = write_repository(out, tmp_path / "repo", python=False)
+    assert layout.notes == []
+    copied = onnx.load(str(tmp_path / "repo" / "wavstream_onnx" / "1" / "model.onnx"))
+    assert copied.graph == onnx.load(str(out / "model.onnx")).graph
 
 
 # ----------------------------------------------------------- int8

@@ -161,7 +161,7 @@ def test_state_shapes_fixed(family):
             for s, t in zip(specs, state):
                 assert tuple(t.shape) == (2, *s.shape), s.name
                 assert t.dtype == s.dtype, s.name
-            assert state[0].tolist() == [4 * (i + 1)] * 2
+            assert state[0].tolist() == [[4 * (i + 1)]] * 2  # (B, 1)
             assert torch.isfinite(feats).all()
 
 

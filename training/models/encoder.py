@@ -204,7 +204,9 @@ class SpeechEncoder(nn.Module):
     # -- streaming ----------------------------------------------------------------
     def state_specs(self) -> list[StateSpec]:
         """Names, shapes (without batch) and dtypes of the flat state tuple."""
-        return [StateSpec("frames_seen", (), torch.long)] + self._state_specs()
+        # The frame counter is (B, 1), not (B,): every state then has a dimension besides the batch axis,
+        # which Triton's implicit state needs (as in NVIDIA's, WeNet's and k2 sherpa's examples).
+        return [StateSpec("frames_seen", (1,), torch.long)] + self._state_specs()
 
     @property
     def state_names(self) -> list[str]:
@@ -229,7 +231,7 @@ class SpeechEncoder(nn.Module):
                                  f"({samples.shape[0]}, {', '.join(map(str, s.shape))})")
         if self.config.is_transformer and self.config.left_chunks < 0:
             raise ValueError("streaming needs a bounded left context (left_chunks >= 0)")
-        ctx = StreamContext(state[0], self.config.chunk_frames, self.config.left_chunks)
+        ctx = StreamContext(state[0].reshape(-1), self.config.chunk_frames, self.config.left_chunks)
         hidden, codes, new = self._stream_frames(samples, list(state[1:]), ctx)
         new_state = (state[0] + self.config.chunk_frames, *new)
         return StepOutput(features=hidden[self.config.feature_layer], logits=self._logits(hidden[-1]),
