@@ -25,6 +25,7 @@ from wavstream.stream.endpoint import EndpointConfig
 from wavstream.stream.engines.base import StreamsFailedError
 from wavstream.stream.engines.triton import TritonEngine, TritonEngineError
 from wavstream.stream.events import Final, Partial
+from wavstream.stream.hotwords import HotwordError
 from wavstream.stream.triton import write_repository
 from wavstream.stream.triton.recognizer import TritonRecognizer, _request
 
@@ -109,6 +110,30 @@ def test_features_come_back_with_the_text(toy: Path, triton) -> None:
     finally:
         rec.engine.close()
     assert _exact([got]) == _exact([want]) and [e.text for e in got if isinstance(e, Final)] == ["golf hotel"]
+
+
+def test_hotwords_and_endpoint_rules_travel_with_the_stream(toy: Path, triton) -> None:
+    """A stream's hotwords (beam search with a context graph, in Triton) and its endpoint rules give what a
+    local stream with the same ones gives; a hotword the model cannot spell is refused here, at creation."""
+    x = np.concatenate([synth("kilo", seed=5), silence(0.4), synth("lima", seed=6), silence(0.4)])
+    local = Recognizer.from_bundle(toy, emit_features=False)
+    rec = TritonRecognizer(triton.grpc_url, "toy_decode", emit_features=False)
+    try:
+        for kw in ({"hotwords": ["kilo:2", "lima"]}, {"endpoint": QUICK}, {}):
+            got, want = [], []
+            for r, out in ((rec, got), (local, want)):
+                st = r.create_stream(**kw)
+                st.accept_waveform(x, 16000)
+                st.input_finished()
+                while st.is_ready():
+                    out.extend(r.decode_stream(st))
+            assert _exact([got]) == _exact([want]), kw
+            n = len([e for e in got if isinstance(e, Final)])
+            assert n == (2 if "endpoint" in kw else 1), (kw, got)
+        with pytest.raises(HotwordError):
+            rec.create_stream(hotwords=["k1lo"])
+    finally:
+        rec.engine.close()
 
 
 def test_ended_stream_is_forgotten_and_one_bad_stream_fails_alone(toy: Path, triton) -> None:
