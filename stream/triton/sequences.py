@@ -133,6 +133,20 @@ class SequenceClient:
             self.client.close()
             raise EngineUnavailableError(f"Triton at {self.url}: cannot open a gRPC stream: {failure[0]}") from failure[0]
 
+    def _broken(self) -> bool:
+        """The gRPC stream is gone (closed, or failed: tritonclient marks it inactive and sends no more)."""
+        stream = getattr(self.client, "_stream", None)
+        return stream is None or not getattr(stream, "_active", True)
+
+    def _reopen(self) -> None:
+        """A new gRPC stream after one broke. Triton keys sequences by id, not by connection, so the
+        streams it still holds go on over the new one (those it lost fail one by one, by name)."""
+        try:
+            self.client.stop_stream(cancel_requests=True)
+        except Exception:  # the old stream is gone either way
+            pass
+        self._start_stream()
+
     @property
     def idle_s(self) -> Optional[float]:
         """How long Triton keeps a silent sequence (the model's max_sequence_idle_microseconds), if it says."""
@@ -157,10 +171,13 @@ class SequenceClient:
     def send(self, requests: Sequence[SequenceRequest], outputs: Sequence[str], *, wait: bool = True) -> Answers:
         """Send ``requests`` on the stream; with ``wait``, wait for all their answers (see the module docstring).
 
-        Raises TritonEngineError when the stream itself cannot take a request (it failed earlier).
+        A stream that broke (Triton restarted, the network failed) is reopened first. Raises
+        TritonEngineError when a request cannot be sent, EngineUnavailableError when no stream can be opened.
         """
         grpc = self._grpc
         rids: list[str] = []
+        if self._broken():
+            self._reopen()
         with self._cv:
             self._errors.clear()
         for req in requests:
@@ -193,7 +210,9 @@ class SequenceClient:
             return m is None or int(m.group(1)) in ids
 
         def answered() -> bool:
-            return sum(r in self._results for r in rids) + sum(map(ours, self._errors)) >= len(rids)
+            # A broken stream answers nothing more: what is unanswered then has failed.
+            return (sum(r in self._results for r in rids) + sum(map(ours, self._errors)) >= len(rids)
+                    or (bool(self._errors) and self._broken()))
 
         with self._cv:
             done = self._cv.wait_for(answered, self.timeout_s)

@@ -203,6 +203,23 @@ def test_a_stream_silent_longer_than_idle_s_is_forgotten_and_fails_alone(triton)
         rec.engine.close()
 
 
+def test_a_broken_grpc_stream_is_reopened_and_its_sequences_go_on(toy: Path, triton) -> None:
+    """The front end's gRPC stream breaks (here: closed under it) between two chunks: the next step opens a
+    new one, and the streams Triton holds go on (sequences are keyed by id, not by connection)."""
+    x = np.concatenate([synth("oscar papa", seed=7), silence(0.3)])
+    local = Recognizer.from_bundle(toy, emit_features=False)
+    want = list(local.feed(x, 16000)) + list(local.finish())
+    rec = TritonRecognizer(triton.grpc_url, "toy_decode", emit_features=False)
+    try:
+        half = len(x) // 2
+        got = list(rec.feed(x[:half], 16000))
+        rec.sequences.client.stop_stream()
+        got += list(rec.feed(x[half:], 16000)) + list(rec.finish())
+    finally:
+        rec.engine.close()
+    assert _exact([got]) == _exact([want])
+
+
 def test_a_model_that_does_not_decode_is_refused_by_name(triton) -> None:
     with pytest.raises(BundleError, match="not a decoding model"):
         TritonRecognizer(triton.grpc_url, "toy")
