@@ -152,8 +152,9 @@ class TritonRecognizer(Recognizer):
                                      json.dumps(s.options).encode() if start else b""))
         answers = self.sequences.send(requests, self._outputs) if requests else None
         if answers is not None and len(answers.failed) == len(requests):
-            for i in todo:
+            for i, req in zip(todo, requests):
                 streams[i].state = StreamState.DONE
+                engine.started.discard(req.sequence_id)  # not held by Triton: no END for it later
             raise TritonEngineError(next(iter(answers.failed.values())))
         for k, i in enumerate(todo):
             s, req = streams[i], requests[k]
