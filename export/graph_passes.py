@@ -22,7 +22,7 @@ import numpy as np
 __all__ = ["gelu_fusable", "optimized_node_count"]
 
 
-def _scalar(model: Any, name: str, consts: dict[str, Any]) -> Optional[float]:
+def _scalar(name: str, consts: dict[str, Any]) -> Optional[float]:
     """The value of a one-element constant input, or None."""
     if name not in consts:
         return None
@@ -62,20 +62,20 @@ def gelu_fusable(model: Any) -> tuple[Any, int]:
     changed = 0
     for erf in [n for n in g.node if n.op_type == "Erf"]:
         div = producer.get(erf.input[0])
-        if div is None or div.op_type != "Div" or not near(_scalar(out, div.input[1], consts), float(np.sqrt(2.0))):
+        if div is None or div.op_type != "Div" or not near(_scalar(div.input[1], consts), float(np.sqrt(2.0))):
             continue
         root = div.input[0]
         add = only_consumer(erf.output[0], "Add")
         if add is None:
             continue
         one = add.input[1] if add.input[0] == erf.output[0] else add.input[0]
-        if not near(_scalar(out, one, consts), 1.0):
+        if not near(_scalar(one, consts), 1.0):
             continue
         half_mul = only_consumer(add.output[0], "Mul")
         if half_mul is None:
             continue
         half = half_mul.input[0] if half_mul.input[1] == add.output[0] else half_mul.input[1]
-        if not near(_scalar(out, half, consts), 0.5):
+        if not near(_scalar(half, consts), 0.5):
             continue
         x_mul = only_consumer(half_mul.output[0], "Mul")
         if x_mul is None or root not in x_mul.input:
