@@ -398,6 +398,7 @@ class StreamingCtcDecoder:
         self._prev = -1
         self._frames = 0
         self._logits: list[np.ndarray] = []  # the utterance's, for word times at its end
+        self._levels: Optional[list[np.ndarray]] = []  # the input level each frame heard; None once one is missing
         if self._beam is not None:
             self._beam.reset()
 
@@ -406,13 +407,21 @@ class StreamingCtcDecoder:
         """Frames accepted since the last reset."""
         return self._frames
 
-    def accept(self, logits: np.ndarray) -> None:
-        """logits: (T, V) for consecutive frames of the current utterance."""
+    def accept(self, logits: np.ndarray, levels_db: Optional[np.ndarray] = None) -> None:
+        """logits: (T, V) for consecutive frames of the current utterance; levels_db: optional (T,) level
+        of the audio each frame heard (alignment.frame_levels), which word ends then follow."""
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[1] != len(self.vocab):
             raise ValueError(f"logits must be (frames, {len(self.vocab)}), found {logits.shape}")
         if logits.shape[0] == 0:
             return
+        if levels_db is not None and np.shape(levels_db) != (logits.shape[0],):
+            raise ValueError(f"levels_db must be ({logits.shape[0]},), found {np.shape(levels_db)}")
+        if self._levels is not None:
+            if levels_db is None:
+                self._levels = None  # a part of the utterance without levels: ends come from the posteriors
+            else:
+                self._levels.append(np.asarray(levels_db, dtype=np.float64))
         self._frames += logits.shape[0]
         if self._beam is not None:
             self._beam.step(log_softmax(logits.astype(np.float64)))
@@ -442,7 +451,8 @@ class StreamingCtcDecoder:
         spans: list[WordSpan] = []
         if words and ids and self._logits:
             logp = log_softmax(np.concatenate(self._logits).astype(np.float64))
-            spans = word_spans(logp, ids, self.vocab.tokens, self.vocab.blank_id, self.vocab.word_delimiter)
+            levels = np.concatenate(self._levels) if self._levels else None
+            spans = word_spans(logp, ids, self.vocab.tokens, self.vocab.blank_id, self.vocab.word_delimiter, levels)
         self.reset()
         return text, spans
 
