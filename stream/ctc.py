@@ -239,13 +239,15 @@ class _WordScorer:
 
     def final_score(self, info: _Info) -> float:
         """Score of a prefix as a whole utterance: its last word and the sentence end scored; an unfinished
-        hotword match gives its bonus back."""
+        hotword match gives back what it has not completed."""
         state, lm_sum, words, dead = self._close_word(info, info.lm_state, info.lm, info.words)
         if dead or info.dead:
             return _NEG_INF
         if self.lm is not None and words:
             lm_sum += self.lm.score(state, "</s>")[0]
-        return self.alpha * lm_sum + self.beta * words + info.bonus
+        # A match stopped inside a longer phrase keeps what it completed ("new" of "new york").
+        kept = info.node.done if info.node is not None else 0.0
+        return self.alpha * lm_sum + self.beta * words + info.bonus + kept
 
 
 class _PrefixBeam:
@@ -386,10 +388,9 @@ class StreamingCtcDecoder:
         self._beam: Optional[_PrefixBeam] = None
         if method == "beam":
             scorer = _make_scorer(vocab, lm, hotwords) if (lm is not None or hotwords) else None
-            # With word scoring the beam is wider; a token below e^-5 in a frame almost never wins (as pyctcdecode's
-            # token_min_logp), and each one costs a Python loop over the beam (docs/decoding.md has the measurements).
-            self._beam = _PrefixBeam(vocab.blank_id, beam_size, min(beam_size, 16) if scorer else beam_size, scorer,
-                                     TOKEN_MIN_LOGP if scorer else _NEG_INF)
+            # A token below e^-5 in a frame almost never wins (as pyctcdecode's token_min_logp), and each one
+            # costs a Python loop over the beam (docs/decoding.md has the measurements): with or without an LM.
+            self._beam = _PrefixBeam(vocab.blank_id, beam_size, min(beam_size, 16), scorer, TOKEN_MIN_LOGP)
         self.reset()
 
     def reset(self) -> None:
