@@ -21,7 +21,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 from .errors import WavstreamError
 
-__all__ = ["Hotword", "HotwordError", "ContextGraph", "parse_hotwords", "read_hotwords_file", "spellable",
+__all__ = ["Hotword", "HotwordError", "ContextGraph", "parse_hotwords", "merge_hotwords", "read_hotwords_file", "spellable",
            "DEFAULT_HOTWORD_SCORE", "MAX_HOTWORDS", "MAX_HOTWORD_CHARS"]
 
 DEFAULT_HOTWORD_SCORE = 2.0  # natural-log bonus per matched token
@@ -70,6 +70,17 @@ def parse_hotwords(items: Iterable[Union[str, Hotword]], default_score: float = 
     if len(out) > MAX_HOTWORDS:
         raise HotwordError(f"at most {MAX_HOTWORDS} hotwords, got {len(out)}")
     return out
+
+
+def merge_hotwords(base: Iterable[Union[str, Hotword]], extra: Iterable[Union[str, Hotword]]) -> list[Hotword]:
+    """``base`` (e.g. a server's list) with ``extra`` (e.g. a session's) added; a phrase in both takes
+    ``extra``'s score. Raises HotwordError for a bad phrase or more than MAX_HOTWORDS in all."""
+    merged = {h.phrase: h for h in parse_hotwords(base)}
+    for h in parse_hotwords(extra):
+        merged[h.phrase] = h
+    if len(merged) > MAX_HOTWORDS:
+        raise HotwordError(f"at most {MAX_HOTWORDS} hotwords, got {len(merged)} with the server's")
+    return list(merged.values())
 
 
 def spellable(phrases: Iterable[str], tokens: Sequence[str], limit: int = MAX_HOTWORDS) -> tuple[str, ...]:

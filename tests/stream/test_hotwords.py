@@ -174,3 +174,13 @@ def test_a_hotword_outside_the_lm_is_still_recognised_with_the_lm() -> None:
     audio = _say("open the quixotic file")
     assert "quixotic" not in _text(rec, audio)
     assert "quixotic" in _text(rec, audio, hotwords=["quixotic"]).split()
+
+
+def test_merge_adds_a_session_list_to_a_server_list() -> None:
+    from wavstream.stream.hotwords import merge_hotwords
+
+    merged = merge_hotwords(["Quixotic", "pyxis:3"], ["pyxis:5", "kowalski"])
+    assert merged == [Hotword("quixotic"), Hotword("pyxis", 5.0), Hotword("kowalski")]  # the session's score wins
+    assert merge_hotwords([], []) == []
+    with pytest.raises(HotwordError, match="with the server's"):
+        merge_hotwords([f"w{i}" for i in range(MAX_HOTWORDS)], ["extra"])
