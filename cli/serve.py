@@ -145,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
         from wavstream.stream.server.wyoming import WyomingServer
 
         async def attach(server: object) -> object:
-            wy = WyomingServer(rec, args.wyoming, batcher=server.batcher)  # type: ignore[attr-defined]
+            wy = WyomingServer(rec, args.wyoming, batcher=server.batcher,  # type: ignore[attr-defined]
+                               hotwords=server.hotwords)  # type: ignore[attr-defined]
             await wy.start()
             print(f"wavstream serve: Wyoming (Home Assistant) on {wy.uri}", file=sys.stderr, flush=True)
             return wy.shutdown

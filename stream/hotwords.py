@@ -172,6 +172,6 @@ class ContextGraph:
             # Left this node's path: phrases completed on it keep their bonus, the rest is given back.
             committed += node.done
         if n.end and not n.children:
-            # A whole phrase that no longer one continues: keep its bonus, start matching afresh.
+            # A whole phrase that no longer phrase continues: keep its bonus, start matching afresh.
             return self.root, committed + n.bonus
         return n, committed

@@ -62,7 +62,7 @@ from websockets.http11 import Request, Response
 
 from ..ctc import StreamingCtcDecoder
 from ..endpoint import EndpointConfig
-from ..hotwords import Hotword, HotwordError, merge_hotwords, parse_hotwords, spellable
+from ..hotwords import MAX_HOTWORDS, Hotword, HotwordError, merge_hotwords, parse_hotwords, spellable
 from .batcher import Batcher, measure_engine_cost
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -618,7 +618,9 @@ class Server:
                 endpoint=EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled),
                 # A dialect's lists were made for another engine: unspellable phrases are left out, not refused.
                 hotwords=merge_hotwords(
-                    self.hotwords, spellable(start.hotwords, cfg.vocab) if isinstance(proto, Dialect) else start.hotwords)
+                    self.hotwords,
+                    spellable(start.hotwords, cfg.vocab, MAX_HOTWORDS - len(self.hotwords)) if isinstance(proto, Dialect)
+                    else start.hotwords)
                 or None,
             )
         except HotwordError as exc:  # e.g. a letter the model cannot spell, a bad ':score'
