@@ -26,3 +26,21 @@ def test_the_suggested_delay_removes_the_start_bias(tmp_path) -> None:
     after = measure(_with_delay(tmp_path, lag))
     assert abs(after["start_median_signed_ms"]) < before["start_median_signed_ms"]
     assert after["suggested_word_time_delay_frames"] == lag  # measuring again suggests the same
+
+
+def test_the_tuning_set_shares_no_sentence_and_no_voice_with_the_test_set() -> None:
+    from wavstream.bench.word_times import SENTENCES, TUNING_SENTENCES, TUNING_VOICES, VOICES
+
+    assert not set(TUNING_SENTENCES) & set(SENTENCES) and not set(TUNING_VOICES) & set(VOICES)
+
+
+def test_noise_is_added_at_the_asked_snr() -> None:
+    import numpy as np
+
+    from wavstream.bench.word_times import _with_noise
+
+    x = np.concatenate([np.zeros(8000), 0.1 * np.sin(np.arange(16000) / 5.0), np.zeros(8000)]).astype(np.float32)
+    noisy = _with_noise(x, 20.0, seed=1)
+    speech, noise = x[x != 0], (noisy - x)
+    snr = 10 * np.log10(np.mean(speech.astype(np.float64) ** 2) / np.mean(noise.astype(np.float64) ** 2))
+    assert abs(snr - 20.0) < 0.1 and noisy.dtype == np.float32
