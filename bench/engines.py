@@ -12,6 +12,11 @@ model.int8.onnx) and OpenVINO fp32 / bf16 / int8 (bf16 and int8 where the CPU
 reports them), plus OpenVINO fp32 with a dynamic batch axis, to show why the
 engine compiles one static shape per batch size. OpenVINO's compile time per
 batch size is recorded too.
+
+When the bundle was exported before the exporter wrote GELU in the order ONNX
+Runtime fuses (`wavstream.export.graph_passes`), a row "onnxruntime fp32
+gelu-fused" runs a scratch copy of the bundle with that one rewrite: the
+before and after of the rewrite, side by side in one run.
 """
 
 from __future__ import annotations
@@ -24,6 +29,31 @@ from .common import Settings, foreign_mark, foreign_share, noise, time_loop
 from .single_stream import interleaved
 
 
+def gelu_fused_copy(bundle: Path, work: Path) -> tuple[Optional[Path], int]:
+    """A copy of ``bundle`` under ``work`` whose model.onnx has GELU in the
+    fusable order (weights inline), and how many GELUs changed; (None, 0) when
+    the graph is in that order already."""
+    import shutil
+
+    import onnx
+
+    from wavstream.export.graph_passes import gelu_fusable
+    from wavstream.stream.bundle import load_bundle
+
+    src = load_bundle(bundle).model_file("onnx")
+    model, changed = gelu_fusable(onnx.load(str(src), load_external_data=True))
+    if not changed:
+        return None, 0
+    out = work / f"{Path(bundle).name}_gelu_fused"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    for f in Path(bundle).iterdir():
+        if f.is_file() and f.suffix in (".json", ".txt"):
+            shutil.copy2(f, out / f.name)
+    onnx.save_model(model, str(out / src.name), save_as_external_data=False)
+    return out, changed
+
+
 def _engines(bundle: Path, settings: Settings) -> tuple[dict[str, Callable[[], Any]], dict]:
     """name -> engine factory, and what was left out (name -> why)."""
     from wavstream.stream import OrtEngine
@@ -34,6 +64,13 @@ def _engines(bundle: Path, settings: Settings) -> tuple[dict[str, Callable[[], A
     make: dict[str, Callable[[], Any]] = {"onnxruntime fp32": lambda: OrtEngine(b, device="cpu", intra_op_threads=t,
                                                                                inter_op_threads=1)}
     left_out: dict[str, str] = {}
+    fused, n_gelu = gelu_fused_copy(Path(bundle), settings.work)
+    if fused is None:
+        left_out["onnxruntime fp32 gelu-fused"] = "the bundle's graph has GELU in the fusable order already"
+    else:
+        fb = load_bundle(fused)
+        make["onnxruntime fp32 gelu-fused"] = lambda: OrtEngine(fb, device="cpu", intra_op_threads=t,
+                                                                inter_op_threads=1)
     has_int8 = b.has_model_file("int8")
     if has_int8:
         make["onnxruntime int8"] = lambda: OrtEngine(b, quantized=True, device="cpu", intra_op_threads=t,

@@ -7,7 +7,12 @@ divided by torch seconds per audio second of the offline form
 <= 1.2. Both run in torch on the same threads, batch 1, alternately, 3 times
 each; the best run of each counts. The same comparison runs in ONNX Runtime ("ort_rows"): the exported
 streaming step chunk by chunk against the exported offline graph
-(``export_offline``, whole utterance, same chunk mask). The counted-FLOP ratio is reported beside it: the streaming step
+(``export_offline``, whole utterance, same chunk mask), both sessions with the
+engine's settings (pool threads do not spin between runs; a spinning offline
+session would steal the streaming side's CPU on a shared machine). Each ONNX
+Runtime row also gives the ratio of process CPU seconds (less sensitive to
+other processes than wall time) and the number of nodes ONNX Runtime runs
+per step and per offline call after its own fusions. The counted-FLOP ratio is reported beside it: the streaming step
 multiplies a fixed (L+1)*C-key window while the offline form multiplies the
 full T x T score matrix (masked), so for long utterances streaming does
 *less* arithmetic, and what remains is per-call overhead.
@@ -16,19 +21,19 @@ full T x T score matrix (masked), so for long utterances streaming does
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .common import Settings, foreign_mark, foreign_share, noise
 
 
-def _alternate(a: Any, b: Any, repeats: int) -> tuple[float, float]:
-    """Best wall time of ``a`` and of ``b``, run alternately ``repeats`` times each."""
+def _alternate(a: Any, b: Any, repeats: int, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
+    """Best time of ``a`` and of ``b`` on ``clock`` (wall by default), run alternately ``repeats`` times each."""
     best = [float("inf"), float("inf")]
     for _ in range(repeats):
         for i, fn in enumerate((a, b)):
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
+            best[i] = min(best[i], clock() - t0)
     return best[0], best[1]
 
 
@@ -78,6 +83,7 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
     chunk, against the offline graph (``export_offline``: whole utterance, same chunk mask)."""
     import onnxruntime as ort
 
+    from wavstream.export.graph_passes import optimized_node_count
     from wavstream.export.onnx_export import export_offline
     from wavstream.stream import OrtEngine
 
@@ -89,6 +95,7 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
     opts.intra_op_num_threads = settings.threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as OrtEngine
     sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     eng = OrtEngine(stream_bundle, device="cpu", intra_op_threads=settings.threads, inter_op_threads=1)
     n = eng.chunk_samples
@@ -112,12 +119,15 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
         st = eng.step(x, st).states
     mark = foreign_mark()
     t_off, t_str = _alternate(offline, streaming, settings.pick(1, 3))
+    c_off, c_str = _alternate(offline, streaming, settings.pick(1, 3), clock=time.process_time)
     dur = usable / 16000
     row = {"model": label, "utterance_s": dur, "chunk_frames": model.config.chunk_frames,
            "left_chunks": model.config.left_chunks, "offline_s_per_audio_s": t_off / dur,
-           "streaming_s_per_audio_s": t_str / dur, "ratio": t_str / t_off, "runtime": "onnxruntime",
-           "foreign_cpu_share": foreign_share(mark)}
-    settings.log("offline_ratio", f"{label} (ORT): streaming/offline = {row['ratio']:.2f}")
+           "streaming_s_per_audio_s": t_str / dur, "ratio": t_str / t_off, "cpu_ratio": c_str / c_off,
+           "step_nodes": optimized_node_count(str(eng.model_path)), "offline_nodes": optimized_node_count(str(path)),
+           "runtime": "onnxruntime", "foreign_cpu_share": foreign_share(mark)}
+    settings.log("offline_ratio", f"{label} (ORT): streaming/offline = {row['ratio']:.2f} "
+                                  f"(CPU time {row['cpu_ratio']:.2f}; {row['step_nodes']} nodes per step)")
     path.unlink(missing_ok=True)
     return row
 

@@ -63,7 +63,8 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
     ort_rows = [x for x in off.get("ort_rows", []) if "ratio" in x]
     if ort_rows:
         rows.append((f"streaming / offline compute in ONNX Runtime, {off['utterance_s']:.0f} s utterances (worst model)",
-                     f"{_f(off.get('worst_ratio_ort'), 2)} ({', '.join(x['model'] + ' ' + _f(x['ratio'], 2) for x in ort_rows)})",
+                     f"{_f(off.get('worst_ratio_ort'), 2)} ({', '.join(x['model'] + ' ' + _f(x['ratio'], 2) for x in ort_rows)}); "
+                     f"CPU time: {', '.join(x['model'] + ' ' + _f(x.get('cpu_ratio'), 2) for x in ort_rows)}",
                      "<= 1.2"))
     for h in r.get("hf_compare", {}).get("rows", []):
         rows.append((f"{h['family']}-{h['size']}: wavstream streaming ORT / HF offline torch (s per audio s)",

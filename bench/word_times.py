@@ -8,7 +8,13 @@ spikes come late (deeper models, larger chunks) has a steady positive start
 error; its median, in frames, is the ``word_time_delay_frames`` the bundle's
 config.json should carry (stream/bundle.py), which word times then subtract.
 
-    python -m wavstream.bench.word_times BUNDLE      # prints one JSON object
+A second set, the tuning set (10 other commands in 5 other voices), is where
+the word-end rule's settings (stream/alignment.py) were chosen, so that the
+test's set above measures them on audio they were not fitted to; ``--snr``
+adds white noise at that signal-to-noise ratio (dB, against the speech).
+
+    python -m wavstream.bench.word_times BUNDLE                      # prints one JSON object
+    python -m wavstream.bench.word_times BUNDLE --tuning --snr 20    # the tuning set, in noise
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ import io
 import json
 import subprocess
 import sys
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["SENTENCES", "VOICES", "spoken_word", "joined", "errors", "measure"]
+__all__ = ["SENTENCES", "VOICES", "TUNING_SENTENCES", "TUNING_VOICES", "TUNING_SEED", "spoken_word", "joined",
+           "errors", "measure"]
 
 SR = 16000
 SENTENCES = (
@@ -29,6 +36,15 @@ SENTENCES = (
     ("call", "my", "mother", "tomorrow"), ("play", "some", "music", "please"),
 )
 VOICES = ("en-us", "en-gb", "en-us+f3", "en-us+m7")
+# The word-end rule's own set: no sentence and no voice of the two above.
+TUNING_SENTENCES = (
+    ("set", "an", "alarm", "tonight"), ("show", "me", "sunny", "pictures"), ("lock", "every", "front", "gate"),
+    ("read", "your", "new", "messages"), ("send", "five", "happy", "emails"), ("dim", "both", "bedroom", "lamps"),
+    ("find", "her", "blue", "phone"), ("start", "a", "quiet", "movie"), ("go", "away", "slowly"),
+    ("say", "hello", "to", "grandma"),
+)
+TUNING_VOICES = ("en-us+f2", "en-gb-x-rp", "en-us+m3", "en-029", "en-gb+f4")
+TUNING_SEED = 7
 
 
 def spoken_word(word: str, voice: str) -> np.ndarray:
@@ -56,8 +72,10 @@ def joined(words: Sequence[str], voice: str, rng: np.random.Generator) -> tuple[
     return np.concatenate(parts), truth
 
 
-def errors(rec: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[Any]]:
-    """(start errors s, end errors s, every word given) of ``rec`` over the SENTENCES in the VOICES.
+def errors(rec: Any, seed: int = 0, sentences: Sequence[Sequence[str]] = SENTENCES, voices: Sequence[str] = VOICES,
+           snr_db: Optional[float] = None) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """(start errors s, end errors s, every word given) of ``rec`` over the ``sentences`` in the ``voices``,
+    optionally in white noise ``snr_db`` below the speech.
 
     Errors count only sentences where the model gave as many words as were said.
     """
@@ -67,25 +85,35 @@ def errors(rec: Any, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[Any]]:
     starts: list[float] = []
     ends: list[float] = []
     words: list[Any] = []
-    for voice in VOICES:
-        for sentence in SENTENCES:
-            x, truth = joined(sentence, voice, rng)
-            s = rec.create_stream()
-            s.accept_waveform(x, SR)
-            s.input_finished()
-            got = []
-            while s.is_ready():
-                got += [w for e in rec.decode_stream(s) if isinstance(e, Final) for w in e.words]
-            words += got
-            if len(got) == len(truth):  # else the model merged or split a word: no one-to-one truth
-                starts += [w.start - a for w, (_, a, _) in zip(got, truth)]
-                ends += [w.end - b for w, (_, _, b) in zip(got, truth)]
+    for k, (voice, sentence) in enumerate((v, w) for v in voices for w in sentences):
+        x, truth = joined(sentence, voice, rng)
+        if snr_db is not None:
+            x = _with_noise(x, snr_db, k)
+        s = rec.create_stream()
+        s.accept_waveform(x, SR)
+        s.input_finished()
+        got = []
+        while s.is_ready():
+            got += [w for e in rec.decode_stream(s) if isinstance(e, Final) for w in e.words]
+        words += got
+        if len(got) == len(truth):  # else the model merged or split a word: no one-to-one truth
+            starts += [w.start - a for w, (_, a, _) in zip(got, truth)]
+            ends += [w.end - b for w, (_, _, b) in zip(got, truth)]
     return np.array(starts), np.array(ends), words
 
 
-def measure(rec: Any, seed: int = 0) -> dict:
+def _with_noise(x: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """``x`` plus white noise ``snr_db`` below the power of its speech (its non-zero samples)."""
+    speech = x[np.abs(x) > 0]
+    noise = np.random.default_rng(seed).standard_normal(x.size)
+    noise *= np.sqrt(np.mean(speech.astype(np.float64) ** 2) / 10 ** (snr_db / 10)) / np.sqrt(np.mean(noise**2))
+    return (x + noise).astype(np.float32)
+
+
+def measure(rec: Any, seed: int = 0, sentences: Sequence[Sequence[str]] = SENTENCES, voices: Sequence[str] = VOICES,
+            snr_db: Optional[float] = None) -> dict:
     """Start/end errors (s) of ``rec``'s word times and the suggested delay in frames."""
-    st, en, _ = errors(rec, seed)
+    st, en, _ = errors(rec, seed, sentences, voices, snr_db)
     shift = rec.config.frame_shift_s
     current = rec.config.word_time_delay_frames
     return {
@@ -107,12 +135,17 @@ def _ms(v: Any) -> float:
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+
     from wavstream.stream import Recognizer
 
-    if len(argv) != 1:
-        print("usage: python -m wavstream.bench.word_times BUNDLE", file=sys.stderr)
-        return 2
-    print(json.dumps(measure(Recognizer.from_bundle(argv[0], intra_op_threads=1))))
+    p = argparse.ArgumentParser(prog="python -m wavstream.bench.word_times", description=__doc__.split("\n")[0])
+    p.add_argument("bundle")
+    p.add_argument("--tuning", action="store_true", help="the word-end rule's tuning set instead of the test's")
+    p.add_argument("--snr", type=float, default=None, metavar="DB", help="add white noise this many dB below the speech")
+    args = p.parse_args(argv)
+    sets = (TUNING_SEED, TUNING_SENTENCES, TUNING_VOICES) if args.tuning else (0, SENTENCES, VOICES)
+    print(json.dumps(measure(Recognizer.from_bundle(args.bundle, intra_op_threads=1), *sets, snr_db=args.snr)))
     return 0
 
 

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         res, hyps = evaluate_checkpoint(model, utts, args.chunk_ms or 320, args.left_chunks, args.full_context,
                                         args.batch, args.channel)
         res["model"] = str(args.model)
+    res["data"] = str(args.data)  # eval_v2.sh's table (default_table.py) keys its rows by it
     if args.by_engine:
         res["by_engine"] = score_by_engine(utts, hyps)
     if args.per_utt:

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from .args import add_decoding_arguments, add_model_arguments, decoding_config, engine_options
+from .args import add_decoding_arguments, add_model_arguments, decoding_config, engine_options, hotwords_list
 
 
 def _sessions(text: str) -> int | None:
@@ -89,7 +89,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bat = parser.add_argument_group("batching")
     bat.add_argument("--max-batch", type=int, default=32, help="most streams in one engine call")
     bat.add_argument("--max-wait-ms", type=float, default=10.0, help="ms to wait for more streams before a batch runs")
-    add_decoding_arguments(parser, lm=True)
+    dec = add_decoding_arguments(parser, lm=True)
+    dec.add_argument("--hotwords", default=None, metavar="FILE",
+                     help="phrases to bias every session towards, one per line, optionally 'phrase:score' (turns on "
+                          "beam search); a session's own 'hotwords' in its start add to them, and a phrase in both "
+                          "takes the session's score")
     parser.add_argument("--no-page", dest="page", action="store_false", help="do not serve the browser demo page at /")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every session")
 
@@ -114,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
     from wavstream.stream.bundle import BundleError
     from wavstream.stream.engines import EngineUnavailableError
+    from wavstream.stream.hotwords import HotwordError
     from wavstream.stream.server.app import run_server
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -133,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"wavstream serve: cannot use {args.certfile} / {args.keyfile}: {exc}", file=sys.stderr)
             return 2
     try:
+        hotwords = hotwords_list(args)
         if args.decode_in_triton:
             opts = engine_options(args)
             if opts["backend"] != "triton":
@@ -143,10 +149,9 @@ def run(args: argparse.Namespace) -> int:
             others: dict = {}
         else:
             rec, others = _recognizers(args)
-    except (BundleError, EngineUnavailableError, ImportError, ValueError) as exc:
+    except (BundleError, EngineUnavailableError, HotwordError, ImportError, ValueError) as exc:
         print(f"wavstream serve: {exc}", file=sys.stderr)
         return 2
-
 
     sequences = getattr(rec.engine, "sequences", None)  # a Triton engine: Triton forgets silent streams
     held = sequences.idle_s if sequences is not None else None
@@ -166,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
         from wavstream.stream.server.wyoming import WyomingServer
 
         async def attach(server: object) -> object:
-            wy = WyomingServer(rec, args.wyoming, batcher=server.batcher)  # type: ignore[attr-defined]
+            wy = WyomingServer(rec, args.wyoming, batcher=server.batcher,  # type: ignore[attr-defined]
+                               hotwords=server.hotwords)  # type: ignore[attr-defined]
             await wy.start()
             print(f"wavstream serve: Wyoming (Home Assistant) on {wy.uri}", file=sys.stderr, flush=True)
             return wy.shutdown
@@ -197,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
                 max_wait_ms=args.max_wait_ms,
                 serve_pages=args.page,
                 latencies=others,
+                hotwords=hotwords,
             )
         )
     except OSError as exc:  # address in use, permission denied

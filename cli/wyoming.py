@@ -17,7 +17,8 @@ import argparse
 import os
 import sys
 
-from .args import add_decoding_arguments, add_endpoint_arguments, add_model_arguments, decoding_config, endpoint_config
+from .args import (add_decoding_arguments, add_endpoint_arguments, add_model_arguments, decoding_config,
+                   endpoint_config, hotwords_list)
 from .args import engine_options, int_at_least, positive_float
 
 ENV_PREFIX = "WAVSTREAM_WYOMING_"
@@ -46,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="wavstream's endpoint rules end the utterance: the transcript is sent at the first "
                           "endpoint (Home Assistant then needs no VAD of its own)")
     add_endpoint_arguments(parser)
-    add_decoding_arguments(parser)
+    dec = add_decoding_arguments(parser)
+    dec.add_argument("--hotwords", default=None, metavar="FILE",
+                     help="phrases to bias every conversation towards, one per line, optionally 'phrase:score' (turns "
+                          "on beam search); Home Assistant's entity names and terms add to them")
     lim = parser.add_argument_group("limits")
     lim.add_argument("--max-sessions", type=int_at_least(1), default=64, help="utterances decoded at once")
     lim.add_argument("--max-buffer", type=positive_float, default=5.0, help="s of audio buffered per utterance")
@@ -105,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
     from wavstream.stream.recognizer import Recognizer, resolve_model
 
     try:
+        hotwords = hotwords_list(args)
         rec = Recognizer.from_bundle(resolve_model(args.model), decoding=decoding_config(args),
                                      endpoint=endpoint_config(args), emit_features=False, **engine_options(args))
+        rec.create_stream(hotwords=hotwords)  # a phrase the model cannot spell fails here, before the server starts
     except (BundleError, EngineUnavailableError, ImportError, ValueError) as exc:
         print(f"wavstream wyoming: {exc}", file=sys.stderr)
         return 2
@@ -115,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         server = WyomingServer(
             rec, args.uri, languages=args.language or ["en"], streaming=args.streaming, endpointing=args.endpointing,
             max_sessions=args.max_sessions, max_buffer_s=args.max_buffer, idle_timeout_s=args.idle_timeout or None,
-            max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+            max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, hotwords=hotwords,
         )
         await server.start()
         zc = None

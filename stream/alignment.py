@@ -5,12 +5,17 @@ the words' times come the same way: the utterance's token ids are aligned to
 its frame log-probabilities by the best CTC path (Viterbi over the usual
 blank-interleaved state sequence), and each word spans the frames of its
 tokens. A CTC model emits each token as a spike of one or two frames, usually
-near the token's onset, so a word's start is its first token's first frame;
-its end is where, after its last spike, the model stops hearing speech (the
-non-blank posterior mass falls into the pause level; see ``_word_end``),
-which tracks the acoustic end of the word better than the last spike does:
-a word whose last letters the model never spelled still ends where its
-sound ends.
+near the token's onset, so a word's start is its first token's first frame.
+A word's end is not marked by a spike at all: the model commits to its last
+letter and then emits blanks through the letter's (or an unspelled glide's)
+sound. So the end comes from the input's own level when the caller gives it
+(``frame_levels``): after the word's last spike, the word goes on while the
+audio stays loud against the utterance's quiet frames. On audio without that
+contrast (or without levels) it comes from the posteriors: the word goes on
+while the non-blank mass stays above the pause level (``_word_end`` for
+both). On words with known boundaries (docs/word-times.md) the level rule
+ends the glide of "my" where its sound ends, 300 ms after the posteriors
+fell to the pause level.
 
 Confidence is the geometric mean, over the word's tokens, of each token's
 peak posterior probability on its aligned frames: 1.0 when the model was sure
@@ -26,7 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["WordSpan", "ctc_forced_align", "word_spans"]
+__all__ = ["WordSpan", "ctc_forced_align", "frame_levels", "word_spans"]
 
 _NEG = -1.0e30
 
@@ -95,11 +100,14 @@ def word_spans(
     tokens: Sequence[str],
     blank_id: int = 0,
     word_delimiter: str = "|",
+    levels_db: Optional[np.ndarray] = None,
 ) -> list[WordSpan]:
     """The words of token ids ``ids`` with their frames and confidences; [] when alignment fails.
 
     Words are split at the word delimiter token (and before a sentencepiece
-    "▁" token); specials written ``<...>`` belong to no word.
+    "▁" token); specials written ``<...>`` belong to no word. ``levels_db``:
+    optional (T,) level of the audio each frame heard (``frame_levels``,
+    already moved by the model's spike delay), which word ends follow.
     """
     logp = np.asarray(logp, dtype=np.float64)
     spans = ctc_forced_align(logp, ids, blank_id)
@@ -125,19 +133,56 @@ def word_spans(
     if current:
         groups.append(current)
     T = int(logp.shape[0])
-    speech_mass = 1.0 - np.exp(logp[:, blank_id])
-    # The pause level is the utterance's own: noisy input (or a soft model) hears a little speech everywhere.
-    threshold = max(_SPEECH_MASS, _FLOOR_RATIO * float(np.quantile(speech_mass, 0.1)))
+    loud = _loud_frames(levels_db, T)
+    if loud is None:
+        speech_mass = 1.0 - np.exp(logp[:, blank_id])
+        # The pause level is the utterance's own: noisy input (or a soft model) hears a little speech everywhere.
+        threshold = max(_SPEECH_MASS, _FLOOR_RATIO * float(np.quantile(speech_mass, 0.1)))
+        loud = speech_mass >= threshold
     out: list[WordSpan] = []
     for g, members in enumerate(groups):
         text = "".join(tokens[int(ids[k])] for k in members).replace("▁", "")
         start = spans[members[0]][0]
         # The next word's first token bounds this word's end.
         limit = spans[groups[g + 1][0]][0] if g + 1 < len(groups) else T
-        end = _word_end(spans[members[-1]][1], limit, speech_mass >= threshold)
+        end = _word_end(spans[members[-1]][1], limit, loud)
         conf = float(np.exp(np.mean(np.log(np.maximum([peak[k] for k in members], 1e-12)))))
         out.append(WordSpan(text, start, end, conf))
     return out
+
+
+# Level rule, tuned on its own sentences and voices (clean, and with white noise at 20 dB SNR), not on the
+# test's: a frame is loud when it is this many dB above the utterance's quiet frames (its 10th percentile)...
+_LEVEL_ABOVE_FLOOR_DB = 4.0
+# ...and not more than this far below the utterance's loudest frame (the floor of digital silence is far down).
+_LEVEL_BELOW_PEAK_DB = 40.0
+# Less contrast than this between loudest and quiet frames (speech in loud noise): the levels say
+# nothing about pauses, and the posterior rule decides.
+_LEVEL_MIN_CONTRAST_DB = 10.0
+_SILENT_DB = -120.0
+
+
+def frame_levels(samples: np.ndarray, stride: int) -> np.ndarray:
+    """Level in dB (mean square, -120 for silence) of each whole or partial ``stride``-sample frame of ``samples``."""
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    n = -(-x.shape[0] // stride)
+    padded = np.zeros(n * stride)
+    padded[: x.shape[0]] = x
+    power = np.mean(padded.reshape(n, stride) ** 2, axis=1)
+    return 10.0 * np.log10(np.maximum(power, 10.0 ** (_SILENT_DB / 10.0)))
+
+
+def _loud_frames(levels_db: Optional[np.ndarray], T: int) -> Optional[np.ndarray]:
+    """(T,) bool: the frames whose audio is loud against the utterance's quiet ones; None without contrast."""
+    if levels_db is None:
+        return None
+    db = np.asarray(levels_db, dtype=np.float64).reshape(-1)
+    if db.shape[0] != T or T == 0:
+        return None
+    floor, peak = float(np.quantile(db, 0.1)), float(np.max(db))
+    if peak - floor < _LEVEL_MIN_CONTRAST_DB:
+        return None
+    return db >= max(floor + _LEVEL_ABOVE_FLOOR_DB, peak - _LEVEL_BELOW_PEAK_DB)
 
 
 # A frame is the model hearing speech while its non-blank posterior mass is at least this;
@@ -154,9 +199,9 @@ def _word_end(last_frame: int, limit: int, speech: np.ndarray) -> int:
     """Exclusive end frame of a word whose last token spikes at ``last_frame``.
 
     A CTC spike marks where the model committed to a letter, often before the
-    letter (or the word's unspelled tail) ends. The word goes on while the
-    model still hears speech (``speech``: non-blank mass above the pause level), bounded
-    by ``_MAX_TAIL_FRAMES`` and by the next word's start.
+    letter (or the word's unspelled tail) ends. The word goes on while there
+    is still speech (``speech``: loud input, or else non-blank mass above the
+    pause level), bounded by ``_MAX_TAIL_FRAMES`` and by the next word's start.
     """
     end = last_frame + 1
     stop = min(limit, last_frame + 1 + _MAX_TAIL_FRAMES)

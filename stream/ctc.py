@@ -239,13 +239,15 @@ class _WordScorer:
 
     def final_score(self, info: _Info) -> float:
         """Score of a prefix as a whole utterance: its last word and the sentence end scored; an unfinished
-        hotword match gives its bonus back."""
+        hotword match gives back what it has not completed."""
         state, lm_sum, words, dead = self._close_word(info, info.lm_state, info.lm, info.words)
         if dead or info.dead:
             return _NEG_INF
         if self.lm is not None and words:
             lm_sum += self.lm.score(state, "</s>")[0]
-        return self.alpha * lm_sum + self.beta * words + info.bonus
+        # A match stopped inside a longer phrase keeps what it completed ("new" of "new york").
+        kept = info.node.done if info.node is not None else 0.0
+        return self.alpha * lm_sum + self.beta * words + info.bonus + kept
 
 
 class _PrefixBeam:
@@ -386,10 +388,9 @@ class StreamingCtcDecoder:
         self._beam: Optional[_PrefixBeam] = None
         if method == "beam":
             scorer = _make_scorer(vocab, lm, hotwords) if (lm is not None or hotwords) else None
-            # With word scoring the beam is wider; a token below e^-5 in a frame almost never wins (as pyctcdecode's
-            # token_min_logp), and each one costs a Python loop over the beam (docs/decoding.md has the measurements).
-            self._beam = _PrefixBeam(vocab.blank_id, beam_size, min(beam_size, 16) if scorer else beam_size, scorer,
-                                     TOKEN_MIN_LOGP if scorer else _NEG_INF)
+            # A token below e^-5 in a frame almost never wins (as pyctcdecode's token_min_logp), and each one
+            # costs a Python loop over the beam (docs/decoding.md has the measurements): with or without an LM.
+            self._beam = _PrefixBeam(vocab.blank_id, beam_size, min(beam_size, 16), scorer, TOKEN_MIN_LOGP)
         self.reset()
 
     def reset(self) -> None:
@@ -398,6 +399,7 @@ class StreamingCtcDecoder:
         self._prev = -1
         self._frames = 0
         self._logits: list[np.ndarray] = []  # the utterance's, for word times at its end
+        self._levels: Optional[list[np.ndarray]] = []  # the input level each frame heard; None once one is missing
         if self._beam is not None:
             self._beam.reset()
 
@@ -406,13 +408,21 @@ class StreamingCtcDecoder:
         """Frames accepted since the last reset."""
         return self._frames
 
-    def accept(self, logits: np.ndarray) -> None:
-        """logits: (T, V) for consecutive frames of the current utterance."""
+    def accept(self, logits: np.ndarray, levels_db: Optional[np.ndarray] = None) -> None:
+        """logits: (T, V) for consecutive frames of the current utterance; levels_db: optional (T,) level
+        of the audio each frame heard (alignment.frame_levels), which word ends then follow."""
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[1] != len(self.vocab):
             raise ValueError(f"logits must be (frames, {len(self.vocab)}), found {logits.shape}")
         if logits.shape[0] == 0:
             return
+        if levels_db is not None and np.shape(levels_db) != (logits.shape[0],):
+            raise ValueError(f"levels_db must be ({logits.shape[0]},), found {np.shape(levels_db)}")
+        if self._levels is not None:
+            if levels_db is None:
+                self._levels = None  # a part of the utterance without levels: ends come from the posteriors
+            else:
+                self._levels.append(np.asarray(levels_db, dtype=np.float64))
         self._frames += logits.shape[0]
         if self._beam is not None:
             self._beam.step(log_softmax(logits.astype(np.float64)))
@@ -442,7 +452,8 @@ class StreamingCtcDecoder:
         spans: list[WordSpan] = []
         if words and ids and self._logits:
             logp = log_softmax(np.concatenate(self._logits).astype(np.float64))
-            spans = word_spans(logp, ids, self.vocab.tokens, self.vocab.blank_id, self.vocab.word_delimiter)
+            levels = np.concatenate(self._levels) if self._levels else None
+            spans = word_spans(logp, ids, self.vocab.tokens, self.vocab.blank_id, self.vocab.word_delimiter, levels)
         self.reset()
         return text, spans
 

@@ -6,7 +6,10 @@ Each token of a phrase matched so far earns the phrase's per-token score. A
 hypothesis that leaves a phrase before its end falls back along the failure
 link to the longest suffix that still starts some phrase, and its bonus drops
 to that state's: the score of the failed partial match is given back. A
-completed phrase keeps its bonus. So biasing can pull a rare word into the
+completed phrase keeps its bonus. A phrase that is the start of a longer one
+("new" of "new york") does not end the match: the hypothesis stays in the
+longer phrase's path, and keeps the shorter phrase's bonus if it leaves it
+("new car"). So biasing can pull a rare word into the
 beam but cannot change the ranking of hypotheses that spell no listed phrase.
 """
 
@@ -18,7 +21,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 from .errors import WavstreamError
 
-__all__ = ["Hotword", "HotwordError", "ContextGraph", "parse_hotwords", "read_hotwords_file", "spellable",
+__all__ = ["Hotword", "HotwordError", "ContextGraph", "parse_hotwords", "merge_hotwords", "read_hotwords_file", "spellable",
            "DEFAULT_HOTWORD_SCORE", "MAX_HOTWORDS", "MAX_HOTWORD_CHARS"]
 
 DEFAULT_HOTWORD_SCORE = 2.0  # natural-log bonus per matched token
@@ -69,6 +72,17 @@ def parse_hotwords(items: Iterable[Union[str, Hotword]], default_score: float = 
     return out
 
 
+def merge_hotwords(base: Iterable[Union[str, Hotword]], extra: Iterable[Union[str, Hotword]]) -> list[Hotword]:
+    """``base`` (e.g. a server's list) with ``extra`` (e.g. a session's) added; a phrase in both takes
+    ``extra``'s score. Raises HotwordError for a bad phrase or more than MAX_HOTWORDS in all."""
+    merged = {h.phrase: h for h in parse_hotwords(base)}
+    for h in parse_hotwords(extra):
+        merged[h.phrase] = h
+    if len(merged) > MAX_HOTWORDS:
+        raise HotwordError(f"at most {MAX_HOTWORDS} hotwords, got {len(merged)} with the server's")
+    return list(merged.values())
+
+
 def spellable(phrases: Iterable[str], tokens: Sequence[str], limit: int = MAX_HOTWORDS) -> tuple[str, ...]:
     """The phrases a character vocabulary can spell, lower-cased, at most ``limit`` of them.
 
@@ -98,13 +112,14 @@ def read_hotwords_file(path: Union[str, Path], default_score: float = DEFAULT_HO
 
 
 class _Node:
-    __slots__ = ("children", "fail", "bonus", "end")
+    __slots__ = ("children", "fail", "bonus", "end", "done")
 
     def __init__(self, bonus: float) -> None:
         self.children: dict[int, _Node] = {}
         self.fail: Optional[_Node] = None
         self.bonus = bonus  # bonus accumulated from the root to here
         self.end = False  # a phrase ends here (or at a suffix reached by failure links)
+        self.done = 0.0  # the bonus of the phrases completed on the way here: kept when a longer match fails
 
 
 class ContextGraph:
@@ -131,6 +146,8 @@ class ContextGraph:
         queue = list(self.root.children.values())
         for n in queue:
             n.fail = self.root
+        for n in queue:
+            n.done = n.bonus if n.end else 0.0
         i = 0
         while i < len(queue):
             node = queue[i]
@@ -140,6 +157,8 @@ class ContextGraph:
                 while f is not self.root and t not in f.children:
                     f = f.fail  # type: ignore[assignment]
                 child.fail = f.children[t] if t in f.children and f.children[t] is not child else self.root
+                # Breadth first: the parent's and the failure state's `done` are final by now.
+                child.done = child.bonus if child.end else max(node.done, child.fail.done)
                 child.end = child.end or child.fail.end
                 queue.append(child)
 
@@ -149,7 +168,10 @@ class ContextGraph:
         while n is not self.root and token not in n.children:
             n = n.fail  # type: ignore[assignment]
         n = n.children.get(token, self.root)
-        if n.end:
-            # A whole phrase: keep its bonus, start matching afresh.
+        if n is not node.children.get(token):
+            # Left this node's path: phrases completed on it keep their bonus, the rest is given back.
+            committed += node.done
+        if n.end and not n.children:
+            # A whole phrase that no longer phrase continues: keep its bonus, start matching afresh.
             return self.root, committed + n.bonus
         return n, committed

@@ -54,6 +54,7 @@ from typing import Any, Callable, Deque, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
+from .alignment import frame_levels
 from .bundle import Bundle, BundleConfig, BundleNotFoundError, load_bundle
 from .ctc import LmConfig, StreamingCtcDecoder, Vocabulary
 from .endpoint import EndpointConfig, Endpointer
@@ -126,6 +127,7 @@ class Stream:
         self.segment = 0  # index of the current utterance
         self.state = StreamState.OPEN
         self._last_partial = ""
+        self._level_tail: Optional[np.ndarray] = None  # the last step's levels a lagging model has yet to hear
         # Layout of 2-D input blocks once known: True = (channels, n), False = (n, channels).
         self._channels_first: Optional[bool] = None
 
@@ -249,11 +251,16 @@ class Stream:
 
 
     # --------------------------------------------------- per-chunk decoding
-    def consume_step(self, feats: np.ndarray, logits: Optional[np.ndarray], codes: Optional[np.ndarray]) -> list[Event]:
-        """This stream's share of one engine step (its real frames) -> its events; ends it when it is over."""
+    def consume_step(self, feats: np.ndarray, logits: Optional[np.ndarray], codes: Optional[np.ndarray],
+                     levels_db: Optional[np.ndarray] = None) -> list[Event]:
+        """This stream's share of one engine step (its real frames) -> its events; ends it when it is over.
+
+        levels_db: optional (T,) level of the step's audio per frame (alignment.frame_levels); word ends follow it.
+        """
         rec = self._rec
         events: list[Event] = []
         T = int(feats.shape[0])
+        heard = self._heard_levels(levels_db, T)
         if rec.emit_features:
             events.append(Features(np.array(feats, copy=True), self.frames_done, None if codes is None else np.array(codes, copy=True)))
         if self.decoder is not None and logits is not None and T:
@@ -262,10 +269,10 @@ class Stream:
             while pos < T:
                 n = self.endpointer.accept(is_sil[pos:])
                 if n is None:
-                    self.decoder.accept(logits[pos:])
+                    self.decoder.accept(logits[pos:], None if heard is None else heard[pos:])
                     pos = T
                 else:
-                    self.decoder.accept(logits[pos : pos + n])
+                    self.decoder.accept(logits[pos : pos + n], None if heard is None else heard[pos : pos + n])
                     pos += n
                     events.extend(self._end_utterance(self.frames_done + pos))
             text = self.decoder.text
@@ -276,6 +283,21 @@ class Stream:
         if self.finished and self._queued == 0:
             events.extend(self.finish())
         return events
+
+    def _heard_levels(self, levels_db: Optional[np.ndarray], T: int) -> Optional[np.ndarray]:
+        """The level of the audio each of this step's T frames heard: a model whose spikes lag the sound by
+        ``word_time_delay_frames`` hears in frame t the audio of frame t - delay (the frames before come
+        from the previous step; silence before the stream's start)."""
+        if levels_db is None or np.shape(levels_db) != (T,):
+            self._level_tail = None
+            return None
+        lag = self._rec.config.word_time_delay_frames
+        if lag == 0:
+            return np.asarray(levels_db, dtype=np.float64)
+        tail = self._level_tail if self._level_tail is not None else np.full(lag, -120.0)
+        joined = np.concatenate([tail, np.asarray(levels_db, dtype=np.float64)])
+        self._level_tail = joined[-lag:]
+        return joined[:T]
 
     def _end_utterance(self, end_frame: int) -> list[Event]:
         """Close the current utterance at stream frame ``end_frame``; Final if it has text."""
@@ -467,6 +489,8 @@ class Recognizer:
                     res.features[b, :r],
                     None if res.logits is None else res.logits[b, :r],
                     None if res.codes is None else res.codes[b, :r],
+                    # Word ends follow the input's level (stream/alignment.py); a few µs per chunk.
+                    None if res.logits is None else frame_levels(chunks[b], self.config.stride)[:r],
                 )
         # An engine that keeps streams' state elsewhere (Triton) frees the ended ones now.
         ended = [streams[i].states for i in todo if streams[i].done and i not in failed]

@@ -60,8 +60,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from ..ctc import StreamingCtcDecoder
 from ..endpoint import EndpointConfig
-from ..hotwords import HotwordError, spellable
+from ..hotwords import MAX_HOTWORDS, Hotword, HotwordError, merge_hotwords, parse_hotwords, spellable
 from .batcher import Batcher, measure_engine_cost
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -149,6 +150,9 @@ class Server:
         allowed_origins: extra browser origins (``*`` for any); this server's own page is always allowed.
         token: bearer token required at the handshake (and for /stats).
         ssl_context: serve wss:// and https:// (see tls_context()).
+        hotwords: phrases every session is biased towards ('phrase', 'phrase:score' or Hotword); a session's
+            own ``hotwords`` in its start add to them (a phrase in both takes the session's score).
+            Raises HotwordError (a ValueError) for a phrase the model cannot spell.
     """
 
     MAX_AUTO_SESSIONS = 256
@@ -184,6 +188,8 @@ class Server:
         serve_pages: bool = True,
         # Other latencies of the same bundle, chosen per session ("latency_ms" in start)
         latencies: Optional[Mapping[int, Any]] = None,
+        # Hotwords of every session (a session's own add to them)
+        hotwords: Optional[Sequence[Union[str, Hotword]]] = None,
     ) -> None:
         if max_sessions is not None and max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
@@ -205,6 +211,10 @@ class Server:
             if _chunk_ms(r) != ms or r.config.stride != recognizer.config.stride:
                 raise ValueError(f"latencies[{ms}] runs {_chunk_ms(r)} ms chunks (stride {r.config.stride}); "
                                  f"expected {ms} ms at stride {recognizer.config.stride}")
+        self.hotwords: list[Hotword] = parse_hotwords(hotwords or [])
+        if self.hotwords and getattr(recognizer, "vocab", None) is not None:
+            # Refuse an unspellable list now, not at every session's start.
+            StreamingCtcDecoder(recognizer.vocab, "beam", 1, hotwords=self.hotwords)
         self.host = host
         self.port = port
         self.max_sessions: Optional[int] = max_sessions
@@ -607,7 +617,10 @@ class Server:
             stream = rec.create_stream(
                 endpoint=EndpointConfig.with_times(ep.rule1_silence, ep.rule2_silence, ep.max_utterance, enabled=ep.enabled),
                 # A dialect's lists were made for another engine: unspellable phrases are left out, not refused.
-                hotwords=list(spellable(start.hotwords, cfg.vocab) if isinstance(proto, Dialect) else start.hotwords)
+                hotwords=merge_hotwords(
+                    self.hotwords,
+                    spellable(start.hotwords, cfg.vocab, MAX_HOTWORDS - len(self.hotwords)) if isinstance(proto, Dialect)
+                    else start.hotwords)
                 or None,
             )
         except HotwordError as exc:  # e.g. a letter the model cannot spell, a bad ':score'

@@ -7,7 +7,8 @@ Server -> client
     {"text": "...", "segment": 0, "is_final": false, ...}   the current segment's text, as it grows
     ... "is_final": true at an endpoint (the next segment starts from "")
     Done!                after the last result; then close
-No start message: the first audio starts the session.
+No start message: the first audio starts the session, at the server's default
+latency and with the server's hotword list (sherpa-onnx's server takes both as flags).
 """
 
 from __future__ import annotations

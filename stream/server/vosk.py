@@ -16,7 +16,8 @@ A reply is sent once the message's audio is decoded (all but less than one
 model chunk of it, which waits for the next audio), so it carries what that
 audio gave. Differences from vosk-server: ``phrase_list`` biases decoding
 towards its phrases (hotwords, those the model can spell) instead of
-restricting it to them; ``max_alternatives`` > 0 gives Vosk's
+restricting it to them, added to the server's own list; the config has no
+field for the chunk size (the server's default latency); ``max_alternatives`` > 0 gives Vosk's
 ``{"alternatives": [{"confidence", "result", "text"}]}`` form, with one
 hypothesis. Errors have no Vosk message: the connection closes with the code
 and a reason naming the problem.

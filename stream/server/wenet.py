@@ -13,7 +13,9 @@ Server -> client
 Without ``continuous_decoding`` the first endpoint ends the session (final_result,
 speech_end, close); with it, each endpoint sends a final_result and decoding
 goes on until ``end``. Word-piece times are in milliseconds, as WeNet's.
-One hypothesis is sent whatever ``nbest`` asks for.
+One hypothesis is sent whatever ``nbest`` asks for. The start has no field for
+the chunk size or hotwords (WeNet's server takes both as flags): a session
+runs at the server's default latency, biased by the server's hotword list.
 """
 
 from __future__ import annotations

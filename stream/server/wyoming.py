@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 from urllib.parse import urlparse
 
 from wyoming.event import Event as WyEvent
@@ -33,7 +33,8 @@ from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 from wyoming.server import AsyncEventHandler, AsyncServer, AsyncStdioServer, AsyncTcpServer
 
 from ..errors import WavstreamError
-from ..hotwords import spellable
+from ..ctc import StreamingCtcDecoder
+from ..hotwords import MAX_HOTWORDS, Hotword, merge_hotwords, parse_hotwords, spellable
 from ..protocol import AudioReceived, EndReceived, ErrorCode, ProtocolError, StartReceived
 from .batcher import Batcher
 from .session import Close, Session
@@ -84,6 +85,8 @@ class WyomingServer:
         idle_timeout_s: a connection with no event for this long is closed (None: never).
         max_message_bytes: largest audio-chunk payload.
         batcher: share another server's Batcher (one inference loop for both); default: its own.
+        hotwords: phrases every conversation is biased towards ('phrase', 'phrase:score' or Hotword);
+            Home Assistant's names and terms add to them. Raises HotwordError for one the model cannot spell.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class WyomingServer:
         max_batch: int = 32,
         max_wait_ms: float = 10.0,
         batcher: Optional[Batcher] = None,
+        hotwords: Optional[Sequence[Union[str, Hotword]]] = None,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
@@ -110,6 +114,9 @@ class WyomingServer:
         if parsed.scheme == "tcp" and (parsed.hostname is None or parsed.port is None):
             raise ValueError(f"a tcp:// uri needs a host and a port, got {uri!r}")
         self.rec = recognizer
+        self.hotwords: list[Hotword] = parse_hotwords(hotwords or [])
+        if self.hotwords and getattr(recognizer, "vocab", None) is not None:
+            StreamingCtcDecoder(recognizer.vocab, "beam", 1, hotwords=self.hotwords)  # unspellable: refused now
         self.uri = uri
         self.languages = tuple(languages)
         self.streaming = streaming
@@ -267,8 +274,9 @@ class _Handler(AsyncEventHandler):
         # utterances (joined in the transcript); with it, the first endpoint answers.
         # Home Assistant's entity names and terms bias decoding (those the model can spell).
         asked = self.conv.transcribe
-        phrases = spellable([*asked.names, *asked.terms], srv.rec.config.vocab) if asked is not None else ()
-        stream = srv.rec.create_stream(hotwords=list(phrases) or None)
+        room = MAX_HOTWORDS - len(srv.hotwords)  # names beyond it are left out, as unspellable ones are
+        phrases = spellable([*asked.names, *asked.terms], srv.rec.config.vocab, room) if asked is not None else ()
+        stream = srv.rec.create_stream(hotwords=merge_hotwords(srv.hotwords, phrases) or None)
         s = Session(self.conv, stream, max_pending_samples=int(srv.max_buffer_s * start.sample_rate), max_out=1 << 16,
                     max_out_bytes=1 << 30)
         self.session = s

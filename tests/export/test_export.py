@@ -141,6 +141,61 @@ def test_onnx_streaming_equals_torch_step(cache, family):
         assert greedy(o["logits"]) == greedy(t["logits"])
 
 
+@pytest.mark.parametrize("family", ("vq_wav2vec", "wav2vec2"))
+def test_exported_gelu_is_fused_by_onnxruntime(cache, family):
+    """The exporter reorders GELU so ONNX Runtime runs it as one kernel: no Erf
+    is left after its optimizer, none is left to reorder, and the reordered
+    graph computes the same bits as torch's order when nothing is fused."""
+    import onnxruntime as ort
+
+    from wavstream.export.graph_passes import gelu_fusable, optimized_node_count
+
+    model, out, _ = cache.get(family)
+    m = onnx.load(str(out / "model.onnx"))
+    assert any(n.op_type == "Erf" for n in m.graph.node)
+    assert gelu_fusable(m)[1] == 0  # already in the fusable order
+    opt = out.parent / f"{family}_opt.onnx"
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(opt)
+    ort.InferenceSession(str(out / "model.onnx"), sess_options=so, providers=["CPUExecutionProvider"])
+    assert not any(n.op_type == "Erf" for n in onnx.load(str(opt)).graph.node)
+    assert optimized_node_count(str(out / "model.onnx")) < len(m.graph.node)
+    # torch's order, rebuilt by swapping the two Muls back, gives bit-identical unfused results
+    torch_order = _swap_gelu_muls(m)
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    wave = audio(2, 3 * model.chunk_samples, seed=5)
+    a = stream_onnx(out / "model.onnx", model, wave,
+                    ort.InferenceSession(m.SerializeToString(), plain, providers=["CPUExecutionProvider"]))
+    b = stream_onnx(out / "model.onnx", model, wave,
+                    ort.InferenceSession(torch_order.SerializeToString(), plain, providers=["CPUExecutionProvider"]))
+    np.testing.assert_array_equal(a["features"], b["features"])
+    back, n = gelu_fusable(torch_order)
+    assert n == sum(1 for x in m.graph.node if x.op_type == "Erf")
+    assert [list(x.input) for x in back.graph.node] == [list(x.input) for x in m.graph.node]
+
+
+def _swap_gelu_muls(m):
+    """(x * a) * 0.5 -> x * (0.5 * a): the order torch's exporter writes."""
+    out = onnx.ModelProto()
+    out.CopyFrom(m)
+    cons = {}
+    for n in out.graph.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+    for erf in [n for n in out.graph.node if n.op_type == "Erf"]:
+        add = cons[erf.output[0]][0]
+        xmul = cons[add.output[0]][0]
+        halfmul = cons[xmul.output[0]][0]
+        root = xmul.input[0] if xmul.input[1] == add.output[0] else xmul.input[1]
+        half = halfmul.input[1] if halfmul.input[0] == xmul.output[0] else halfmul.input[0]
+        del xmul.input[:]
+        xmul.input.extend([half, add.output[0]])
+        del halfmul.input[:]
+        halfmul.input.extend([root, xmul.output[0]])
+    return out
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_openvino_streaming_equals_torch_step(cache, family):
     """The OpenVINO engine (fp32) on the same model.onnx: torch's numbers within the parity tolerance,

@@ -100,14 +100,14 @@ def test_an_unserved_latency_is_refused_by_name(exported) -> None:
         Recognizer.from_bundle(out, latency_ms=240)
 
 
-def test_a_version_1_bundle_serves_its_own_chunk_only() -> None:
-    from wavstream.stream.recognizer import resolve_model
+def test_a_version_1_bundle_serves_its_own_chunk_only(tmp_path: Path) -> None:
+    from toy_bundle import build_toy_bundle
 
-    default = resolve_model("default")
-    own = load_bundle(default).config.chunk_ms
-    assert load_bundle(default, latency_ms=own).config.latencies_ms == (own,)
+    v1 = build_toy_bundle(tmp_path / "v1")  # format version 1: one graph, no latencies table
+    own = load_bundle(v1).config.chunk_ms
+    assert load_bundle(v1, latency_ms=own).config.latencies_ms == (own,)
     with pytest.raises(UnsupportedLatencyError, match="--latencies-ms"):
-        load_bundle(default, latency_ms=own // 2)
+        load_bundle(v1, latency_ms=own // 2)
 
 
 def test_int8_variants_run_and_transcribe_command_takes_latency(exported, tmp_path: Path) -> None:

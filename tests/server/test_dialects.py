@@ -361,3 +361,28 @@ def test_vosk_phrase_list_biases_towards_its_phrases() -> None:
     text = lambda replies: " ".join(r["text"] for r in replies if r.get("text"))  # noqa: E731
     assert "quixotic" not in text(plain).split()
     assert "quixotic" in text(biased).split() and code == 1000
+
+
+def test_the_server_hotword_list_reaches_every_dialect() -> None:
+    """WeNet's and sherpa-onnx's protocols have no field for hotwords (their servers take them as a flag): the
+    server's own list (`serve --hotwords`) is what biases them; Vosk's phrase_list adds to it."""
+    from common import espeak
+
+    from wavstream.stream import Recognizer
+
+    wave = np.concatenate([espeak("open the quixotic file"), np.zeros(8000, np.float32)])
+    pcm = pcm16(wave)
+    real = Recognizer.default(emit_features=False)
+
+    async def go():
+        async with running_server(real, hotwords=["quixotic"]) as server:
+            sherpa, _ = await sherpa_client(server.url + "/sherpa", wave)
+            wenet, _ = await wenet_client(server.url + "/wenet", pcm, True)
+            vosk, _, _ = await vosk_client(server.url + "/vosk", pcm, 16000, phrases=["kowalski"])
+            return sherpa, wenet, vosk
+
+    sherpa, wenet, vosk = run(go(), timeout=90)
+    assert "quixotic" in " ".join(r["text"] for r in sherpa[:-1] if r["is_final"]).split()
+    assert "quixotic" in " ".join(json.loads(m["nbest"])[0]["sentence"] for m in wenet
+                                  if m.get("type") == "final_result").split()
+    assert "quixotic" in " ".join(r["text"] for r in vosk if r.get("text")).split()

@@ -79,3 +79,44 @@ def test_a_hotword_the_model_cannot_spell_is_a_bad_start(rec) -> None:
     msgs, code = run(go())
     assert code == 1008 and msgs[-1]["code"] == "bad_start"
     assert "hotwords" in msgs[-1]["reason"] and "caf" in msgs[-1]["reason"]
+
+
+# ------------------------------------------------ the server's own list (`wavstream serve --hotwords FILE`)
+def test_the_server_list_biases_every_session_and_a_session_list_adds_to_it() -> None:
+    from common import espeak
+
+    rec = Recognizer.default(intra_op_threads=1, emit_features=False)
+    audio = np.concatenate([espeak("open the quixotic file"), silence(0.5)])
+    assert "quixotic" not in rec.transcribe(audio, 16000)  # the model alone misspells it
+
+    async def text(url: str, hotwords) -> str:
+        async with await Client.connect(url, hotwords=hotwords) as c:
+            for i in range(0, len(audio), 3200):
+                await c.send_audio(audio[i : i + 3200])
+            await c.end()
+            return " ".join([ev.text async for ev in c.events() if isinstance(ev, Final)])
+
+    async def go():
+        async with running_server(rec, hotwords=["quixotic"]) as server:
+            return await text(server.url, None), await text(server.url, ["kowalski"]), server.stats()
+
+    alone, added, stats = run(go(), timeout=90)
+    assert "quixotic" in alone and "quixotic" in added  # a session's list adds to the server's
+    assert stats["errors"] == {}
+
+
+def test_a_server_list_the_model_cannot_spell_is_refused_at_start_up(rec, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from wavstream.stream.hotwords import HotwordError
+    from wavstream.stream.server import Server
+
+    with pytest.raises(HotwordError, match="cannot spell"):
+        Server(rec, "127.0.0.1", 0, hotwords=["caf\u00e9"])
+    bad = tmp_path / "hot.txt"
+    bad.write_text("caf\u00e9\n")
+    for path in (bad, tmp_path / "missing.txt"):
+        out = subprocess.run([sys.executable, "-m", "wavstream.cli.main", "serve", "--model", str(rec.bundle.path),
+                              "--port", "0", "--hotwords", str(path)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "hot" in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -18,6 +18,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.event import Event
 
+from wavstream.stream.hotwords import HotwordError
 from wavstream.stream.server.wyoming import WyomingServer
 from wavstream.stream.server.wyoming_session import WyomingConversation
 
@@ -370,3 +371,12 @@ def test_home_assistant_entity_names_bias_the_transcript() -> None:
     plain, biased = run(go(), timeout=60)
     assert "quixotic" not in plain.transcript.split()
     assert "quixotic" in biased.transcript.split(), biased.transcript
+
+    async def server_list():  # `--hotwords FILE`: the server's own list, which Home Assistant's names add to
+        async with wyoming_server(real, streaming=False, hotwords=["quixotic"]) as server:
+            return (await transcribe(server.port, audio)), (await transcribe(server.port, audio, names=["Kowalski"]))
+
+    for u in run(server_list(), timeout=60):
+        assert "quixotic" in u.transcript.split(), u.transcript
+    with pytest.raises(HotwordError, match="cannot spell"):
+        WyomingServer(real, "tcp://127.0.0.1:0", hotwords=["caf\u00e9"])

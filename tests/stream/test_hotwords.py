@@ -46,6 +46,37 @@ def test_failure_links_keep_the_longest_suffix_that_still_matches() -> None:
     assert _walk(g, [1, 2, 2, 3, 4]) == [1.0, 2.0, 2.0, 4.0, 6.0]
 
 
+def test_a_phrase_that_starts_a_longer_one_lets_the_longer_one_complete() -> None:
+    # "new" = 1 2 3, "new york" = 1 2 3 4 5 6 (4 the delimiter): reaching "new" must not end the match.
+    g = ContextGraph([([1, 2, 3], 1.0), ([1, 2, 3, 4, 5, 6], 1.0)])
+    assert _walk(g, [1, 2, 3, 4, 5, 6]) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert _walk(g, [1, 2, 3, 4, 9]) == [1.0, 2.0, 3.0, 4.0, 3.0]  # "new car": "new" kept, the rest given back
+    assert _walk(g, [1, 2, 9]) == [1.0, 2.0, 0.0]
+
+
+def test_the_longer_hotword_wins_in_the_beam() -> None:
+    # The model slightly prefers "a" to "o": "new yark" without biasing; "new york" with both phrases listed.
+    tokens = ("<blank>", "|", "n", "e", "w", "y", "o", "r", "k", "a")
+    vocab = Vocabulary(tokens)
+    path = ["n", "e", "w", "|", "y", None, "r", "k", "<blank>"]
+    p = np.full((len(path), len(tokens)), 1e-3)
+    for t, tok in enumerate(path):
+        if tok is None:
+            p[t, tokens.index("a")], p[t, tokens.index("o")] = 0.6, 0.4
+        else:
+            p[t, tokens.index(tok)] = 1.0
+    logits = np.log(p / p.sum(1, keepdims=True))
+
+    def text(hotwords) -> str:
+        dec = StreamingCtcDecoder(vocab, "beam", 8, hotwords=hotwords)
+        dec.accept(logits)
+        return dec.finalize()
+
+    assert text(["new:1"]) == "new yark"
+    assert text(["new:1", "new york:1"]) == "new york"
+    assert text(["new york:1", "new:1"]) == "new york"
+
+
 def test_parse_phrases_and_scores() -> None:
     hw = parse_hotwords(["Quixotic", "new  york:3.5", "note: urgent"])
     assert hw[0] == Hotword("quixotic") and hw[1] == Hotword("new york", 3.5)
@@ -143,3 +174,13 @@ def test_a_hotword_outside_the_lm_is_still_recognised_with_the_lm() -> None:
     audio = _say("open the quixotic file")
     assert "quixotic" not in _text(rec, audio)
     assert "quixotic" in _text(rec, audio, hotwords=["quixotic"]).split()
+
+
+def test_merge_adds_a_session_list_to_a_server_list() -> None:
+    from wavstream.stream.hotwords import merge_hotwords
+
+    merged = merge_hotwords(["Quixotic", "pyxis:3"], ["pyxis:5", "kowalski"])
+    assert merged == [Hotword("quixotic"), Hotword("pyxis", 5.0), Hotword("kowalski")]  # the session's score wins
+    assert merge_hotwords([], []) == []
+    with pytest.raises(HotwordError, match="with the server's"):
+        merge_hotwords([f"w{i}" for i in range(MAX_HOTWORDS)], ["extra"])

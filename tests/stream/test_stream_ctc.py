@@ -70,6 +70,19 @@ def test_prefix_beam_matches_brute_force_with_wide_beam() -> None:
         assert math.exp(lp) == pytest.approx(exact[ids], rel=1e-9)
 
 
+def test_plain_beam_skips_tokens_below_the_cutoff_like_the_lm_beam() -> None:
+    # 400 frames where "a" has p = 0.005 < e^-5 each: summed over its many paths, "a"-prefixes outweigh
+    # the empty text, which the exact search finds; the decoder's beam (with or without an LM) never
+    # extends a hypothesis by so unlikely a token, as greedy decoding would not either.
+    p = np.full((400, 6), 1e-9)
+    p[:, 0], p[:, 2] = 0.995, 0.005
+    logits = np.log(p / p.sum(1, keepdims=True))
+    assert prefix_beam_search(logits, beam_size=8)[0][0] != ()
+    dec = StreamingCtcDecoder(VOCAB, "beam", beam_size=8)
+    dec.accept(logits)
+    assert dec.finalize() == ""
+
+
 @pytest.mark.parametrize("method", ["greedy", "beam"])
 def test_incremental_decoding_equals_whole_utterance(method: str) -> None:
     rng = np.random.default_rng(1)
