@@ -37,7 +37,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -48,27 +47,21 @@ class TritonPythonModel:
         for path in reversed(os.environ.get("WAVSTREAM_TRITON_PYTHONPATH", "").split(os.pathsep)):
             if path and path not in sys.path:
                 sys.path.insert(0, path)
-        from wavstream.stream.bundle import load_bundle
         from wavstream.stream.endpoint import EndpointConfig, EndpointRule
         from wavstream.stream.engines.ort import OrtEngine
         from wavstream.stream.events import Features, Final, Partial
         from wavstream.stream.recognizer import DecodingConfig, Recognizer
+        from wavstream.stream.triton.backend_args import read_backend_args
 
         self._EndpointConfig, self._EndpointRule, self._Features, self._Final, self._Partial = (
             EndpointConfig, EndpointRule, Features, Final, Partial)
-        cfg = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-        folder = Path(args["model_repository"]) / str(args["model_version"]) / "bundle"
-        latency = int(params["latency_ms"]) if params.get("latency_ms") else None
-        bundle = load_bundle(folder, latency_ms=latency)
-        threads = int(params.get("intra_op_threads") or 0) or None
-        decoding = DecodingConfig(params.get("decoder") or "greedy", int(params.get("beam_size") or 8))
-        self.rec = Recognizer(OrtEngine(bundle, device="cpu", intra_op_threads=threads), decoding=decoding,
+        a = read_backend_args(args)
+        decoding = DecodingConfig(a.params.get("decoder") or "greedy", int(a.params.get("beam_size") or 8))
+        self.rec = Recognizer(OrtEngine(a.bundle, device="cpu", intra_op_threads=a.threads), decoding=decoding,
                               emit_features=True)
-        self.chunk = bundle.config.chunk_samples
-        self.feature_shape = (bundle.config.chunk_frames, bundle.config.feature_dim)
-        idle_us = int(cfg.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 60_000_000))
-        self.idle_s = idle_us / 1e6
+        self.chunk = a.bundle.config.chunk_samples
+        self.feature_shape = (a.bundle.config.chunk_frames, a.bundle.config.feature_dim)
+        self.idle_s = a.idle_s
         self.streams = {}  # CORRID -> [Stream, last use (monotonic s), words wanted]
 
     def _input(self, request, name):

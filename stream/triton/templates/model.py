@@ -13,11 +13,9 @@ onnxruntime) in the Python environment Triton's python backend runs, or its
 folder in $WAVSTREAM_TRITON_PYTHONPATH (the stub ignores PYTHONPATH).
 """
 
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -28,21 +26,15 @@ class TritonPythonModel:
         for path in reversed(os.environ.get("WAVSTREAM_TRITON_PYTHONPATH", "").split(os.pathsep)):
             if path and path not in sys.path:
                 sys.path.insert(0, path)
-        from wavstream.stream.bundle import load_bundle
         from wavstream.stream.engines.base import stack_states, unstack_states
         from wavstream.stream.engines.ort import OrtEngine
+        from wavstream.stream.triton.backend_args import read_backend_args
 
         self._stack, self._unstack = stack_states, unstack_states
-        cfg = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in cfg.get("parameters", {}).items()}
-        folder = Path(args["model_repository"]) / str(args["model_version"]) / "bundle"
-        latency = int(params["latency_ms"]) if params.get("latency_ms") else None
-        bundle = load_bundle(folder, latency_ms=latency)
-        threads = int(params.get("intra_op_threads") or 0) or None
-        self.engine = OrtEngine(bundle, device="cpu", intra_op_threads=threads)
-        self.output_names = [o["name"] for o in cfg["output"]]
-        idle_us = int(cfg.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 60_000_000))
-        self.idle_s = idle_us / 1e6
+        a = read_backend_args(args)
+        self.engine = OrtEngine(a.bundle, device="cpu", intra_op_threads=a.threads)
+        self.output_names = [o["name"] for o in a.config["output"]]
+        self.idle_s = a.idle_s
         self.streams = {}  # CORRID -> [states (each (1, ...)), last use (monotonic s)]
 
     def _scalar(self, request, name):
