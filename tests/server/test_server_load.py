@@ -150,11 +150,13 @@ def test_overloaded_session_is_told_and_admission_closes(rec) -> None:
         async with running_server(slow, max_sessions=4, max_lag_s=0.5, max_wait_ms=0) as server:
             c = await Client.connect(server.url)
             ready0 = (await http_request(server.port, "GET", "/readyz"))[0]
-            wave = np.concatenate([synth("lagging"), silence(3.0)])
+            wave = np.concatenate([synth("lagging"), silence(8.0)])
             told = None
             t0 = time.monotonic()
-            for i in range(0, len(wave), 1600):  # real time, 100 ms blocks
+            i = 0
+            while i < len(wave):  # real time, 100 ms blocks
                 await c.send_audio(wave[i : i + 1600])
+                i += 1600
                 await asyncio.sleep(0.1)
                 while True:
                     try:
@@ -166,6 +168,15 @@ def test_overloaded_session_is_told_and_admission_closes(rec) -> None:
                 if told:
                     break
             told_after = time.monotonic() - t0
+
+            async def keep_sending(i: int) -> None:
+                # The session stays behind while the checks below run, however slow the machine: were the
+                # audio to stop, its backlog would drain in ~1.5 s and admission would rightly reopen.
+                for j in range(i, len(wave), 1600):
+                    await c.send_audio(wave[j : j + 1600])
+                    await asyncio.sleep(0.1)
+
+            sender = asyncio.ensure_future(keep_sending(i))
             readyz = await http_request(server.port, "GET", "/readyz")
             healthz = (await http_request(server.port, "GET", "/healthz"))[0]
             try:
@@ -173,6 +184,8 @@ def test_overloaded_session_is_told_and_admission_closes(rec) -> None:
                 refused = None
             except ServerError as exc:
                 refused = exc
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
             await c.close()
             await asyncio.sleep(1.0)  # the lagging session is gone: ready again
             ready1 = (await http_request(server.port, "GET", "/readyz"))[0]
