@@ -26,6 +26,11 @@
 # machine, full optimizer state) trained 140 minutes from a frozen worktree
 # beside other work: steps 6,718-10,417, dev CER 0.439 @7000, 0.422 @7500,
 # 0.411 @9000, 0.393 @10000 (6.1 wall-hours on the corpus-v2 recipe so far).
+# Session 6 (same machine, full optimizer state) trained 135 + 9 minutes and
+# finished the run: steps 10,417-15,000, dev CER 0.381 @10500, 0.368 @11500,
+# 0.366 @13000, 0.359 @14000, 0.360 @15000 (8.5 wall-hours on the corpus-v2
+# recipe). Next: step 4 below, i.e. RUN=runs/ctc_v2 bash training/recipes/ship_default.sh
+# (on a fresh machine, copy checkpoints/ctc_v2_resume to runs/ctc_v2 first).
 set -euo pipefail
 CORPUS=${CORPUS:-data/corpus_v2}
 RUN=${RUN:-runs/ctc_v2}
