@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional
@@ -17,7 +21,7 @@ from wavstream.stream.server import Server  # noqa: E402
 
 __all__ = [
     "toy_recognizer", "running_server", "run", "raw_session", "recv_until_close", "synth", "silence", "utterance",
-    "http_request", "upgrade_headers", "make_certificate",
+    "http_request", "upgrade_headers", "make_certificate", "start_serve",
 ]
 
 
@@ -136,3 +140,21 @@ def make_certificate(folder: Path, names: tuple[str, ...] = ("localhost",)) -> t
         check=True, capture_output=True,
     )
     return cert, key
+
+
+def start_serve(args: list[str], timeout: float = 60.0, **popen_kw: Any) -> tuple[subprocess.Popen, str]:
+    """`wavstream serve ARGS` in a child process: (the process, its ws:// or wss:// URL) once it listens."""
+    popen_kw.setdefault("stdout", subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "wavstream.cli.main", "serve", *args],
+                            stderr=subprocess.PIPE, text=True, **popen_kw)
+    deadline = time.monotonic() + timeout
+    line = ""
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        m = re.search(r"listening on (wss?://\S+)", line)
+        if m:
+            return proc, m.group(1)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"server did not start: {line!r}{proc.stderr.read()}")

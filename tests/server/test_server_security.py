@@ -9,7 +9,6 @@ import asyncio
 import base64
 import json
 import os
-import re
 import resource
 import socket
 import ssl
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server_harness import start_serve as serve_process
 from server_harness import (
     http_request,
     make_certificate,
@@ -219,20 +219,7 @@ def start_serve(bundle: Path, *extra: str, nofile: tuple[int, int] | None = None
         if nofile:
             resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wavstream.cli.main", "serve", "--model", str(bundle), "--port", "0", "--threads", "1", *extra],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, preexec_fn=limit, env=env,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"listening on (wss?://\S+)", line)
-        if m:
-            return proc, m.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError(f"server did not start: {proc.stderr.read()}")
+    return serve_process(["--model", str(bundle), "--port", "0", "--threads", "1", *extra], preexec_fn=limit, env=env)
 
 
 def stop(proc: subprocess.Popen) -> str:

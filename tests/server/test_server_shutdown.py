@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 
-from server_harness import recv_until_close, run, synth, toy_recognizer
+from server_harness import recv_until_close, run, start_serve, synth, toy_recognizer
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,21 +20,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory):
 
 
 def start_server(bundle) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wavstream.cli.main", "serve", "--model", str(bundle), "--port", "0", "--threads", "1"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    deadline = time.monotonic() + 60
-    line = ""
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        m = re.search(r"listening on (ws://\S+)", line)
-        if m:
-            return proc, m.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError(f"server did not start: {line!r}")
+    return start_serve(["--model", str(bundle), "--port", "0", "--threads", "1"])
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

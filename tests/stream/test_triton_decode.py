@@ -4,17 +4,14 @@ Triton Inference Server on CPU (tests/triton_harness.py); and a step where Trito
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from server_harness import run, running_server, silence, synth
+from server_harness import run, running_server, silence, start_serve, synth
 from toy_bundle import build_toy_bundle
 from triton_harness import triton_server
 
@@ -249,15 +246,10 @@ def test_front_ends_without_a_model_serve_text(toy: Path, triton) -> None:
 
 def test_serve_command_decoding_in_triton_needs_no_model(triton, tmp_path: Path) -> None:
     """`wavstream serve --engine triton://HOST:PORT/MODEL_decode --decode-in-triton`, --model pointing nowhere."""
-    cmd = [sys.executable, "-m", "wavstream.cli.main", "serve", "--model", str(tmp_path / "absent"), "--port", "0",
-           "--no-page", "--max-sessions", "4", "--engine", f"triton://{triton.grpc_url}/toy_decode",
-           "--decode-in-triton"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc, url = start_serve(["--model", str(tmp_path / "absent"), "--port", "0", "--no-page", "--max-sessions", "4",
+                             "--engine", f"triton://{triton.grpc_url}/toy_decode", "--decode-in-triton"])
     try:
-        line = proc.stderr.readline()
-        m = re.search(r"listening on (ws://\S+)", line)
-        assert m, line + proc.stderr.read() if proc.poll() is not None else line
-        finals = run(transcribe(m.group(1), np.concatenate([synth("hotel india"), silence(0.3)]), 16000), timeout=60)
+        finals = run(transcribe(url, np.concatenate([synth("hotel india"), silence(0.3)]), 16000), timeout=60)
         assert [f.text for f in finals] == ["hotel india"]
     finally:
         proc.terminate()

@@ -7,8 +7,6 @@ wavstream servers whose Recognizer runs its steps in that Triton.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from server_harness import run, running_server, silence, synth
+from server_harness import run, running_server, silence, start_serve, synth
 from toy_bundle import build_toy_bundle
 from triton_harness import triton_server
 
@@ -154,14 +152,10 @@ def test_triton_refuses_a_broken_state_block_with_its_own_error(toy: Path, tmp_p
 
 def test_serve_command_with_a_triton_engine(toy: Path, triton) -> None:
     """`wavstream serve --engine triton://HOST:PORT/MODEL` serves sessions whose steps run in Triton."""
-    cmd = [sys.executable, "-m", "wavstream.cli.main", "serve", "--model", str(toy), "--port", "0", "--no-page",
-           "--max-sessions", "4", "--engine", f"triton://{triton.grpc_url}/toy"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc, url = start_serve(["--model", str(toy), "--port", "0", "--no-page", "--max-sessions", "4",
+                             "--engine", f"triton://{triton.grpc_url}/toy"])
     try:
-        line = proc.stderr.readline()
-        m = re.search(r"listening on (ws://\S+)", line)
-        assert m, line + proc.stderr.read() if proc.poll() is not None else line
-        finals = run(transcribe(m.group(1), np.concatenate([synth("hotel india"), silence(0.3)]), 16000), timeout=60)
+        finals = run(transcribe(url, np.concatenate([synth("hotel india"), silence(0.3)]), 16000), timeout=60)
         assert [f.text for f in finals] == ["hotel india"]
     finally:
         proc.terminate()
