@@ -258,27 +258,23 @@ def write_repository(
     layout = RepositoryLayout(root=root, latency_ms=bundle.config.chunk_ms)
     common = dict(max_batch=max_batch, queue_delay_us=queue_delay_us, max_sequences=max_sequences, idle_s=idle_s)
 
-    if python:
-        folder = root / name
+    def python_backend(model: str, text: str, template: Path) -> None:
+        """A python-backend model: its validated config, the template as model.py, the bundle beside it."""
+        folder = root / model
         (folder / "1").mkdir(parents=True)
-        text = python_model_config(bundle, name, intra_op_threads=intra_op_threads, **common)
         validate_model_config(text, str(folder / "config.pbtxt"))
         (folder / "config.pbtxt").write_text(text)
-        shutil.copy2(_TEMPLATE, folder / "1" / "model.py")
+        shutil.copy2(template, folder / "1" / "model.py")
         shutil.copytree(bundle.path, folder / "1" / "bundle", ignore=shutil.ignore_patterns("*.plan", "__pycache__"))
-        layout.models[name] = folder
+        layout.models[model] = folder
+
+    if python:
+        python_backend(name, python_model_config(bundle, name, intra_op_threads=intra_op_threads, **common), _TEMPLATE)
 
     if decode:
         dname = f"{name}_decode"
-        folder = root / dname
-        (folder / "1").mkdir(parents=True)
-        text = decode_model_config(bundle, dname, intra_op_threads=intra_op_threads, decoder=decoder,
-                                   beam_size=beam_size, **common)
-        validate_model_config(text, str(folder / "config.pbtxt"))
-        (folder / "config.pbtxt").write_text(text)
-        shutil.copy2(_DECODE_TEMPLATE, folder / "1" / "model.py")
-        shutil.copytree(bundle.path, folder / "1" / "bundle", ignore=shutil.ignore_patterns("*.plan", "__pycache__"))
-        layout.models[dname] = folder
+        python_backend(dname, decode_model_config(bundle, dname, intra_op_threads=intra_op_threads, decoder=decoder,
+                                                  beam_size=beam_size, **common), _DECODE_TEMPLATE)
 
     if onnx:
         oname = f"{name}_onnx"
