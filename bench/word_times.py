@@ -77,7 +77,7 @@ def errors(rec: Any, seed: int = 0, sentences: Sequence[Sequence[str]] = SENTENC
     """(start errors s, end errors s, every word given) of ``rec`` over the ``sentences`` in the ``voices``,
     optionally in white noise ``snr_db`` below the speech.
 
-    Errors count only sentences where the model gave as many words as were said.
+    Errors count only sentences whose words pair one-to-one with what was said (``_paired``).
     """
     from wavstream.stream import Final
 
@@ -96,10 +96,21 @@ def errors(rec: Any, seed: int = 0, sentences: Sequence[Sequence[str]] = SENTENC
         while s.is_ready():
             got += [w for e in rec.decode_stream(s) if isinstance(e, Final) for w in e.words]
         words += got
-        if len(got) == len(truth):  # else the model merged or split a word: no one-to-one truth
+        if _paired([w.word for w in got], [t for t, _, _ in truth]):
             starts += [w.start - a for w, (_, a, _) in zip(got, truth)]
             ends += [w.end - b for w, (_, _, b) in zip(got, truth)]
     return np.array(starts), np.array(ends), words
+
+
+def _paired(got: Sequence[str], said: Sequence[str], min_ratio: float = 0.3) -> bool:
+    """Whether the recognised words stand one-to-one for the words said: as many of them (else the model
+    merged or split a word), and each shares letters with its own (difflib ratio >= ``min_ratio``; "af"
+    for "off" is 0.4) -- a sentence heard as other words of the same count ("colmi muther tomor o" for
+    "call my mother tomorrow") would pair each time with the wrong word's truth."""
+    import difflib
+
+    return len(got) == len(said) and all(
+        difflib.SequenceMatcher(None, g, w).ratio() >= min_ratio for g, w in zip(got, said))
 
 
 def _with_noise(x: np.ndarray, snr_db: float, seed: int) -> np.ndarray:

@@ -307,16 +307,19 @@ class Stream:
         shift = self._rec.config.frame_shift_s
         events: list[Event] = []
         if text:
-            # Times bound the speech (non-blank frames), not the trailing silence.
-            base = self.utterance_start_frame
-            first = base + (ep.first_speech_frame or 0)
-            last = base + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
-            # The model's spikes lag the sound by a measured number of frames (0 unless the bundle says).
+            # Times bound the speech (non-blank frames), not the trailing silence. The model's spikes lag the
+            # sound by a measured number of frames (0 unless the bundle says): the utterance and its words are
+            # moved back by it alike, so the words lie inside their Final.
             lag = self._rec.config.word_time_delay_frames
+            base = self.utterance_start_frame
+            first = base + max(0, (ep.first_speech_frame or 0) - lag)
+            last = base + (ep.last_speech_frame if ep.last_speech_frame is not None else ep.utterance_frames - 1)
             words = tuple(Word(w.word, (base + max(0, w.start_frame - lag)) * shift,
                                (base + max(w.start_frame - lag + 1, w.end_frame - lag)) * shift, w.confidence)
                           for w in spans)
-            events.append(Final(text, first * shift, (last + 1) * shift, self.segment, words))
+            start = min([first * shift, *(w.start for w in words)])
+            end = max([(max(first, last - lag) + 1) * shift, *(w.end for w in words)])
+            events.append(Final(text, start, end, self.segment, words))
             self.segment += 1
         ep.reset()
         self.utterance_start_frame = end_frame

@@ -8,7 +8,7 @@
 # default saw), one cosine schedule over all of it. At ~60 audio-s per second
 # on 2 cores that is ~5.5 h: more than one 3-hour session. Each session runs
 # this script; it stops after MAX_MINUTES with a checkpoint, and
-#   python training/recipes/pack_checkpoint.py --resumable runs/ctc_v2/last training/recipes/checkpoints/ctc_v2_resume
+#   python training/recipes/pack_checkpoint.py --resumable runs/ctc_v2/last training/recipes/checkpoints/wav2vec2_ctc_v2
 # leaves a compact resumable copy (fp16 weights, step, chunk-sampler state,
 # log) for the next session, which may start on a fresh machine: the run then
 # continues from it (fresh optimizer moments, lr re-warmed over 200 steps).
@@ -29,13 +29,13 @@
 # Session 6 (same machine, full optimizer state) trained 135 + 9 minutes and
 # finished the run: steps 10,417-15,000, dev CER 0.381 @10500, 0.368 @11500,
 # 0.366 @13000, 0.359 @14000, 0.360 @15000 (8.5 wall-hours on the corpus-v2
-# recipe). Next: step 4 below, i.e. RUN=runs/ctc_v2 bash training/recipes/ship_default.sh
-# (on a fresh machine, copy checkpoints/ctc_v2_resume to runs/ctc_v2 first).
+# recipe). Session 7 shipped it (ship_default.sh): it is the package's default model, and its
+# compact checkpoint (still resumable) is checkpoints/wav2vec2_ctc_v2.
 set -euo pipefail
 CORPUS=${CORPUS:-data/corpus_v2}
 RUN=${RUN:-runs/ctc_v2}
 MAX_MINUTES=${MAX_MINUTES:-120}
-RESUME=training/recipes/checkpoints/ctc_v2_resume
+RESUME=training/recipes/checkpoints/wav2vec2_ctc_v2
 
 # 1. corpus (once per machine; resumable)
 [ -f "$CORPUS/train.tsv" ] || bash training/recipes/corpus_v2.sh

@@ -1,7 +1,7 @@
 """Copy a run's final checkpoint into the repository at half the size.
 
     python training/recipes/pack_checkpoint.py runs/ft1h_hubert training/recipes/checkpoints/hubert_tiny_ctc_1h
-    python training/recipes/pack_checkpoint.py --resumable runs/ctc_v2/last training/recipes/checkpoints/ctc_v2_resume
+    python training/recipes/pack_checkpoint.py --resumable runs/ctc_v2/last training/recipes/checkpoints/wav2vec2_ctc_v2
 
 ``--resumable`` keeps what a later session needs to continue the run
 (``train ctc --resume-from DST``): fp16 weights, the step and the chunk
