@@ -281,7 +281,8 @@ def per_stream_gain(rows: list[dict], big: int = 16, small: int = 1) -> list[dic
 
 
 def summarise(rows: list[dict], peak: dict, left_out: dict) -> dict:
-    """The efficiency section from its rows: the best row and the per-stream gains."""
+    """The efficiency section from its rows (shares of ``peak`` set here): the best row and the per-stream gains."""
+    set_peak(rows, peak)
     best = max(rows, key=lambda r: r["efficiency"]) if rows else None
     return {"peak": peak, "rows": rows, "best": best, "per_stream_gain": per_stream_gain(rows),
             "left_out": left_out}
