@@ -276,6 +276,7 @@ def per_stream_gain(rows: list[dict], big: int = 16, small: int = 1) -> list[dic
         if small in by_b and big in by_b:
             out.append({"model": key[0], "name": key[1], "engine": key[1].split(" ")[0],
                         "precision": key[1].split(" ")[1], "small_batch": small, "big_batch": big,
+                        "small_s_per_stream": by_b[small], "big_s_per_stream": by_b[big],
                         "gain": by_b[small] / by_b[big]})
     return out
 

@@ -92,9 +92,9 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
             mine = [g for g in gains if g["model"] == label]
             best = max(mine, key=lambda g: g["gain"])
             base = [g for g in mine if g["name"] == BASELINE]
-            text = f"{best['name']} {best['gain']:.1f}x"
+            text = f"{best['name']} {_gain(best)}"
             if base and best["name"] != BASELINE:
-                text += f"; baseline {BASELINE} {base[0]['gain']:.1f}x"
+                text += f"; baseline {BASELINE} {_gain(base[0])}"
             rows.append((f"per-stream cost, batch {best['small_batch']} / batch {best['big_batch']}, {label} "
                          "(best engine; ONNX Runtime fp32 baseline)", text, ">= 3x cheaper at batch 16"))
     ep = r.get("endpoint", {})
@@ -157,6 +157,13 @@ def _hf_row(h: dict) -> tuple[str, str, str]:
     if others:
         text += " (" + ", ".join(f"{x['name']} {_f(x['ratio'], 2)}" for x in others) + ")"
     return label, text + f"; HF {_f(h['hf_offline_torch_s_per_audio_s'], 4)} s/s", "<= 0.5 (2x faster than HF offline)"
+
+
+def _gain(g: dict) -> str:
+    """'2.9x (3.1 -> 1.1 ms per stream)': the gain and the per-stream costs it is made of."""
+    if g.get("small_s_per_stream") is None:
+        return f"{g['gain']:.1f}x"
+    return f"{g['gain']:.1f}x ({1e3 * g['small_s_per_stream']:.2f} -> {1e3 * g['big_s_per_stream']:.2f} ms per stream)"
 
 
 def _eff_cell(x: dict) -> str:
