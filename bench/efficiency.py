@@ -22,8 +22,14 @@ is checked against torch.utils.flop_counter.FlopCounterMode on one torch step
 
 Peak: the best of several fp32 2048 x 2048 matrix products on the benchmark's
 thread count, in torch (torch.mm) and in ONNX Runtime (a one-node MatMul
-graph: MLAS, the kernels the engines run); the larger counts. Efficiency = counted FLOPs of a batched ``Recognizer.decode_streams``
-call / its wall time / that peak.
+graph: MLAS, the kernels the engines run); the larger counts. The bf16 peak
+(torch.mm on bfloat16 tensors: oneDNN's AMX tiles where the CPU has them) is
+measured beside it. Efficiency = counted FLOPs of a batched
+``Recognizer.decode_streams`` call / its wall time / the fp32 peak, for every
+engine and precision (``engines.CPU_ROWS``); bf16 rows also give their share
+of the bf16 peak. The engines are timed in turn at each batch size (a few
+rounds, the fastest run of each counting), and each engine's per-stream cost
+at batch 1 / at batch 16 is reported ("per_stream_gain").
 """
 
 from __future__ import annotations
@@ -149,75 +155,151 @@ def _ort_matmul_gflops(threads: int, n: int, seconds: float) -> float:
     return best
 
 
+def _torch_mm_gflops(n: int, seconds: float, dtype: Any) -> float:
+    """Best GFLOP/s of 5 timed runs of an n x n ``torch.mm`` in ``dtype``."""
+    import torch
+
+    a = torch.randn(n, n, dtype=dtype)
+    b = torch.randn(n, n, dtype=dtype)
+    c = torch.empty(n, n, dtype=dtype)
+    best = 0.0
+    for _ in range(5):
+        per, _ = time_loop(lambda: torch.mm(a, b, out=c), min_calls=2, min_seconds=seconds / 5, warmup=1)
+        best = max(best, 2.0 * n ** 3 / per / 1e9)
+    return best
+
+
 def matmul_peak(threads: int, n: int = 2048, seconds: float = 1.0) -> dict:
     """Measured fp32 matrix-multiply peak (GFLOP/s): the best of 5 timed runs of an
     n x n product in torch (``torch.mm``) and in ONNX Runtime (one MatMul node,
-    the kernel library the engines use); the larger of the two is the peak."""
+    the kernel library the engines use); the larger of the two is the peak.
+    ``bf16_gflops``: the same product in torch on bfloat16 tensors (AMX where
+    the CPU has it), the ceiling of the bf16 engines' rows."""
     import torch
 
     from .common import set_torch_threads
 
     set_torch_threads(threads)
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
-    c = torch.empty(n, n)
-    best = 0.0
-    for _ in range(5):
-        per, calls = time_loop(lambda: torch.mm(a, b, out=c), min_calls=2, min_seconds=seconds / 5, warmup=1)
-        best = max(best, 2.0 * n ** 3 / per / 1e9)
+    best = _torch_mm_gflops(n, seconds, torch.float32)
     try:
         ort_best: float | None = _ort_matmul_gflops(threads, n, seconds)
     except Exception:
         ort_best = None
+    try:
+        bf16: float | None = _torch_mm_gflops(n, seconds, torch.bfloat16)
+    except Exception:  # a torch build without bf16 matmul on this CPU
+        bf16 = None
     return {"gflops": max(best, ort_best or 0.0), "torch_gflops": best, "onnxruntime_gflops": ort_best,
-            "size": n, "threads": threads, "dtype": "float32", "library": f"torch {torch.__version__}, onnxruntime"}
+            "bf16_gflops": bf16, "size": n, "threads": threads, "dtype": "float32",
+            "library": f"torch {torch.__version__}, onnxruntime"}
 
 
-def batched_server_path(bundle: Any, model_config: Any, settings: Settings, peak_gflops: float,
-                        batches: tuple[int, ...], label: str) -> list[dict]:
-    """Achieved FLOP/s of ``Recognizer.decode_streams`` (ORT fp32, greedy CTC,
-    features emitted) on B streams at once; efficiency against the peak."""
+def _decode_runner(rec: Any, batch: int, audio: Any, settings: Settings) -> Any:
+    """A function timing ``rec.decode_streams`` on ``batch`` streams, one chunk each (seconds per call)."""
+    cfg = rec.config
+    streams = [rec.create_stream() for _ in range(batch)]
+
+    def one() -> None:
+        for s in streams:
+            s.accept_waveform(audio[: cfg.chunk_samples], cfg.sample_rate)
+        rec.decode_streams(streams)
+
+    if hasattr(rec.engine, "warmup"):  # OpenVINO: compile this batch's shape outside the timed runs
+        rec.engine.warmup([batch])
+    one()
+
+    def measure() -> float:
+        per, _ = time_loop(one, min_calls=settings.pick(2, 3), min_seconds=settings.pick(0.05, 0.3), warmup=1)
+        return per
+
+    return measure
+
+
+def batched_server_path(bundle: Any, model_config: Any, settings: Settings, peak: dict,
+                        batches: tuple[int, ...], label: str, engines: Optional[tuple[str, ...]] = None
+                        ) -> tuple[list[dict], dict]:
+    """Achieved FLOP/s of ``Recognizer.decode_streams`` (greedy CTC, features
+    emitted) on B streams at once, for each engine row of ``engines`` (default
+    every CPU row), timed in turn; efficiency against the fp32 (and, for bf16,
+    the bf16) peak. Returns (rows, rows left out -> why)."""
     from wavstream.stream import Recognizer
 
-    from .common import noise
+    from .common import foreign_mark, foreign_share, noise
+    from .engines import CPU_ROWS, cpu_engines
+    from .single_stream import interleaved
 
-    rec = Recognizer.from_bundle(bundle, intra_op_threads=settings.threads, emit_features=True)
-    cfg = rec.config
+    make, left_out = cpu_engines(bundle, settings.threads, engines or CPU_ROWS)
+    recs = {k: Recognizer(f(), emit_features=True) for k, f in make.items()}
+    cfg = next(iter(recs.values())).config
     chunk_s = cfg.chunk_samples / cfg.sample_rate
     fl = flops_per_audio_second(model_config, "stream", cfg.chunk_frames, cfg.left_chunks)["total"]
     rows = []
     audio = noise(chunk_s * 4 + 1, seed=3)
     for B in batches:
-        streams = [rec.create_stream() for _ in range(B)]
-
-        def one() -> None:
-            for s in streams:
-                s.accept_waveform(audio[: cfg.chunk_samples], cfg.sample_rate)
-            rec.decode_streams(streams)
-
-        from .common import foreign_mark, foreign_share
-
+        runners = {k: _decode_runner(rec, B, audio, settings) for k, rec in recs.items()}
         mark = foreign_mark()
-        per, calls = time_loop(one, min_calls=3, min_seconds=settings.pick(0.3, 2.0), warmup=2)
-        achieved = fl * chunk_s * B / per
-        rows.append({
-            "model": label, "batch": B, "seconds_per_call": per, "calls": calls,
-            "audio_seconds_per_second": B * chunk_s / per,
-            "gflops_achieved": achieved / 1e9, "efficiency": achieved / 1e9 / peak_gflops,
-            "foreign_cpu_share": foreign_share(mark),
-        })
-        settings.log("efficiency", f"{label} batch {B}: {achieved / 1e9:.1f} GFLOP/s = "
-                                   f"{100 * achieved / 1e9 / peak_gflops:.0f} % of peak, "
-                                   f"{B * chunk_s / per:.0f}x real time")
-    return rows
+        best = interleaved(runners, settings.pick(1, 3))
+        share = foreign_share(mark)
+        del runners
+        for k, per in best.items():
+            achieved = fl * chunk_s * B / per / 1e9
+            rows.append({
+                "model": label, "name": k, "engine": k.split(" ")[0], "precision": k.split(" ")[1], "batch": B,
+                "seconds_per_call": per, "seconds_per_stream": per / B,
+                "audio_seconds_per_second": B * chunk_s / per, "gflops_achieved": achieved,
+                "foreign_cpu_share": share,
+            })
+        set_peak(rows, peak)
+        settings.log("efficiency", f"{label} batch {B}: " + ", ".join(
+            f"{r['name']} {r['gflops_achieved']:.1f} GFLOP/s = {100 * r['efficiency']:.0f} %"
+            for r in rows if r["batch"] == B) + " of the fp32 peak")
+    for rec in recs.values():
+        rec.engine.close()
+    return rows, left_out
+
+
+def set_peak(rows: list[dict], peak: dict) -> None:
+    """(Re)compute each row's share of the fp32 peak ("efficiency") and, for
+    bf16 rows, of the bf16 peak ("efficiency_bf16_peak")."""
+    for r in rows:
+        r["efficiency"] = r["gflops_achieved"] / peak["gflops"]
+        if r.get("precision") == "bf16" and peak.get("bf16_gflops"):
+            r["efficiency_bf16_peak"] = r["gflops_achieved"] / peak["bf16_gflops"]
+
+
+def per_stream_gain(rows: list[dict], big: int = 16, small: int = 1) -> list[dict]:
+    """For each model and engine row: seconds per stream at batch ``small`` /
+    at batch ``big`` (how much cheaper a stream is in a batch of ``big``)."""
+    out = []
+    for key in dict.fromkeys((r["model"], r["name"]) for r in rows):
+        by_b = {r["batch"]: r["seconds_per_stream"] for r in rows if (r["model"], r["name"]) == key}
+        if small in by_b and big in by_b:
+            out.append({"model": key[0], "name": key[1], "engine": key[1].split(" ")[0],
+                        "precision": key[1].split(" ")[1], "small_batch": small, "big_batch": big,
+                        "small_s_per_stream": by_b[small], "big_s_per_stream": by_b[big],
+                        "gain": by_b[small] / by_b[big]})
+    return out
+
+
+def summarise(rows: list[dict], peak: dict, left_out: dict) -> dict:
+    """The efficiency section from its rows (shares of ``peak`` set here): the best row and the per-stream gains."""
+    set_peak(rows, peak)
+    best = max(rows, key=lambda r: r["efficiency"]) if rows else None
+    return {"peak": peak, "rows": rows, "best": best, "per_stream_gain": per_stream_gain(rows),
+            "left_out": left_out}
 
 
 def run(settings: Settings, bundles: dict, peak: dict) -> dict:
-    """bundles: label -> (bundle folder, model config). Returns the efficiency section."""
+    """bundles: label -> (bundle folder, model config, batch sizes[, engine rows]). Returns the efficiency section."""
     rows: list[dict] = []
-    for label, (path, cfg, batches) in bundles.items():
+    left_out: dict[str, dict] = {}
+    for label, spec in bundles.items():
+        path, cfg, batches = spec[:3]
+        engines = spec[3] if len(spec) > 3 else None
         t0 = time.perf_counter()
-        rows += batched_server_path(path, cfg, settings, peak["gflops"], batches, label)
+        got, left = batched_server_path(path, cfg, settings, peak, batches, label, engines)
+        rows += got
+        if left:
+            left_out[label] = left
         settings.log("efficiency", f"{label} done in {time.perf_counter() - t0:.1f} s")
-    best = max(rows, key=lambda r: r["efficiency"]) if rows else None
-    return {"peak": peak, "rows": rows, "best": best}
+    return summarise(rows, peak, left_out)

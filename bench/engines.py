@@ -54,42 +54,78 @@ def gelu_fused_copy(bundle: Path, work: Path) -> tuple[Optional[Path], int]:
     return out, changed
 
 
-def _engines(bundle: Path, settings: Settings) -> tuple[dict[str, Callable[[], Any]], dict]:
-    """name -> engine factory, and what was left out (name -> why)."""
+# The engine-and-precision rows of the sections the issue's targets read
+# (hf_compare, efficiency): every CPU engine and precision a bundle can run.
+CPU_ROWS = ("onnxruntime fp32", "onnxruntime int8", "openvino fp32", "openvino bf16", "openvino int8")
+
+
+def cpu_engines(bundle: Path, threads: int, names: tuple[str, ...] = CPU_ROWS
+                ) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
+    """name -> engine factory for the rows of ``names`` this machine and bundle
+    run ("onnxruntime fp32", "openvino bf16", ...), and those left out (name -> why)."""
     from wavstream.stream import OrtEngine
     from wavstream.stream.bundle import load_bundle
 
+    unknown = set(names) - set(CPU_ROWS)
+    if unknown:
+        raise ValueError(f"unknown engine rows {sorted(unknown)}; expected some of {CPU_ROWS}")
     b = load_bundle(bundle)
-    t = settings.threads
-    make: dict[str, Callable[[], Any]] = {"onnxruntime fp32": lambda: OrtEngine(b, device="cpu", intra_op_threads=t,
-                                                                               inter_op_threads=1)}
-    left_out: dict[str, str] = {}
-    fused, n_gelu = gelu_fused_copy(Path(bundle), settings.work)
-    if fused is None:
-        left_out["onnxruntime fp32 gelu-fused"] = "the bundle's graph has GELU in the fusable order already"
-    else:
-        fb = load_bundle(fused)
-        make["onnxruntime fp32 gelu-fused"] = lambda: OrtEngine(fb, device="cpu", intra_op_threads=t,
-                                                                inter_op_threads=1)
+    t = threads
     has_int8 = b.has_model_file("int8")
-    if has_int8:
-        make["onnxruntime int8"] = lambda: OrtEngine(b, quantized=True, device="cpu", intra_op_threads=t,
-                                                     inter_op_threads=1)
+    make: dict[str, Callable[[], Any]] = {}
+    left_out: dict[str, str] = {}
+    if "onnxruntime fp32" in names:
+        make["onnxruntime fp32"] = lambda: OrtEngine(b, device="cpu", intra_op_threads=t, inter_op_threads=1)
+    if "onnxruntime int8" in names:
+        if has_int8:
+            make["onnxruntime int8"] = lambda: OrtEngine(b, quantized=True, device="cpu", intra_op_threads=t,
+                                                         inter_op_threads=1)
+        else:
+            left_out["onnxruntime int8"] = "bundle has no model.int8.onnx"
+    wanted = [n.split(" ")[1] for n in names if n.startswith("openvino ")]
+    if not wanted:
+        return make, left_out
     try:
         from wavstream.stream.engines.openvino import OpenVinoEngine, cpu_capabilities
 
         caps = cpu_capabilities()
     except Exception as exc:  # openvino not installed: the ORT rows still count
-        return make, {"openvino": f"{type(exc).__name__}: {exc}"}
-    for prec in ("fp32", "bf16", "int8"):
+        left_out.update({f"openvino {p}": f"{type(exc).__name__}: {exc}" for p in wanted})
+        return make, left_out
+    for prec in wanted:
         if prec.upper() not in caps:
             left_out[f"openvino {prec}"] = f"CPU reports {caps}"
         elif prec == "int8" and not has_int8:
             left_out["openvino int8"] = "bundle has no model.int8.onnx"
         else:
             make[f"openvino {prec}"] = lambda p=prec: OpenVinoEngine(b, precision=p, intra_op_threads=t)
-    make["openvino fp32 dynamic-batch"] = lambda: OpenVinoEngine(b, precision="fp32", intra_op_threads=t,
-                                                                 shapes="dynamic")
+    return make, left_out
+
+
+def _engines(bundle: Path, settings: Settings) -> tuple[dict[str, Callable[[], Any]], dict]:
+    """name -> engine factory (every CPU row, plus the GELU before/after and
+    OpenVINO's dynamic batch), and what was left out (name -> why)."""
+    from wavstream.stream.bundle import load_bundle
+
+    make, left_out = cpu_engines(bundle, settings.threads)
+    t = settings.threads
+    fused, n_gelu = gelu_fused_copy(Path(bundle), settings.work)
+    if fused is None:
+        left_out["onnxruntime fp32 gelu-fused"] = "the bundle's graph has GELU in the fusable order already"
+    else:
+        from wavstream.stream import OrtEngine
+
+        fb = load_bundle(fused)
+        make["onnxruntime fp32 gelu-fused"] = lambda: OrtEngine(fb, device="cpu", intra_op_threads=t,
+                                                                inter_op_threads=1)
+    if "openvino fp32" in make:
+        from wavstream.stream.engines.openvino import OpenVinoEngine
+
+        b = load_bundle(bundle)
+        make["openvino fp32 dynamic-batch"] = lambda: OpenVinoEngine(b, precision="fp32", intra_op_threads=t,
+                                                                     shapes="dynamic")
+    else:
+        left_out["openvino fp32 dynamic-batch"] = left_out.get("openvino fp32", "OpenVINO fp32 not usable")
     return make, left_out
 
 

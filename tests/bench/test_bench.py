@@ -18,6 +18,7 @@ import transformers  # noqa: F401
 import websockets  # noqa: F401
 
 from wavstream.bench import report  # noqa: E402
+from wavstream.bench.engines import CPU_ROWS  # noqa: E402
 from wavstream.cli.main import main  # noqa: E402
 
 
@@ -72,12 +73,25 @@ def test_offline_and_hf_sections(quick_run: tuple[int, dict, Path]) -> None:
     for r in hf:
         assert _pos(r["ratio_fp32"]) and _pos(r["hf_offline_torch_s_per_audio_s"])
         assert r["import_max_abs_diff"] < 1e-3  # identical weights through the importer
+        # every CPU engine and precision has a row, or says why not; the fastest is named
+        names = {e["name"] for e in r["engines"]}
+        assert names | set(r["left_out"]) == set(CPU_ROWS) and "onnxruntime fp32" in names
+        for e in r["engines"]:
+            assert e["name"] == f"{e['engine']} {e['precision']}" and _pos(e["s_per_audio_s"]) and _pos(e["ratio"])
+        assert r["ratio_best"] == min(e["ratio"] for e in r["engines"])
 
 
 def test_efficiency_server_memory_profile(quick_run: tuple[int, dict, Path]) -> None:
     data = quick_run[1]
     eff = data["efficiency"]
     assert eff["rows"] and all(_pos(r["efficiency"]) and _pos(r["gflops_achieved"]) for r in eff["rows"])
+    assert _pos(eff["peak"]["bf16_gflops"])
+    server_model = eff["rows"][0]["model"]
+    names = {r["name"] for r in eff["rows"] if r["model"] == server_model}
+    assert names | set(eff["left_out"].get(server_model, {})) == set(CPU_ROWS)
+    assert all("efficiency_bf16_peak" in r for r in eff["rows"] if r["precision"] == "bf16")
+    gains = {g["name"]: g["gain"] for g in eff["per_stream_gain"] if g["model"] == server_model}
+    assert set(gains) == names and all(_pos(g) for g in gains.values())
     sv = data["server"]
     assert sv["levels"] and sv["levels"][0]["streams"] == 1
     for lv in sv["levels"]:
@@ -108,5 +122,5 @@ def test_engines_side_by_side(quick_run: tuple[int, dict, Path]) -> None:
 def test_summary_table_lists_the_headline_numbers(quick_run: tuple[int, dict, Path]) -> None:
     table = report.summary_table(quick_run[1])
     for needle in ("RTF 1 stream", "streaming / offline", "HF offline", "efficiency", "p95 <", "speech end", "per added stream",
-                   "RTF per stream", "openvino fp32"):
+                   "RTF per stream", "openvino fp32", "share of the fp32 peak", "per-stream cost", "<= 0.5"):
         assert needle in table, needle
