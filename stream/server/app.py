@@ -184,6 +184,7 @@ class Server:
         # Batching
         max_batch: int = 32,
         max_wait_ms: float = 10.0,
+        max_wait_busy_ms: Optional[float] = None,
         # Pages
         serve_pages: bool = True,
         # Other latencies of the same bundle, chosen per session ("latency_ms" in start)
@@ -237,7 +238,8 @@ class Server:
         self.token = token or None
         self.ssl_context = ssl_context
         self.serve_pages = serve_pages
-        self.batcher = Batcher(recognizer, max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0)
+        self.batcher = Batcher(recognizer, max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0,
+                               busy_wait_s=None if max_wait_busy_ms is None else max_wait_busy_ms / 1000.0)
         self.started_at = time.time()
         self._ws: Any = None
         self._closing = False
@@ -690,7 +692,8 @@ class Server:
                 for ev in events:
                     if isinstance(ev, AudioReceived):
                         s.push_audio(ev.samples)
-                        self.batcher.notify()
+                        if s.chunk_due:  # a packet that completes no chunk wakes nothing
+                            self.batcher.notify()
                     elif isinstance(ev, EndReceived):
                         s.request_end(ev.reason)
             self.batcher.notify()
@@ -741,7 +744,7 @@ class Server:
                 return
             except ConnectionClosed:
                 return  # the client went away; the handler cleans up
-            if s.pending and not s.output_full:
+            if s.chunk_due and not s.output_full:
                 self.batcher.notify()  # it may have skipped this session while its queue was full
 
 
