@@ -384,6 +384,10 @@ class Server:
             },
         }
         d.update(self.batcher.stats.to_dict())
+        b = self.batcher
+        d["batching"] = {"max_batch": b.max_batch, "max_wait_ms": round(1000.0 * b.max_wait_s, 3),
+                         "max_wait_busy_ms": round(1000.0 * b.busy_wait_s, 3), "target_batch": b.target_batch,
+                         "wait_ms_now": round(1000.0 * b.wait_s(), 3)}
         return d
 
     # ------------------------------------------------------------ overload

@@ -55,6 +55,7 @@ class BatcherStats:
 
     def __init__(self, keep_latencies: int = 20000) -> None:
         self.cycles = 0  # engine calls (batches)
+        self.loop_cycles = 0  # cycles that looked at some session (with or without an engine call)
         self.chunks = 0  # stream-chunks decoded
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         self.engine_s = 0.0  # time inside decode_streams
@@ -65,6 +66,7 @@ class BatcherStats:
         pct = (lambda q: round(float(np.percentile(lat, q)), 2)) if lat.size else (lambda q: None)
         return {
             "batches": self.cycles,
+            "cycles": self.loop_cycles,
             "chunks": self.chunks,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "max_batch_observed": max(self.batch_sizes, default=0),
@@ -290,6 +292,7 @@ class Batcher:
     def _deliver(self, outcome: _Outcome) -> bool:
         """On the loop: hand each session its results and move its phase on."""
         self._cycle += 1
+        self.stats.loop_cycles += 1
         if outcome.stepped:
             self.stats.cycles += 1
             self.stats.chunks += outcome.stepped
