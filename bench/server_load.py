@@ -41,11 +41,14 @@ P95_LIMIT_MS = 200.0
 
 
 # ------------------------------------------------------------------ server child
-def _serve(bundle: str, threads: int, backend: str = "onnxruntime") -> int:
+def _serve(bundle: str, threads: int, backend: str = "onnxruntime", precision: str = "fp32") -> int:
     from wavstream.stream import Recognizer
     from wavstream.stream.server import Server
 
-    rec = Recognizer.from_bundle(bundle, backend=backend, intra_op_threads=threads, emit_features=True)
+    # The engine options of `wavstream serve --backend B --precision P` (cli/args.py engine_options).
+    opts: dict[str, Any] = ({"precision": precision} if backend == "openvino"
+                            else {"quantized": precision == "int8"})
+    rec = Recognizer.from_bundle(bundle, backend=backend, intra_op_threads=threads, emit_features=True, **opts)
 
     async def main() -> None:
         # Measuring capacity: no admission limits (the sessions, pending connections and lag
@@ -65,7 +68,7 @@ def _serve(bundle: str, threads: int, backend: str = "onnxruntime") -> int:
             loop.call_soon_threadsafe(stop.set)
 
         print(json.dumps({"port": server.port, "pid": os.getpid(), "rss_bytes": _rss(),
-                          "engine": type(rec.engine).__name__, "batching": server.stats().get("batching")}),
+                          "engine": f"{type(rec.engine).__name__} {precision}", "batching": server.stats().get("batching")}),
               flush=True)
         threading.Thread(target=reader, daemon=True).start()
         await stop.wait()
@@ -82,8 +85,9 @@ def _rss() -> int:
 
 
 class ServerProcess:
-    def __init__(self, bundle: Path, threads: int, backend: str = "onnxruntime") -> None:
-        cmd = [sys.executable, "-m", "wavstream.bench.server_load", "serve", str(bundle), str(threads), backend]
+    def __init__(self, bundle: Path, threads: int, backend: str = "onnxruntime", precision: str = "fp32") -> None:
+        cmd = [sys.executable, "-m", "wavstream.bench.server_load", "serve", str(bundle), str(threads), backend,
+               precision]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
@@ -374,7 +378,8 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
         [1, 4], [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256])
     seconds = settings.pick(2.0, 7.0)
     backend = getattr(settings, "server_backend", "onnxruntime")
-    server = ServerProcess(bundle, settings.threads, backend)
+    precision = getattr(settings, "server_precision", "fp32")
+    server = ServerProcess(bundle, settings.threads, backend, precision)
     settings.log("server", f"server pid {server.pid} on {server.url} with {model_label} "
                            f"({1000 * chunk_s:.0f} ms chunks, engine {server.engine}); audio: {source}")
     try:
@@ -389,7 +394,7 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
     return {
         "model": model_label, "bundle": str(bundle), "chunk_ms": 1000 * chunk_s, "packet_ms": PACKET_MS,
         "p95_limit_ms": P95_LIMIT_MS, "seconds_per_level": seconds, "audio_source": source,
-        "engine": server.engine, "backend": backend, "batching": server.batching,
+        "engine": server.engine, "backend": backend, "precision": precision, "batching": server.batching,
         "levels": rows, "max_streams_held": max(held) if held else 0,
         "rss_per_stream_bytes": linear_slope(xs, ys), "rss_at_start_bytes": server.rss_at_start,
         "end_to_end": e2e, "loadtest_crosscheck": cross,
@@ -401,6 +406,6 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "serve":
         sys.exit(_serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2,
-                        sys.argv[4] if len(sys.argv) > 4 else "onnxruntime"))
-    print("usage: python -m wavstream.bench.server_load serve BUNDLE [THREADS [BACKEND]]", file=sys.stderr)
+                        sys.argv[4] if len(sys.argv) > 4 else "onnxruntime", sys.argv[5] if len(sys.argv) > 5 else "fp32"))
+    print("usage: python -m wavstream.bench.server_load serve BUNDLE [THREADS [BACKEND [PRECISION]]]", file=sys.stderr)
     sys.exit(2)

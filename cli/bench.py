@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the levels stop at the first one not held")
     p.add_argument("--server-backend", choices=["onnxruntime", "openvino", "auto"], default="onnxruntime",
                    help="server section: the engine the server runs, as `wavstream serve --backend` (default: onnxruntime)")
+    p.add_argument("--server-precision", choices=["fp32", "int8", "bf16"], default="fp32",
+                   help="server section: the engine's precision, as `wavstream serve --precision` (bf16: openvino only)")
     p.add_argument("--dev", default=None,
                    help="corpus TSV (path, num_samples, text) for the endpoint section "
                         "(default: data/corpus_v2/dev.tsv when present, else sentences read by espeak-ng)")
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="wavstream-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     settings = Settings(quick=args.quick, threads=threads, work=work, log=log,
-                        server_streams=streams, server_backend=args.server_backend)
+                        server_streams=streams, server_backend=args.server_backend,
+                        server_precision=args.server_precision)
     result: dict = {
         "schema_version": report.SCHEMA_VERSION,
         "quick": bool(args.quick),
