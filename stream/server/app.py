@@ -52,7 +52,7 @@ import ssl
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Awaitable, Mapping, Optional, Sequence, Union
 
 import websockets
 from websockets.asyncio.server import ServerConnection
@@ -586,7 +586,7 @@ class Server:
     async def _recv(self, ws: ServerConnection, timeout: Optional[float]) -> Any:
         if timeout is None:
             return await ws.recv()
-        return await asyncio.wait_for(ws.recv(), max(0.0, timeout))
+        return await _within(ws.recv(), max(0.0, timeout))
 
     async def _open(self, ws: ServerConnection, proto: SessionProtocol) -> Optional[Session]:
         """Wait for a valid start message; returns the new Session."""
@@ -742,7 +742,7 @@ class Server:
                     return
                 # A send waits while the socket's buffers are full; one that waits this long means the client
                 # stopped reading (keepalive pings wait behind the same buffer, so they cannot tell).
-                await asyncio.wait_for(ws.send(item), self.stall_timeout_s)
+                await _within(ws.send(item), self.stall_timeout_s)
             except asyncio.TimeoutError:
                 self._drop(ws, s, f"nothing it was sent was read for {self.stall_timeout_s:g} s")
                 return
@@ -750,6 +750,16 @@ class Server:
                 return  # the client went away; the handler cleans up
             if s.chunk_due and not s.output_full:
                 self.batcher.notify()  # it may have skipped this session while its queue was full
+
+
+if hasattr(asyncio, "timeout"):  # Python 3.11+
+    async def _within(aw: Awaitable[Any], timeout: float) -> Any:
+        """``asyncio.wait_for`` without its task per call: every message in and out goes through here."""
+        async with asyncio.timeout(timeout):
+            return await aw
+else:  # pragma: no cover  (Python 3.10)
+    async def _within(aw: Awaitable[Any], timeout: float) -> Any:
+        return await asyncio.wait_for(aw, timeout)
 
 
 def _chunk_ms(rec: Any) -> int:
