@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="ms to wait for more streams' chunks before a batch runs, with few sessions")
     bat.add_argument("--max-wait-busy-ms", type=float, default=None,
                      help="the longest such wait, reached once the sessions' chunks fill a batch of 16 in it; "
-                          "the wait grows with the sessions between the two (default: 4 x --max-wait-ms)")
+                          "the wait grows with the sessions between the two (unset: 4 x --max-wait-ms)")
     dec = add_decoding_arguments(parser, lm=True)
     dec.add_argument("--hotwords", default=None, metavar="FILE",
                      help="phrases to bias every session towards, one per line, optionally 'phrase:score' (turns on "

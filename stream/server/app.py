@@ -200,6 +200,8 @@ class Server:
             raise ValueError(f"max_message_bytes must be >= 1024, got {max_message_bytes}")
         if max_out_bytes < 1024:
             raise ValueError(f"max_out_bytes must be >= 1024, got {max_out_bytes}")
+        if max_wait_busy_ms is not None and max_wait_busy_ms < max_wait_ms:
+            raise ValueError(f"max_wait_busy_ms ({max_wait_busy_ms:g}) must be >= max_wait_ms ({max_wait_ms:g})")
         for name, v in (("start_timeout_s", start_timeout_s), ("keepalive_s", keepalive_s),
                         ("handshake_timeout_s", handshake_timeout_s)):
             if not v > 0:

@@ -105,3 +105,10 @@ def test_packets_smaller_than_a_chunk_run_one_cycle_per_chunk(rec) -> None:
     # One cycle per chunk (+ the end's flush), not one per packet.
     assert stats["cycles"] <= n_chunks + 2, stats
     assert stats["batching"]["max_wait_ms"] == 0.0
+
+
+def test_server_refuses_a_busy_wait_below_the_wait(rec) -> None:
+    from wavstream.stream.server import Server
+
+    with pytest.raises(ValueError, match="max_wait_busy_ms"):
+        Server(rec, max_wait_ms=20, max_wait_busy_ms=10)
