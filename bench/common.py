@@ -45,6 +45,9 @@ class Settings:
     threads: int
     work: Path  # scratch folder for exported bundles
     log: Progress
+    server_streams: Optional[list[int]] = None  # the server section's stream counts (None: its default levels)
+    server_backend: str = "onnxruntime"  # the server section's engine (as `wavstream serve --backend`)
+    server_precision: str = "fp32"  # and its precision (as `wavstream serve --precision`)
 
     def pick(self, quick: Any, full: Any) -> Any:
         return quick if self.quick else full

@@ -14,6 +14,12 @@ frame index, together with the chunk's partial text when it changed (both
 come from the same batched ``decode_streams`` call). Chunk-to-partial latency
 = arrival of that chunk's response - the time the packet holding the chunk's
 last sample was sent. A level of N streams holds when its p95 is < 200 ms.
+
+The client is made cheap, since it shares the cores: each stream's packets
+are cut once before it starts, and a feature frame's header is read without
+decoding its values. Each level also records the CPU time the server and
+the load generator spent per stream-second of audio: on a busy machine this
+says more than the latency does about how many streams the cores could hold.
 """
 
 from __future__ import annotations
@@ -35,11 +41,14 @@ P95_LIMIT_MS = 200.0
 
 
 # ------------------------------------------------------------------ server child
-def _serve(bundle: str, threads: int) -> int:
+def _serve(bundle: str, threads: int, backend: str = "onnxruntime", precision: str = "fp32") -> int:
     from wavstream.stream import Recognizer
     from wavstream.stream.server import Server
 
-    rec = Recognizer.from_bundle(bundle, intra_op_threads=threads, emit_features=True)
+    # The engine options of `wavstream serve --backend B --precision P` (cli/args.py engine_options).
+    opts: dict[str, Any] = ({"precision": precision} if backend == "openvino"
+                            else {"quantized": precision == "int8"})
+    rec = Recognizer.from_bundle(bundle, backend=backend, intra_op_threads=threads, emit_features=True, **opts)
 
     async def main() -> None:
         # Measuring capacity: no admission limits (the sessions, pending connections and lag
@@ -58,7 +67,9 @@ def _serve(bundle: str, threads: int) -> int:
                     print(json.dumps(st, default=str), flush=True)
             loop.call_soon_threadsafe(stop.set)
 
-        print(json.dumps({"port": server.port, "pid": os.getpid(), "rss_bytes": _rss()}), flush=True)
+        print(json.dumps({"port": server.port, "pid": os.getpid(), "rss_bytes": _rss(),
+                          "engine": f"{type(rec.engine).__name__} {precision}", "batching": server.stats().get("batching")}),
+              flush=True)
         threading.Thread(target=reader, daemon=True).start()
         await stop.wait()
         await server.shutdown()
@@ -74,14 +85,16 @@ def _rss() -> int:
 
 
 class ServerProcess:
-    def __init__(self, bundle: Path, threads: int) -> None:
-        cmd = [sys.executable, "-m", "wavstream.bench.server_load", "serve", str(bundle), str(threads)]
+    def __init__(self, bundle: Path, threads: int, backend: str = "onnxruntime", precision: str = "fp32") -> None:
+        cmd = [sys.executable, "-m", "wavstream.bench.server_load", "serve", str(bundle), str(threads), backend,
+               precision]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
             raise RuntimeError(f"benchmark server did not start (exit code {self.proc.poll()})")
         info = json.loads(line)
         self.port, self.pid, self.rss_at_start = info["port"], info["pid"], info["rss_bytes"]
+        self.engine, self.batching = info.get("engine"), info.get("batching")
         self.url = f"ws://127.0.0.1:{self.port}"
 
     def stats(self) -> dict:
@@ -95,6 +108,10 @@ class ServerProcess:
 
         return rss_bytes(self.pid)
 
+    def cpu_s(self) -> Optional[float]:
+        """CPU seconds (user + system, all threads) the server has used so far; None off Linux."""
+        return _proc_cpu_s(self.pid)
+
     def close(self) -> None:
         try:
             if self.proc.stdin:
@@ -103,6 +120,15 @@ class ServerProcess:
         except Exception:
             self.proc.kill()
             self.proc.wait()
+
+
+def _proc_cpu_s(pid: Any = "self") -> Optional[float]:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # ------------------------------------------------------------------ load client
@@ -122,15 +148,21 @@ async def _client(url: str, audio: np.ndarray, seconds: float, start_delay: floa
                   send_end: bool = True, wait_after: float = 5.0) -> None:
     from websockets.asyncio.client import connect
 
-    from wavstream.stream.events import Features, Final, Partial
-    from wavstream.stream.protocol import END_TEXT, Done, ErrorMessage, Ready, StartMessage, parse_server_message
+    from wavstream.stream.events import Final, Partial
+    from wavstream.stream.protocol import (END_TEXT, FEATURE_HEADER, Done, ErrorMessage, Ready, StartMessage,
+                                           parse_server_message)
 
-    await asyncio.sleep(start_delay)
     pcm = np.clip(audio * 32767.0, -32768, 32767).astype("<i2")
     total = int(seconds * 16000)
     packet = 16000 * PACKET_MS // 1000
     n_packets = -(-total // packet)
-    sent_at = np.full(n_packets, np.nan)
+    # Every packet cut before the stream starts (the audio looped to length): sending costs one call each.
+    reps = -(-n_packets * packet // len(pcm))
+    data = np.tile(pcm, reps)[: n_packets * packet].tobytes()
+    step = 2 * packet
+    packets = [data[k * step:(k + 1) * step] for k in range(n_packets)]
+    sent_at = [float("nan")] * n_packets
+    await asyncio.sleep(start_delay)
     try:
         async with connect(url, max_size=1 << 24, ping_interval=None) as ws:
             await ws.send(StartMessage(sample_rate=16000, format="int16", features=True).to_json())
@@ -143,14 +175,16 @@ async def _client(url: str, audio: np.ndarray, seconds: float, start_delay: floa
             async def receiver() -> None:
                 async for msg in ws:
                     now = time.perf_counter()
-                    m = parse_server_message(msg)
-                    if isinstance(m, Features):
-                        end_sample = (m.start_frame + m.num_frames) * stride - 1
+                    if isinstance(msg, bytes):  # a feature frame: its header is all the latency needs
+                        _magic, _code, _flags, _res, start_frame, num_frames, _dim = FEATURE_HEADER.unpack_from(msg)
+                        end_sample = (start_frame + num_frames) * stride - 1
                         k = min(end_sample // packet, n_packets - 1)
-                        if m.start_frame // max(1, m.num_frames) >= skip_chunks and not np.isnan(sent_at[k]):
+                        if start_frame // max(1, num_frames) >= skip_chunks and sent_at[k] == sent_at[k]:  # not NaN
                             res.latencies.append(now - sent_at[k])
-                            last_chunk_sent[0] = float(sent_at[k])
-                    elif isinstance(m, Partial) and last_chunk_sent[0] is not None:
+                            last_chunk_sent[0] = sent_at[k]
+                        continue
+                    m = parse_server_message(msg)
+                    if isinstance(m, Partial) and last_chunk_sent[0] is not None:
                         # a partial follows its chunk's feature frame (same decode call)
                         res.partial_latencies.append(now - last_chunk_sent[0])
                     elif isinstance(m, Final):
@@ -167,11 +201,7 @@ async def _client(url: str, audio: np.ndarray, seconds: float, start_delay: floa
                 delay = target - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                a = (k * packet) % len(pcm)
-                block = pcm[a:a + packet]
-                if len(block) < packet:
-                    block = np.concatenate([block, pcm[: packet - len(block)]])
-                await ws.send(block.tobytes())
+                await ws.send(packets[k])
                 sent_at[k] = time.perf_counter()
                 if speech_end is not None and res.speech_end_sent is None and (k + 1) * packet > speech_end:
                     res.speech_end_sent = sent_at[k]
@@ -221,7 +251,9 @@ def load_levels(server: ServerProcess, audio: np.ndarray, levels: list[int], sec
 
         mark = foreign_mark()
         t0 = time.perf_counter()
+        cpu0, client0 = server.cpu_s(), _proc_cpu_s()
         results = asyncio.run(_level(server.url, n, audio, seconds, chunk_s, stride, seed=n))
+        cpu1, client1 = server.cpu_s(), _proc_cpu_s()
         th.join()
         stats1 = server.stats()
         lats = [x for r in results for x in r.latencies]
@@ -241,12 +273,18 @@ def load_levels(server: ServerProcess, audio: np.ndarray, levels: list[int], sec
             "error_count": len(errors), "mean_batch": (chunks / batches) if batches else None,
             "rss_before_bytes": rss_before, "rss_mid_bytes": box.get("rss_mid"),
             "wall_s": time.perf_counter() - t0, "foreign_cpu_share": foreign_share(mark),
+            # CPU per stream-second of audio sent (the level's streams x its seconds; the bench process's
+            # CPU is the load generator's, with the RSS sampler's few reads)
+            "server_cpu_ms_per_stream_s": _per_stream_s(cpu0, cpu1, n, seconds),
+            "client_cpu_ms_per_stream_s": _per_stream_s(client0, client1, n, seconds),
         }
         row["held"] = bool(pct["p95"] is not None and pct["p95"] < P95_LIMIT_MS and not errors
                            and len(lats) >= expected)
         rows.append(row)
         log("server", f"{n} streams: p50 {_fmt(pct['p50'])} p95 {_fmt(pct['p95'])} p99 {_fmt(pct['p99'])} ms, "
-                      f"mean batch {row['mean_batch'] or 0:.1f}, RSS {(box.get('rss_mid') or 0) / 2**20:.0f} MiB"
+                      f"mean batch {row['mean_batch'] or 0:.1f}, RSS {(box.get('rss_mid') or 0) / 2**20:.0f} MiB, "
+                      f"CPU ms per stream-s: server {_fmt1(row['server_cpu_ms_per_stream_s'])}, "
+                      f"load generator {_fmt1(row['client_cpu_ms_per_stream_s'])}"
                       f"{', errors ' + str(len(errors)) if errors else ''} -> {'held' if row['held'] else 'NOT held'}")
         if not row["held"]:
             break
@@ -266,6 +304,14 @@ def _short(text: Optional[str], n: int = 60) -> Optional[str]:
 
 def _fmt(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.0f}"
+
+
+def _fmt1(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def _per_stream_s(a: Optional[float], b: Optional[float], streams: int, seconds: float) -> Optional[float]:
+    return None if a is None or b is None else round(1000.0 * (b - a) / (streams * seconds), 3)
 
 
 def end_to_end(server: ServerProcess, utterance: np.ndarray, speech_end: int, stride: int, log: Any,
@@ -328,11 +374,14 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
     utt, source = speech("the quick brown fox jumps over the lazy dog and then it runs away")
     end = speech_end_sample(utt)
     loop_audio = np.concatenate([utt[:end], np.zeros(int(0.6 * 16000), np.float32)])
-    levels = settings.pick([1, 4], [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256])
+    levels = getattr(settings, "server_streams", None) or settings.pick(
+        [1, 4], [1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256])
     seconds = settings.pick(2.0, 7.0)
-    server = ServerProcess(bundle, settings.threads)
+    backend = getattr(settings, "server_backend", "onnxruntime")
+    precision = getattr(settings, "server_precision", "fp32")
+    server = ServerProcess(bundle, settings.threads, backend, precision)
     settings.log("server", f"server pid {server.pid} on {server.url} with {model_label} "
-                           f"({1000 * chunk_s:.0f} ms chunks); audio: {source}")
+                           f"({1000 * chunk_s:.0f} ms chunks, engine {server.engine}); audio: {source}")
     try:
         e2e = end_to_end(server, utt, end, cfg.stride, settings.log)
         rows = load_levels(server, loop_audio, levels, seconds, chunk_s, cfg.stride, settings.log)
@@ -345,7 +394,7 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
     return {
         "model": model_label, "bundle": str(bundle), "chunk_ms": 1000 * chunk_s, "packet_ms": PACKET_MS,
         "p95_limit_ms": P95_LIMIT_MS, "seconds_per_level": seconds, "audio_source": source,
-        "batching": {"max_batch": 32, "max_wait_ms": 10.0},
+        "engine": server.engine, "backend": backend, "precision": precision, "batching": server.batching,
         "levels": rows, "max_streams_held": max(held) if held else 0,
         "rss_per_stream_bytes": linear_slope(xs, ys), "rss_at_start_bytes": server.rss_at_start,
         "end_to_end": e2e, "loadtest_crosscheck": cross,
@@ -356,6 +405,7 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "serve":
-        sys.exit(_serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2))
-    print("usage: python -m wavstream.bench.server_load serve BUNDLE [THREADS]", file=sys.stderr)
+        sys.exit(_serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2,
+                        sys.argv[4] if len(sys.argv) > 4 else "onnxruntime", sys.argv[5] if len(sys.argv) > 5 else "fp32"))
+    print("usage: python -m wavstream.bench.server_load serve BUNDLE [THREADS [BACKEND [PRECISION]]]", file=sys.stderr)
     sys.exit(2)

@@ -25,6 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or a tiny random-weight wav2vec2 exported here when none is installed)")
     p.add_argument("--only", default=None,
                    help="comma-separated sections to run (default: all): " + ",".join(SECTION_NAMES))
+    p.add_argument("--streams", default=None, metavar="N,N,...",
+                   help="server section: the stream counts to try, in order (default: 1,2,4,...,256; --quick: 1,4); "
+                        "the levels stop at the first one not held")
+    p.add_argument("--server-backend", choices=["onnxruntime", "openvino", "auto"], default="onnxruntime",
+                   help="server section: the engine the server runs, as `wavstream serve --backend` (default: onnxruntime)")
+    p.add_argument("--server-precision", choices=["fp32", "int8", "bf16"], default="fp32",
+                   help="server section: the engine's precision, as `wavstream serve --precision` (bf16: openvino only)")
     p.add_argument("--dev", default=None,
                    help="corpus TSV (path, num_samples, text) for the endpoint section "
                         "(default: data/corpus_v2/dev.tsv when present, else sentences read by espeak-ng)")
@@ -49,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
     log = Progress()
     threads = args.threads or os.cpu_count() or 1
     only = set(SECTION_NAMES if not args.only else [s.strip() for s in args.only.split(",") if s.strip()])
+    try:
+        streams = None if not args.streams else [int(x) for x in args.streams.split(",") if x.strip()]
+        if streams is not None and (not streams or min(streams) < 1):
+            raise ValueError
+    except ValueError:
+        print(f"wavstream bench: --streams wants positive stream counts like 64,96,128, got {args.streams!r}",
+              file=sys.stderr)
+        return 2
     bad = only - set(SECTION_NAMES)
     if bad:
         print(f"wavstream bench: unknown section(s) {sorted(bad)}; choose from {', '.join(SECTION_NAMES)}", file=sys.stderr)
@@ -66,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="wavstream-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    settings = Settings(quick=args.quick, threads=threads, work=work, log=log)
+    settings = Settings(quick=args.quick, threads=threads, work=work, log=log,
+                        server_streams=streams, server_backend=args.server_backend,
+                        server_precision=args.server_precision)
     result: dict = {
         "schema_version": report.SCHEMA_VERSION,
         "quick": bool(args.quick),

@@ -88,7 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "browsers; also for /stats). Default: $WAVSTREAM_TOKEN if set")
     bat = parser.add_argument_group("batching")
     bat.add_argument("--max-batch", type=int, default=32, help="most streams in one engine call")
-    bat.add_argument("--max-wait-ms", type=float, default=10.0, help="ms to wait for more streams before a batch runs")
+    bat.add_argument("--max-wait-ms", type=float, default=10.0,
+                     help="ms to wait for more streams' chunks before a batch runs, with few sessions")
+    bat.add_argument("--max-wait-busy-ms", type=float, default=None,
+                     help="the longest such wait, reached once the sessions' chunks fill a batch of 16 in it; "
+                          "the wait grows with the sessions between the two (unset: 4 x --max-wait-ms)")
     dec = add_decoding_arguments(parser, lm=True)
     dec.add_argument("--hotwords", default=None, metavar="FILE",
                      help="phrases to bias every session towards, one per line, optionally 'phrase:score' (turns on "
@@ -201,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
                 ssl_context=ssl_context,
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
+                max_wait_busy_ms=args.max_wait_busy_ms,
                 serve_pages=args.page,
                 latencies=others,
                 hotwords=hotwords,

@@ -59,22 +59,21 @@ class Vocabulary:
     def __post_init__(self) -> None:
         if not 0 <= self.blank_id < len(self.tokens):
             raise ValueError(f"blank_id {self.blank_id} outside vocabulary of {len(self.tokens)} tokens")
+        # Each token's text, worked out once: a partial's text is rebuilt at every chunk of every stream.
+        object.__setattr__(self, "_pieces", tuple(self._piece(i, t) for i, t in enumerate(self.tokens)))
+
+    def _piece(self, i: int, tok: str) -> str:
+        if i == self.blank_id or (len(tok) > 2 and tok.startswith("<") and tok.endswith(">")):
+            return ""
+        return " " if tok == self.word_delimiter else tok.replace("▁", " ")
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def ids_to_text(self, ids: Sequence[int]) -> str:
         """Token ids (already CTC-collapsed, no blanks) -> text."""
-        parts: list[str] = []
-        for i in ids:
-            tok = self.tokens[int(i)]
-            if int(i) == self.blank_id or (len(tok) > 2 and tok.startswith("<") and tok.endswith(">")):
-                continue
-            if tok == self.word_delimiter:
-                parts.append(" ")
-            else:
-                parts.append(tok.replace("▁", " "))
-        return " ".join("".join(parts).split())
+        pieces = self._pieces  # type: ignore[attr-defined]
+        return " ".join("".join([pieces[int(i)] for i in ids]).split())
 
     def text_to_ids(self, text: str) -> Optional[list[int]]:
         """Text -> token ids for a character vocabulary (words joined by the delimiter); None if a

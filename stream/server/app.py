@@ -52,7 +52,7 @@ import ssl
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Awaitable, Mapping, Optional, Sequence, Union
 
 import websockets
 from websockets.asyncio.server import ServerConnection
@@ -184,6 +184,7 @@ class Server:
         # Batching
         max_batch: int = 32,
         max_wait_ms: float = 10.0,
+        max_wait_busy_ms: Optional[float] = None,
         # Pages
         serve_pages: bool = True,
         # Other latencies of the same bundle, chosen per session ("latency_ms" in start)
@@ -199,6 +200,8 @@ class Server:
             raise ValueError(f"max_message_bytes must be >= 1024, got {max_message_bytes}")
         if max_out_bytes < 1024:
             raise ValueError(f"max_out_bytes must be >= 1024, got {max_out_bytes}")
+        if max_wait_busy_ms is not None and max_wait_busy_ms < max_wait_ms:
+            raise ValueError(f"max_wait_busy_ms ({max_wait_busy_ms:g}) must be >= max_wait_ms ({max_wait_ms:g})")
         for name, v in (("start_timeout_s", start_timeout_s), ("keepalive_s", keepalive_s),
                         ("handshake_timeout_s", handshake_timeout_s)):
             if not v > 0:
@@ -237,7 +240,8 @@ class Server:
         self.token = token or None
         self.ssl_context = ssl_context
         self.serve_pages = serve_pages
-        self.batcher = Batcher(recognizer, max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0)
+        self.batcher = Batcher(recognizer, max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0,
+                               busy_wait_s=None if max_wait_busy_ms is None else max_wait_busy_ms / 1000.0)
         self.started_at = time.time()
         self._ws: Any = None
         self._closing = False
@@ -382,6 +386,10 @@ class Server:
             },
         }
         d.update(self.batcher.stats.to_dict())
+        b = self.batcher
+        d["batching"] = {"max_batch": b.max_batch, "max_wait_ms": round(1000.0 * b.max_wait_s, 3),
+                         "max_wait_busy_ms": round(1000.0 * b.busy_wait_s, 3), "target_batch": b.target_batch,
+                         "wait_ms_now": round(1000.0 * b.wait_s(), 3)}
         return d
 
     # ------------------------------------------------------------ overload
@@ -580,7 +588,7 @@ class Server:
     async def _recv(self, ws: ServerConnection, timeout: Optional[float]) -> Any:
         if timeout is None:
             return await ws.recv()
-        return await asyncio.wait_for(ws.recv(), max(0.0, timeout))
+        return await _within(ws.recv(), max(0.0, timeout))
 
     async def _open(self, ws: ServerConnection, proto: SessionProtocol) -> Optional[Session]:
         """Wait for a valid start message; returns the new Session."""
@@ -690,7 +698,8 @@ class Server:
                 for ev in events:
                     if isinstance(ev, AudioReceived):
                         s.push_audio(ev.samples)
-                        self.batcher.notify()
+                        if s.chunk_due:  # a packet that completes no chunk wakes nothing
+                            self.batcher.notify()
                     elif isinstance(ev, EndReceived):
                         s.request_end(ev.reason)
             self.batcher.notify()
@@ -735,14 +744,24 @@ class Server:
                     return
                 # A send waits while the socket's buffers are full; one that waits this long means the client
                 # stopped reading (keepalive pings wait behind the same buffer, so they cannot tell).
-                await asyncio.wait_for(ws.send(item), self.stall_timeout_s)
+                await _within(ws.send(item), self.stall_timeout_s)
             except asyncio.TimeoutError:
                 self._drop(ws, s, f"nothing it was sent was read for {self.stall_timeout_s:g} s")
                 return
             except ConnectionClosed:
                 return  # the client went away; the handler cleans up
-            if s.pending and not s.output_full:
+            if s.chunk_due and not s.output_full:
                 self.batcher.notify()  # it may have skipped this session while its queue was full
+
+
+if hasattr(asyncio, "timeout"):  # Python 3.11+
+    async def _within(aw: Awaitable[Any], timeout: float) -> Any:
+        """``asyncio.wait_for`` without its task per call: every message in and out goes through here."""
+        async with asyncio.timeout(timeout):
+            return await aw
+else:  # pragma: no cover  (Python 3.10)
+    async def _within(aw: Awaitable[Any], timeout: float) -> Any:
+        return await asyncio.wait_for(aw, timeout)
 
 
 def _chunk_ms(rec: Any) -> int:

@@ -1,8 +1,8 @@
 """One inference loop for all sessions: ready chunks -> ONE batched engine call.
 
-Each cycle the Batcher waits for audio (or an end), waits up to
-``max_wait_s`` more so that other sessions' chunks can join, then in its
-executor (one worker thread, so the event loop never blocks and the
+Each cycle the Batcher waits until some session has a whole chunk (or an
+end) waiting, waits ``wait_s()`` more so that other sessions' chunks can join,
+then in its executor (one worker thread, so the event loop never blocks and the
 Recognizer stays single-threaded) it
 
 1. moves each eligible session's pending audio into its Stream,
@@ -16,6 +16,14 @@ never waited for. The executor thread is handed a ``_Job`` per session (its
 Stream and the audio taken for it on the loop), never the Session, and hands
 back an ``_Outcome`` keyed by session id: only the thread touches the streams,
 only the loop touches the sessions (phase, buffers, arrival times).
+
+The wait grows with the sessions: ``max_wait_s`` with few, up to ``busy_wait_s``
+once there are enough sessions for that wait to gather ``target_batch`` chunks
+(their chunks arrive at random phases). Without it a busy server runs batches
+of 1-5 chunks, each paying the engine's per-call cost; a larger batch costs
+less per stream, and the longer wait is paid in latency only where the load is.
+A session's audio is not looked at before a whole chunk of it has arrived
+(``Session.chunk_due``): an audio message costs the loop one append, not a cycle.
 
 ``measure_engine_cost`` times the engine once at start-up; the server sizes
 its default session limit from it.
@@ -47,6 +55,7 @@ class BatcherStats:
 
     def __init__(self, keep_latencies: int = 20000) -> None:
         self.cycles = 0  # engine calls (batches)
+        self.loop_cycles = 0  # cycles that looked at some session (with or without an engine call)
         self.chunks = 0  # stream-chunks decoded
         self.batch_sizes: collections.Counter[int] = collections.Counter()
         self.engine_s = 0.0  # time inside decode_streams
@@ -57,6 +66,7 @@ class BatcherStats:
         pct = (lambda q: round(float(np.percentile(lat, q)), 2)) if lat.size else (lambda q: None)
         return {
             "batches": self.cycles,
+            "cycles": self.loop_cycles,
             "chunks": self.chunks,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
             "max_batch_observed": max(self.batch_sizes, default=0),
@@ -98,13 +108,25 @@ class _Outcome:
 class Batcher:
     """The shared inference loop. Start with ``start()``; stop with ``await stop()``."""
 
-    def __init__(self, recognizer: Any, *, max_batch: int = 32, max_wait_s: float = 0.01) -> None:
+    TARGET_BATCH = 16  # where the engine's cost per stream stops falling much (docs/bench.md, efficiency)
+
+    def __init__(self, recognizer: Any, *, max_batch: int = 32, max_wait_s: float = 0.01,
+                 busy_wait_s: Optional[float] = None, target_batch: Optional[int] = None) -> None:
+        """``max_wait_s``: the wait for more chunks with few sessions; ``busy_wait_s`` (default 4 x
+        ``max_wait_s``): the longest wait, reached when the sessions' chunks would fill ``target_batch``
+        (default ``min(TARGET_BATCH, max_batch)``) in it."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.rec = recognizer
         engine_max = getattr(recognizer, "max_batch_size", None)
         self.max_batch = min(max_batch, engine_max) if engine_max else max_batch
         self.max_wait_s = max(0.0, float(max_wait_s))
+        busy = 4.0 * self.max_wait_s if busy_wait_s is None else float(busy_wait_s)
+        if busy < self.max_wait_s:
+            raise ValueError(f"busy_wait_s ({busy}) must be >= max_wait_s ({self.max_wait_s})")
+        self.busy_wait_s = busy
+        self.target_batch = max(1, min(self.max_batch, self.TARGET_BATCH if target_batch is None else int(target_batch)))
+        self._chunk_s = recognizer.config.chunk_samples / recognizer.config.sample_rate
         self.sessions: dict[int, Session] = {}
         self.stats = BatcherStats()
         self._stride = recognizer.config.stride  # the same at every latency of one bundle
@@ -143,8 +165,21 @@ class Batcher:
             pass
 
     def notify(self) -> None:
-        """New audio or an end request arrived."""
+        """A whole chunk of some session's audio, or an end request, arrived (see ``Session.chunk_due``)."""
         self._wake.set()
+
+    def wait_s(self) -> float:
+        """How long a cycle waits for more chunks before it runs, from the sessions now served.
+
+        Streams at random phases bring ``n / chunk_s`` chunks a second, so a wait of
+        ``target_batch * chunk_s / n`` gathers a target batch; the wait rises linearly from
+        ``max_wait_s`` (no sessions) to ``busy_wait_s`` at the session count where ``busy_wait_s``
+        gathers it, and stays there.
+        """
+        if self.busy_wait_s <= self.max_wait_s:
+            return self.max_wait_s
+        full = self.target_batch * self._chunk_s / self.busy_wait_s  # sessions that fill a batch in busy_wait_s
+        return self.max_wait_s + (self.busy_wait_s - self.max_wait_s) * min(1.0, len(self.sessions) / full)
 
     # ---------------------------------------------------------------- loop
     async def _run(self) -> None:
@@ -155,8 +190,9 @@ class Batcher:
                 await self._wake.wait()
                 if self._stopping and not self.sessions:
                     return
-                if self.max_wait_s and not self._any_end_requested():
-                    await asyncio.sleep(self.max_wait_s)  # let other sessions' chunks join this batch
+                wait = self.wait_s()
+                if wait and not self._any_end_requested():
+                    await asyncio.sleep(wait)  # let other sessions' chunks join this batch
             self._wake.clear()
             work = self._collect()
             if not work:
@@ -189,9 +225,13 @@ class Batcher:
         Runs on the loop; the phase moves to FLUSHING here, before the thread gives the stream its end.
         """
         work = []
-        for s in sorted(self.sessions.values(), key=lambda s: s.last_served):
-            if s.phase in (Phase.FINISHED, Phase.CLOSED) or s.output_full:
-                continue
+        # An open session is looked at only once a whole chunk of it is here (chunk_due); most of those
+        # that just got a packet are not, and cost this cycle nothing.
+        due = [s for s in self.sessions.values()
+               if (s.chunk_due if s.phase is Phase.OPEN else s.phase in (Phase.ENDING, Phase.FLUSHING))
+               and not s.output_full]
+        due.sort(key=lambda s: s.last_served)
+        for s in due:
             chunk = s.stream.chunk_samples
             audio = s.take_pending() if s.backlog < 2 * chunk else []
             end = s.phase is Phase.ENDING and not s.pending
@@ -252,6 +292,7 @@ class Batcher:
     def _deliver(self, outcome: _Outcome) -> bool:
         """On the loop: hand each session its results and move its phase on."""
         self._cycle += 1
+        self.stats.loop_cycles += 1
         if outcome.stepped:
             self.stats.cycles += 1
             self.stats.chunks += outcome.stepped

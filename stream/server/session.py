@@ -101,6 +101,11 @@ class Session:
         self.out_bytes = 0  # bytes of the messages in ``out``
         # Batcher bookkeeping
         self.backlog = 0  # 16 kHz samples queued inside the Stream (as of the last step)
+        self._chunk16 = int(self.recognizer.config.chunk_samples)
+        self._to16 = float(self.recognizer.config.sample_rate) / float(self.start.sample_rate)
+        # A dialect that answers every message once its audio is decoded (Vosk) needs each message
+        # ingested as it comes; protocol v1 answers per chunk, so its audio waits here until a chunk is whole.
+        self.answers_each_message = callable(getattr(protocol, "caught_up", None))
         self.last_served = 0  # batch cycle that last decoded this session (round-robin order)
         # arrival times for latency: (cumulative 16 kHz sample position, monotonic time)
         self.arrivals: Deque[tuple[float, float]] = collections.deque()
@@ -123,6 +128,18 @@ class Session:
             self.arrivals.popleft()
         if self.pending_samples >= self.max_pending_samples:
             self.room.clear()
+
+    @property
+    def chunk_due(self) -> bool:
+        """A batch cycle has work here: a whole chunk waits (in the Stream and ``pending`` together), or a
+        message of a dialect that answers each one. Until then the Batcher neither wakes for this session
+        nor moves its audio: per-packet work on the loop is one append."""
+        if not self.pending:
+            return self.backlog >= self._chunk16
+        if self.answers_each_message:
+            return True
+        # (resampling delays a few samples: at worst one cycle finds the chunk not quite whole)
+        return self.backlog + self.pending_samples * self._to16 >= self._chunk16
 
     def take_pending(self) -> list[np.ndarray]:
         blocks, self.pending, self.pending_samples = self.pending, [], 0

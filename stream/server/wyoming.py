@@ -252,7 +252,8 @@ class _Handler(AsyncEventHandler):
                 await self._wait_for_room(self.session)
                 if self.session is not None:
                     self.session.push_audio(ev.samples)
-                    self.server.batcher.notify()
+                    if self.session.chunk_due:
+                        self.server.batcher.notify()
             elif isinstance(ev, EndReceived) and self.session is not None:
                 self.session.request_end(ev.reason)
                 self.server.batcher.notify()

@@ -97,6 +97,8 @@ def test_efficiency_server_memory_profile(quick_run: tuple[int, dict, Path]) -> 
     for lv in sv["levels"]:
         assert set(lv["latency_ms"]) == {"p50", "p95", "p99"}
         assert lv["responses"] > 0 and lv["error_count"] == 0
+        assert _pos(lv["server_cpu_ms_per_stream_s"]) and lv["client_cpu_ms_per_stream_s"] is not None
+    assert sv["batching"]["max_batch"] >= 1 and sv["engine"]
     assert isinstance(sv["max_streams_held"], int)
     assert {"speech_end_to_final_s", "end_message_to_final_s"} <= set(sv["end_to_end"])
     mem = data["memory"]
