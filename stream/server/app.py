@@ -63,7 +63,7 @@ from websockets.http11 import Request, Response
 from ..ctc import StreamingCtcDecoder
 from ..endpoint import EndpointConfig
 from ..hotwords import MAX_HOTWORDS, Hotword, HotwordError, merge_hotwords, parse_hotwords, spellable
-from .batcher import Batcher, measure_engine_cost
+from .batcher import Batcher, measure_engine_cost, warm_engine
 from ..protocol import (
     PROTOCOL_VERSION,
     SUBPROTOCOL,
@@ -265,6 +265,11 @@ class Server:
         return f"{'wss' if self.ssl_context else 'ws'}://{host}:{self.port}"
 
     async def start(self) -> "Server":
+        # An engine that compiles per batch shape (OpenVINO's static buckets) compiles every shape the
+        # Batcher can run before the first client: else the first busy seconds pay 1-2 s per new shape.
+        loop = asyncio.get_running_loop()
+        for r in self.recognizers.values():
+            await loop.run_in_executor(self.batcher._executor, warm_engine, r, self.batcher.max_batch)
         if self.max_sessions is None:
             await self._size_sessions()
         self.batcher.start()

@@ -45,7 +45,7 @@ from ..engines.base import StreamsFailedError
 from ..protocol import ErrorCode
 from .session import Phase, Session
 
-__all__ = ["Batcher", "BatcherStats", "measure_engine_cost"]
+__all__ = ["Batcher", "BatcherStats", "measure_engine_cost", "warm_engine"]
 
 log = logging.getLogger("wavstream.server")
 
@@ -333,6 +333,20 @@ class Batcher:
 def _release_unfinished(recognizer: Any, stream: Any) -> None:
     if not stream.done:  # a finished stream was released by decode_streams
         recognizer.engine.release([stream.states])
+
+
+def warm_engine(recognizer: Any, max_batch: int) -> list[int]:
+    """Compile now every batch shape up to ``max_batch`` of an engine that compiles per shape (it has
+    ``warmup`` and static shapes, i.e. OpenVINO); returns the batch sizes compiled ([] for other engines).
+    Blocking: call it in the executor that will run the Batcher."""
+    engine = recognizer.engine
+    if not hasattr(engine, "warmup") or getattr(engine, "shapes", "static") != "static":
+        return []
+    from ..engines.openvino import batch_bucket
+
+    buckets = sorted({batch_bucket(b) for b in range(1, max(1, max_batch) + 1)})
+    engine.warmup(buckets)
+    return buckets
 
 
 def measure_engine_cost(recognizer: Any, batch: int, steps: int = 5, seed: int = 0) -> float:

@@ -243,3 +243,23 @@ def test_cli_backend_and_precision_flags(toy: Path, tmp_path: Path, capsys: pyte
     assert "--precision bf16 needs --backend openvino" in capsys.readouterr().err
     assert main(["transcribe", str(path), "--model", str(toy), "--backend", "openvino", "--int8"]) == 2
     assert "no int8 model file" in capsys.readouterr().err
+
+
+def test_a_server_compiles_every_batch_shape_before_its_first_client(toy: Path) -> None:
+    """OpenVINO compiles per batch bucket: a server warms them all at start, so no client's chunk waits for it."""
+    import asyncio
+
+    from wavstream.stream.server import Server
+    from wavstream.stream.server.batcher import warm_engine
+
+    rec = Recognizer.from_bundle(toy, backend="openvino", intra_op_threads=1)
+
+    async def start_and_stop() -> list[int]:
+        server = Server(rec, "127.0.0.1", 0, max_batch=8, max_sessions=4, serve_pages=False)
+        await server.start()
+        compiled = sorted(rec.engine.compiled_batches)
+        await server.shutdown()
+        return compiled
+
+    assert asyncio.run(start_and_stop()) == [1, 2, 3, 4, 6, 8]
+    assert warm_engine(Recognizer.from_bundle(toy, intra_op_threads=1), 8) == []  # ONNX Runtime: nothing to compile
