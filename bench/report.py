@@ -177,9 +177,28 @@ def _kib(x: Optional[float]) -> str:
     return "-" if x is None else f"{x / 1024:.0f} KiB"
 
 
+# Above this share of the CPU used by other processes during a section, its figures are not to be trusted:
+# a test suite at nice 19 (34 %) slowed torch's offline pass 2.5x while the engines hardly moved.
+FOREIGN_LIMIT = 0.10
+
+
+def disturbed_sections(r: dict, limit: float = FOREIGN_LIMIT) -> dict[str, float]:
+    """Sections of ``r`` whose run met more than ``limit`` of the CPU used by other processes: name -> share."""
+    return {name: float(val["foreign_cpu_share"]) for name, val in r.items()
+            if isinstance(val, dict) and isinstance(val.get("foreign_cpu_share"), (int, float))
+            and val["foreign_cpu_share"] > limit}
+
+
 def summary_table(r: dict) -> str:
     lines = ["| metric | measured | goal / anchor |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in summary_rows(r)]
+    disturbed = disturbed_sections(r)
+    if disturbed:
+        names = ",".join(disturbed)
+        lines += ["", "Measured beside other work (other processes' share of the CPU): "
+                  + ", ".join(f"{k} {100 * v:.0f} %" for k, v in disturbed.items())
+                  + ". Times and ratios between runtimes there may be off (torch's threads suffer more than the "
+                  f"engines'): re-run them alone with `wavstream bench --only {names} --merge`."]
     return "\n".join(lines)
 
 

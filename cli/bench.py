@@ -123,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
             val["foreign_cpu_share"] = common.foreign_share(mark)
             result[name] = val
             log(name, f"done in {time.perf_counter() - t0:.1f} s"
-                      f" (other processes used {100 * (val['foreign_cpu_share'] or 0):.0f} % of the CPU meanwhile)")
+                      f" (other processes used {100 * (val['foreign_cpu_share'] or 0):.0f} % of the CPU meanwhile"
+                      + (": its figures may be off" if (val["foreign_cpu_share"] or 0) > report.FOREIGN_LIMIT else "")
+                      + ")")
             return val
         except Exception as exc:
             tb = traceback.format_exc()

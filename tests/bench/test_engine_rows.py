@@ -74,6 +74,19 @@ def test_summary_reads_a_bench_json_without_engine_rows() -> None:
     assert "1.80 onnxruntime fp32" in table and "onnxruntime fp32 batch 1: 10 %" in table
 
 
+def test_the_summary_flags_sections_measured_beside_other_work() -> None:
+    """A section whose run met > 10 % foreign CPU is named under the table with the command that re-runs it."""
+    r = {"hf_compare": {"rows": [{"family": "hubert", "size": "base", "ratio_fp32": 1.8, "ratio_int8": 1.0,
+                                  "wavstream_stream_ort_fp32_s_per_audio_s": 0.1,
+                                  "hf_offline_torch_s_per_audio_s": 0.055}], "foreign_cpu_share": 0.34},
+         "engines": {"rows": [], "foreign_cpu_share": 0.0}, "memory": {"foreign_cpu_share": 0.05}}
+    assert report.disturbed_sections(r) == {"hf_compare": 0.34}
+    table = report.summary_table(r)
+    assert "hf_compare 34 %" in table and "--only hf_compare --merge" in table
+    r["hf_compare"]["foreign_cpu_share"] = 0.02
+    assert "beside other work" not in report.summary_table(r)
+
+
 def test_cpu_engines_names_every_row_or_why_not(tiny_bundle: Path) -> None:
     make, left_out = cpu_engines(tiny_bundle, 1)
     assert set(make) | set(left_out) == set(CPU_ROWS) and not set(make) & set(left_out)
