@@ -380,8 +380,9 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
     backend = getattr(settings, "server_backend", "onnxruntime")
     precision = getattr(settings, "server_precision", "fp32")
     server = ServerProcess(bundle, settings.threads, backend, precision)
+    chunks = "" if "ms chunks" in model_label else f"{1000 * chunk_s:.0f} ms chunks, "  # labels often say it
     settings.log("server", f"server pid {server.pid} on {server.url} with {model_label} "
-                           f"({1000 * chunk_s:.0f} ms chunks, engine {server.engine}); audio: {source}")
+                           f"({chunks}engine {server.engine}); audio: {source}")
     try:
         e2e = end_to_end(server, utt, end, cfg.stride, settings.log)
         rows = load_levels(server, loop_audio, levels, seconds, chunk_s, cfg.stride, settings.log)
