@@ -342,11 +342,8 @@ def warm_engine(recognizer: Any, max_batch: int) -> list[int]:
     engine = recognizer.engine
     if not hasattr(engine, "warmup") or getattr(engine, "shapes", "static") != "static":
         return []
-    from ..engines.openvino import batch_bucket
-
-    buckets = sorted({batch_bucket(b) for b in range(1, max(1, max_batch) + 1)})
-    engine.warmup(buckets)
-    return buckets
+    engine.warmup(range(1, max(1, max_batch) + 1))  # the engine maps each size to its bucket, compiled once
+    return sorted(engine.compiled_batches)
 
 
 def measure_engine_cost(recognizer: Any, batch: int, steps: int = 5, seed: int = 0) -> float:
