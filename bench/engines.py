@@ -65,6 +65,7 @@ def cpu_engines(bundle: Path, threads: int, names: tuple[str, ...] = CPU_ROWS
     run ("onnxruntime fp32", "openvino bf16", ...), and those left out (name -> why)."""
     from wavstream.stream import OrtEngine
     from wavstream.stream.bundle import load_bundle
+    from wavstream.stream.engines.ort import BACK_TO_BACK_SPIN_US as SPIN  # steps run back to back here
 
     unknown = set(names) - set(CPU_ROWS)
     if unknown:
@@ -75,11 +76,12 @@ def cpu_engines(bundle: Path, threads: int, names: tuple[str, ...] = CPU_ROWS
     make: dict[str, Callable[[], Any]] = {}
     left_out: dict[str, str] = {}
     if "onnxruntime fp32" in names:
-        make["onnxruntime fp32"] = lambda: OrtEngine(b, device="cpu", intra_op_threads=t, inter_op_threads=1)
+        make["onnxruntime fp32"] = lambda: OrtEngine(b, device="cpu", intra_op_threads=t, inter_op_threads=1,
+                                                     spin_us=SPIN)
     if "onnxruntime int8" in names:
         if has_int8:
             make["onnxruntime int8"] = lambda: OrtEngine(b, quantized=True, device="cpu", intra_op_threads=t,
-                                                         inter_op_threads=1)
+                                                         inter_op_threads=1, spin_us=SPIN)
         else:
             left_out["onnxruntime int8"] = "bundle has no model.int8.onnx"
     wanted = [n.split(" ")[1] for n in names if n.startswith("openvino ")]
@@ -114,10 +116,11 @@ def _engines(bundle: Path, settings: Settings) -> tuple[dict[str, Callable[[], A
         left_out["onnxruntime fp32 gelu-fused"] = "the bundle's graph has GELU in the fusable order already"
     else:
         from wavstream.stream import OrtEngine
+        from wavstream.stream.engines.ort import BACK_TO_BACK_SPIN_US
 
         fb = load_bundle(fused)
         make["onnxruntime fp32 gelu-fused"] = lambda: OrtEngine(fb, device="cpu", intra_op_threads=t,
-                                                                inter_op_threads=1)
+                                                                inter_op_threads=1, spin_us=BACK_TO_BACK_SPIN_US)
     if "openvino fp32" in make:
         from wavstream.stream.engines.openvino import OpenVinoEngine
 

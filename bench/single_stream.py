@@ -67,8 +67,10 @@ def streaming_from_published(published: Any, chunk_ms: int) -> Any:
 def ort_runner(bundle: Path, quantized: bool, settings: Settings, audio: np.ndarray) -> Callable[[], float]:
     """A function that times one run of single-stream ORT steps and returns its RTF."""
     from wavstream.stream import OrtEngine
+    from wavstream.stream.engines.ort import BACK_TO_BACK_SPIN_US
 
     eng = OrtEngine(bundle, quantized=quantized, device="cpu", intra_op_threads=settings.threads,
+                    spin_us=BACK_TO_BACK_SPIN_US,
                     inter_op_threads=1)
     return engine_runner(eng, settings, audio)
 

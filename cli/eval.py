@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     """Run an exported bundle through the torch-free runtime."""
     from wavstream.stream import Recognizer
+    from wavstream.stream.engines.ort import BACK_TO_BACK_SPIN_US
     from wavstream.training.evaluate import load_waves, normalise_reference, score
 
     precision = "int8" if getattr(args, "int8", False) else getattr(args, "precision", "fp32")
@@ -103,8 +104,8 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
         opts: dict = {"backend": "openvino", "precision": precision}
     elif precision == "bf16":
         raise ValueError("--precision bf16 needs --backend openvino")
-    else:
-        opts = {"quantized": True} if precision == "int8" else {}
+    else:  # utterances run back to back: pool threads spin briefly (see OrtEngine)
+        opts = {"quantized": True, "spin_us": BACK_TO_BACK_SPIN_US} if precision == "int8" else {"spin_us": BACK_TO_BACK_SPIN_US}
     if args.threads:
         opts["intra_op_threads"] = args.threads
     if args.chunk_ms:

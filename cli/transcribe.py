@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             decoding=decoding_config(args),
             endpoint=endpoint_config(args),
             emit_features=False,
-            **engine_options(args),
+            **engine_options(args, back_to_back=not args.realtime),
         )
         stream = rec.create_stream(hotwords=hotwords_list(args))
     except (BundleError, SourceError, EngineUnavailableError, ImportError, ValueError) as exc:

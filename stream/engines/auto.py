@@ -51,9 +51,13 @@ def choose_engine(
     intra_op_threads: Optional[int] = None,
     steps: int = 6,
     rounds: int = 3,
+    spin_us: Optional[int] = 0,
 ) -> AutoChoice:
-    """Build the faster CPU engine for ``bundle`` (see the module docstring)."""
-    ort_engine = OrtEngine(bundle, quantized=quantized, device="cpu", intra_op_threads=intra_op_threads)
+    """Build the faster CPU engine for ``bundle`` (see the module docstring).
+
+    spin_us: ONNX Runtime's pool-thread spinning (OrtEngine's argument)."""
+    ort_engine = OrtEngine(bundle, quantized=quantized, device="cpu", intra_op_threads=intra_op_threads,
+                           spin_us=spin_us)
     try:
         from .openvino import OpenVinoEngine
 

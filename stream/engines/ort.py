@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from ..bundle import Bundle, BundleError, IOSpec, check_graph_io, load_bundle, ort_type_to_dtype
 from .base import Engine, EngineUnavailableError, StepResult
 
-__all__ = ["OrtEngine"]
+__all__ = ["OrtEngine", "BACK_TO_BACK_SPIN_US", "session_options"]
+
+# How long pool threads busy-wait for more work (µs) where steps run back to back
+# (a file as fast as possible, a benchmark): long enough to span the gap between
+# two ops of one step, so each parallel op finds its helper awake instead of
+# waking it (wav2vec's 320 ms step on 2 threads: 1.92 -> 1.51 ms), and short
+# enough to cost nothing between steps. See docs/bench.md "Threads that spin".
+BACK_TO_BACK_SPIN_US = 100
+
+
+def session_options(intra_op_threads: Optional[int] = None, inter_op_threads: Optional[int] = None,
+                    spin_us: Optional[int] = 0) -> Any:
+    """onnxruntime SessionOptions as OrtEngine sets them (also for the bench's offline sessions).
+
+    spin_us: 0 = pool threads never spin; N > 0 = they spin up to N µs; None =
+    onnxruntime's default (spins without a bound, a core each between steps).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if intra_op_threads is not None:
+        opts.intra_op_num_threads = int(intra_op_threads)
+    if inter_op_threads is not None:
+        opts.inter_op_num_threads = int(inter_op_threads)
+    if spin_us is not None:
+        if spin_us < 0:
+            raise ValueError(f"spin_us must be >= 0 or None, got {spin_us}")
+        for pool in ("intra_op", "inter_op"):
+            opts.add_session_config_entry(f"session.{pool}.allow_spinning", "1" if spin_us else "0")
+            if spin_us:
+                opts.add_session_config_entry(f"session.{pool}.spin_duration_us", str(int(spin_us)))
+    opts.log_severity_level = 3  # errors only; a bundle problem is reported by us
+    return opts
 
 
 def _providers(device: str, available: Sequence[str]) -> list[str]:
@@ -37,9 +69,14 @@ class OrtEngine(Engine):
         intra_op_threads / inter_op_threads: onnxruntime thread pools; None
             keeps onnxruntime's default (all cores). One stream on a laptop:
             1-2 intra-op threads is usually best.
-        spin: let onnxruntime's pool threads busy-wait between runs. Off by
-            default: a live stream runs one short step every chunk, and
-            spinning threads burn a core each while they wait for it.
+        spin_us: how long onnxruntime's pool threads busy-wait for the next
+            piece of work before sleeping, in µs. 0 (default): never; a live
+            stream runs one short step per chunk, and after that idle gap a
+            spinning pool measured no faster. Steps run back to back (a file
+            as fast as possible) gain from ``BACK_TO_BACK_SPIN_US``: within a
+            step every parallel op then finds its helper thread awake.
+            None: onnxruntime's default, which spins without a bound and
+            burns a core per thread between chunks.
     Raises:
         BundleError: the model file is missing, not loadable, or disagrees
             with config.json.
@@ -54,7 +91,7 @@ class OrtEngine(Engine):
         device: str = "auto",
         intra_op_threads: Optional[int] = None,
         inter_op_threads: Optional[int] = None,
-        spin: bool = False,
+        spin_us: Optional[int] = 0,
     ) -> None:
         import onnxruntime as ort  # light enough, but keep module import cheap
 
@@ -62,15 +99,7 @@ class OrtEngine(Engine):
             bundle = load_bundle(bundle)
         super().__init__(bundle)
         self.model_path = bundle.model_file("int8" if quantized else "onnx")
-        opts = ort.SessionOptions()
-        if intra_op_threads is not None:
-            opts.intra_op_num_threads = int(intra_op_threads)
-        if inter_op_threads is not None:
-            opts.inter_op_num_threads = int(inter_op_threads)
-        if not spin:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        opts.log_severity_level = 3  # errors only; a bundle problem is reported by us
+        opts = session_options(intra_op_threads, inter_op_threads, spin_us)
         self.providers = _providers(device, ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=self.providers)

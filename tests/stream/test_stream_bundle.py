@@ -64,7 +64,12 @@ def test_pool_threads_do_not_spin_by_default(good: Path) -> None:
             return "unset"
 
     assert spinning(OrtEngine(good, intra_op_threads=2)) == "0"
-    assert spinning(OrtEngine(good, intra_op_threads=2, spin=True)) == "unset"
+    assert spinning(OrtEngine(good, intra_op_threads=2, spin_us=None)) == "unset"
+    bounded = OrtEngine(good, intra_op_threads=2, spin_us=100)
+    assert spinning(bounded) == "1"
+    assert bounded.session.get_session_options().get_session_config_entry("session.intra_op.spin_duration_us") == "100"
+    with pytest.raises(ValueError, match="spin_us"):
+        OrtEngine(good, spin_us=-1)
 
 
 # -- bad bundles: each raises BundleError naming the problem ------------------

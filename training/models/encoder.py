@@ -314,8 +314,8 @@ class TransformerEncoderModel(SpeechEncoder):
 
     def _stream_frames(self, samples, states, ctx):
         n_fe = len(self.feature_extractor.state_specs())
-        conv, fe_new = self.feature_extractor.stream(samples, states[:n_fe], ctx)
-        x, _ = self.feature_projection(conv.transpose(1, 2))
+        conv, fe_new = self.feature_extractor.stream(samples, states[:n_fe], ctx)  # (B, T, C)
+        x, _ = self.feature_projection(conv)
         hidden, enc_new = self.encoder.stream(x, states[n_fe:], ctx)
         return hidden, None, fe_new + enc_new
 
@@ -367,13 +367,11 @@ class ConvContextModel(SpeechEncoder):
 
     def _stream_frames(self, samples, states, ctx):
         n_fe = len(self.feature_extractor.state_specs())
-        z, fe_new = self.feature_extractor.stream(samples, states[:n_fe], ctx)
-        zt = z.transpose(1, 2)
+        zt, fe_new = self.feature_extractor.stream(samples, states[:n_fe], ctx)  # (B, T, C)
         x, codes = zt, None
         if self.vector_quantizer is not None:
             codes = self.vector_quantizer.codes(zt)
             x = self.vector_quantizer.lookup(codes)
-        c, agg_new = self.feature_aggregator.stream(x.transpose(1, 2), states[n_fe:], ctx)
-        ct = c.transpose(1, 2)
+        ct, agg_new = self.feature_aggregator.stream(x, states[n_fe:], ctx)
         hidden = [zt, ct] if self.vector_quantizer is None else [zt, x, ct]
         return hidden, codes, fe_new + agg_new
