@@ -54,10 +54,36 @@ def ctc_forced_align(logp: np.ndarray, ids: Sequence[int], blank_id: int = 0) ->
     a repeated token a blank between).
     """
     logp = np.asarray(logp, dtype=np.float64)
+    if len(ids) == 0:
+        return []
+    greedy = _argmax_path_spans(logp, ids, blank_id)
+    if greedy is not None:
+        return greedy
+    return _viterbi_spans(logp, ids, blank_id)
+
+
+def _argmax_path_spans(logp: np.ndarray, ids: Sequence[int], blank_id: int) -> Optional[list[tuple[int, int]]]:
+    """The spans of the frame-wise argmax path when it collapses to ``ids``, else None.
+
+    That path scores the most of all paths, so when it spells ``ids`` it is the
+    forced alignment too (up to exact ties). It does whenever the text came from
+    greedy decoding, the server's default: there this replaces a per-frame
+    Python loop (~10 % of a loaded server's inference thread) by a few array ops.
+    """
+    if logp.shape[0] == 0:
+        return None
+    a = logp.argmax(axis=1)
+    last = np.flatnonzero(np.append(a[1:] != a[:-1], True))  # last frame of each run of one label
+    first = np.concatenate(([0], last[:-1] + 1))
+    keep = a[first] != blank_id
+    if int(keep.sum()) != len(ids) or not np.array_equal(a[first][keep], np.asarray(ids, dtype=a.dtype)):
+        return None
+    return [(int(f), int(e)) for f, e in zip(first[keep], last[keep])]
+
+
+def _viterbi_spans(logp: np.ndarray, ids: Sequence[int], blank_id: int) -> Optional[list[tuple[int, int]]]:
     T = int(logp.shape[0])
     L = len(ids)
-    if L == 0:
-        return []
     labels = np.full(2 * L + 1, blank_id, dtype=np.int64)
     labels[1::2] = np.asarray(ids, dtype=np.int64)
     S = labels.shape[0]

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Deque, Iterator, Optional, Sequence, Union
@@ -59,7 +60,7 @@ from .bundle import Bundle, BundleConfig, BundleNotFoundError, load_bundle
 from .ctc import LmConfig, StreamingCtcDecoder, Vocabulary
 from .endpoint import EndpointConfig, Endpointer
 from .hotwords import Hotword
-from .engines.base import Engine, StreamsFailedError, stack_states, unstack_states
+from .engines.base import Engine, StateStacker, StreamsFailedError, unstack_states
 from .events import Event, Features, Final, Partial, Word
 from .resample import AudioFormatError, StreamResampler, channels_first_layout, check_sample_rate, to_mono_float32
 
@@ -370,6 +371,7 @@ class Recognizer:
         self.max_batch_size: Optional[int] = getattr(engine, "max_batch", None)
         self._listeners: list[tuple[type, Callable[[Any], None]]] = []
         self._default: Optional[Stream] = None
+        self._stackers = threading.local()  # one StateStacker per thread that calls decode_streams
         if self.decode_text and self.decoding.lm is not None:
             self._make_decoder()  # fail now (a missing or bad LM file), not at first audio
 
@@ -470,7 +472,10 @@ class Recognizer:
             if len(group) == 1:
                 states = streams[group[0]].states
             else:
-                states = stack_states([streams[i].states for i in group])
+                stacker = getattr(self._stackers, "stacker", None)
+                if stacker is None:
+                    stacker = self._stackers.stacker = StateStacker()
+                states = stacker.stack([streams[i].states for i in group])
             try:
                 res, lost = self.engine.step(samples, states), {}
             except StreamsFailedError as exc:

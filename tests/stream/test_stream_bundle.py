@@ -223,6 +223,29 @@ def test_step_advances_state_and_batches_independently(engine: OrtEngine) -> Non
     np.testing.assert_array_equal(sb[1], rb.states[1])
 
 
+def test_state_stacker_equals_stack_states_and_reuses_its_buffers() -> None:
+    from wavstream.stream.engines.base import StateStacker
+
+    rng = np.random.default_rng(1)
+    streams = [[np.full((1, 1), i, np.int64), rng.standard_normal((1, 3, 4)).astype(np.float32)] for i in range(5)]
+    st = StateStacker()
+    three = st.stack(streams[:3])
+    for got, want in zip(three, stack_states(streams[:3])):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+    base = three[1].base
+    two = st.stack(streams[3:])  # fewer rows: the same buffer
+    assert two[1].base is base and two[1].shape == (2, 3, 4)
+    np.testing.assert_array_equal(two[1], stack_states(streams[3:])[1])
+    five = st.stack(streams)  # more rows: grown
+    assert five[1].shape == (5, 3, 4) and five[1].base is not base
+    np.testing.assert_array_equal(five[0][:, 0], np.arange(5))
+    with pytest.raises(StateShapeError, match="different numbers"):
+        st.stack([streams[0], streams[1][:1]])
+    with pytest.raises(ValueError):
+        st.stack([streams[0], [streams[1][0], np.zeros((1, 2, 4), np.float32)]])
+
+
 def test_cuda_without_provider_is_clear(good: Path) -> None:
     import onnxruntime as ort
 

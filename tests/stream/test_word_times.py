@@ -79,6 +79,31 @@ def test_forced_alignment_on_a_hand_made_path() -> None:
     assert spans[0].confidence == pytest.approx(0.98, abs=1e-6)
 
 
+def test_forced_alignment_shortcut_equals_the_viterbi_search() -> None:
+    # Greedy text (the argmax path collapsed) takes the shortcut; it must give the
+    # spans the full search gives. Other texts must still be searched.
+    from wavstream.stream.alignment import _argmax_path_spans, _viterbi_spans
+
+    rng = np.random.default_rng(3)
+    checked = 0
+    for _ in range(40):
+        T, V = int(rng.integers(5, 60)), 6
+        x = rng.normal(size=(T, V)) * 3
+        x[:, 0] += 2.0  # blank-heavy, as CTC posteriors are
+        logp = x - np.log(np.exp(x).sum(1, keepdims=True))
+        a = logp.argmax(1)
+        ids = [int(k) for j, k in enumerate(a) if k != 0 and (j == 0 or k != a[j - 1])]
+        if not ids:
+            continue
+        assert _argmax_path_spans(logp, ids, 0) == _viterbi_spans(logp, ids, 0)
+        assert ctc_forced_align(logp, ids) == _viterbi_spans(logp, ids, 0)
+        other = ids[:-1] if len(ids) > 1 else ids + [1 if ids[-1] != 1 else 2]
+        assert _argmax_path_spans(logp, other, 0) is None
+        assert ctc_forced_align(logp, other) == _viterbi_spans(logp, other, 0)
+        checked += 1
+    assert checked > 20
+
+
 def test_forced_alignment_splits_words_at_the_delimiter() -> None:
     tokens = ["<b>", "|", "h", "i", "o"]
     path = [0, 2, 3, 0, 1, 0, 4, 0, 0, 0]
