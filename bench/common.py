@@ -48,6 +48,7 @@ class Settings:
     server_streams: Optional[list[int]] = None  # the server section's stream counts (None: its default levels)
     server_backend: str = "onnxruntime"  # the server section's engine (as `wavstream serve --backend`)
     server_precision: str = "fp32"  # and its precision (as `wavstream serve --precision`)
+    server_workers: int = 1  # inference workers (as `wavstream serve --workers`), threads // workers each
 
     def pick(self, quick: Any, full: Any) -> Any:
         return quick if self.quick else full

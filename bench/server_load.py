@@ -41,11 +41,12 @@ P95_LIMIT_MS = 200.0
 
 
 # ------------------------------------------------------------------ server child
-def _serve(bundle: str, threads: int, backend: str = "onnxruntime", precision: str = "fp32") -> int:
+def _serve(bundle: str, threads: int, backend: str = "onnxruntime", precision: str = "fp32", workers: int = 1) -> int:
     from wavstream.stream import Recognizer
     from wavstream.stream.server import Server
 
-    # The engine options of `wavstream serve --backend B --precision P` (cli/args.py engine_options).
+    # The engine options of `wavstream serve --backend B --precision P --workers W` (cli/args.py engine_options);
+    # ``threads`` is per worker.
     opts: dict[str, Any] = ({"precision": precision} if backend == "openvino"
                             else {"quantized": precision == "int8"})
     rec = Recognizer.from_bundle(bundle, backend=backend, intra_op_threads=threads, emit_features=True, **opts)
@@ -54,7 +55,7 @@ def _serve(bundle: str, threads: int, backend: str = "onnxruntime", precision: s
         # Measuring capacity: no admission limits (the sessions, pending connections and lag
         # that a production server refuses are what this bench is here to find).
         server = Server(rec, "127.0.0.1", 0, max_sessions=4096, max_pending=4096, max_lag_s=None,
-                        serve_pages=False, idle_timeout_s=60.0)
+                        serve_pages=False, idle_timeout_s=60.0, workers=workers)
         await server.start()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -68,7 +69,9 @@ def _serve(bundle: str, threads: int, backend: str = "onnxruntime", precision: s
             loop.call_soon_threadsafe(stop.set)
 
         print(json.dumps({"port": server.port, "pid": os.getpid(), "rss_bytes": _rss(),
-                          "engine": f"{type(rec.engine).__name__} {precision}", "batching": server.stats().get("batching")}),
+                          "engine": f"{type(rec.engine).__name__} {precision}"
+                                    + (f", {workers} workers x {threads} thread(s)" if workers > 1 else ""),
+                          "batching": server.stats().get("batching")}),
               flush=True)
         threading.Thread(target=reader, daemon=True).start()
         await stop.wait()
@@ -85,9 +88,10 @@ def _rss() -> int:
 
 
 class ServerProcess:
-    def __init__(self, bundle: Path, threads: int, backend: str = "onnxruntime", precision: str = "fp32") -> None:
+    def __init__(self, bundle: Path, threads: int, backend: str = "onnxruntime", precision: str = "fp32",
+                 workers: int = 1) -> None:
         cmd = [sys.executable, "-m", "wavstream.bench.server_load", "serve", str(bundle), str(threads), backend,
-               precision]
+               precision, str(workers)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line:
@@ -379,7 +383,8 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
     seconds = settings.pick(2.0, 7.0)
     backend = getattr(settings, "server_backend", "onnxruntime")
     precision = getattr(settings, "server_precision", "fp32")
-    server = ServerProcess(bundle, settings.threads, backend, precision)
+    workers = max(1, int(getattr(settings, "server_workers", 1)))
+    server = ServerProcess(bundle, max(1, settings.threads // workers), backend, precision, workers)
     chunks = "" if "ms chunks" in model_label else f"{1000 * chunk_s:.0f} ms chunks, "  # labels often say it
     settings.log("server", f"server pid {server.pid} on {server.url} with {model_label} "
                            f"({chunks}engine {server.engine}); audio: {source}")
@@ -395,7 +400,8 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
     return {
         "model": model_label, "bundle": str(bundle), "chunk_ms": 1000 * chunk_s, "packet_ms": PACKET_MS,
         "p95_limit_ms": P95_LIMIT_MS, "seconds_per_level": seconds, "audio_source": source,
-        "engine": server.engine, "backend": backend, "precision": precision, "batching": server.batching,
+        "engine": server.engine, "backend": backend, "precision": precision, "workers": workers,
+        "batching": server.batching,
         "levels": rows, "max_streams_held": max(held) if held else 0,
         "rss_per_stream_bytes": linear_slope(xs, ys), "rss_at_start_bytes": server.rss_at_start,
         "end_to_end": e2e, "loadtest_crosscheck": cross,
@@ -407,6 +413,7 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "serve":
         sys.exit(_serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2,
-                        sys.argv[4] if len(sys.argv) > 4 else "onnxruntime", sys.argv[5] if len(sys.argv) > 5 else "fp32"))
+                        sys.argv[4] if len(sys.argv) > 4 else "onnxruntime", sys.argv[5] if len(sys.argv) > 5 else "fp32",
+                        int(sys.argv[6]) if len(sys.argv) > 6 else 1))
     print("usage: python -m wavstream.bench.server_load serve BUNDLE [THREADS [BACKEND [PRECISION]]]", file=sys.stderr)
     sys.exit(2)

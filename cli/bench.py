@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="server section: the engine the server runs, as `wavstream serve --backend` (default: onnxruntime)")
     p.add_argument("--server-precision", choices=["fp32", "int8", "bf16"], default="fp32",
                    help="server section: the engine's precision, as `wavstream serve --precision` (bf16: openvino only)")
+    p.add_argument("--server-workers", type=int, default=1, metavar="N",
+                   help="server section: inference workers, as `wavstream serve --workers` (each with "
+                        "--threads / N engine threads, at least 1)")
     p.add_argument("--dev", default=None,
                    help="corpus TSV (path, num_samples, text) for the endpoint section "
                         "(default: data/corpus_v2/dev.tsv when present, else sentences read by espeak-ng)")
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     settings = Settings(quick=args.quick, threads=threads, work=work, log=log,
                         server_streams=streams, server_backend=args.server_backend,
-                        server_precision=args.server_precision)
+                        server_precision=args.server_precision, server_workers=max(1, args.server_workers))
     result: dict = {
         "schema_version": report.SCHEMA_VERSION,
         "quick": bool(args.quick),

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from .args import add_decoding_arguments, add_model_arguments, decoding_config, engine_options, hotwords_list
+from .args import add_decoding_arguments, add_model_arguments, decoding_config, engine_options, hotwords_list, int_at_least
 
 
 def _sessions(text: str) -> int | None:
@@ -93,6 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bat.add_argument("--max-wait-busy-ms", type=float, default=None,
                      help="the longest such wait, reached once the sessions' chunks fill a batch of 16 in it; "
                           "the wait grows with the sessions between the two (unset: 4 x --max-wait-ms)")
+    bat.add_argument("--workers", type=int_at_least(1), default=1,
+                     help="batches that run at once, each in its own thread on other sessions (onnxruntime "
+                          "only); --threads is then per worker. On 2 cores --workers 2 --threads 1 cuts p95 latency "
+                          "by a third at 64-80 streams (docs/bench.md, Server)")
     dec = add_decoding_arguments(parser, lm=True)
     dec.add_argument("--hotwords", default=None, metavar="FILE",
                      help="phrases to bias every session towards, one per line, optionally 'phrase:score' (turns on "
@@ -206,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
                 max_batch=args.max_batch,
                 max_wait_ms=args.max_wait_ms,
                 max_wait_busy_ms=args.max_wait_busy_ms,
+                workers=args.workers,
                 serve_pages=args.page,
                 latencies=others,
                 hotwords=hotwords,

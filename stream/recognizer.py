@@ -484,7 +484,12 @@ class Recognizer:
                 per_stream = [res.states]  # kept as is: device-resident states stay on the device
             else:
                 # list(): a device-state handle is downloaded once here, not per row.
-                per_stream = unstack_states(list(res.states), len(group))
+                out_states = list(res.states)
+                # The stacked inputs live in buffers the next batch overwrites: an engine that hands an
+                # input back as its output (Triton's stream ids) must not leave the streams views of them.
+                out_states = [np.array(o) if isinstance(o, np.ndarray) and np.may_share_memory(o, i) else o
+                              for o, i in zip(out_states, states)]
+                per_stream = unstack_states(out_states, len(group))
             for b, i in enumerate(group):
                 s = streams[i]
                 if b in lost:

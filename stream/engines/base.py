@@ -75,6 +75,10 @@ class StepResult:
 class Engine(ABC):
     """Base class: validation, state init; subclasses implement ``_run``."""
 
+    # True when ``step`` may be called from several threads at once (on different states):
+    # a server then runs several batches concurrently (``Batcher(workers=N)``).
+    concurrent_steps: bool = False
+
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.config: BundleConfig = bundle.config
@@ -175,7 +179,8 @@ class StateStacker:
     default model, 1.1 MB of state each: 9.6 ms a step, 2.2 ms into kept
     buffers, beside a 54 ms engine step). The arrays returned are views of
     the buffers and are overwritten by the next ``stack``: use them for one
-    engine step (engines copy what they keep), from one thread.
+    engine step, from one thread, and copy any output that is one of them
+    (``Recognizer.decode_streams`` does: Triton's engine hands its inputs back).
     """
 
     def __init__(self) -> None:

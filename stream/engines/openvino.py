@@ -19,11 +19,18 @@ so sizes are rounded up to a few buckets (1, 2, 3, 4, 6, 8, 12, 16, 24, 32,
 computed and dropped (rows are independent). Fifteen buckets cover batches up
 to 192; beyond ``max_compiled`` the least recently used is dropped.
 ``shapes="dynamic"`` compiles once for every batch size instead.
+
+Threads: ``step`` may be called from several threads (compiled models are
+shared, each thread has its own infer requests), but a server runs it from
+one worker: two workers, with OpenVINO's threads split into two streams,
+measured 3x the server CPU per stream and fell over at 64 streams
+(docs/bench.md, Server), so ``concurrent_steps`` stays False.
 """
 
 from __future__ import annotations
 
 import collections
+import threading
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -108,6 +115,8 @@ class OpenVinoEngine(Engine):
         EngineOptionError (a ValueError): an unknown precision or shapes value.
     """
 
+    concurrent_steps = False  # thread-safe, but measured slower run concurrently (see the module docstring)
+
     def __init__(
         self,
         bundle: Union[Bundle, str],
@@ -159,10 +168,12 @@ class OpenVinoEngine(Engine):
         if intra_op_threads:
             self._props["INFERENCE_NUM_THREADS"] = int(intra_op_threads)
         self.intra_op_threads = intra_op_threads
-        # batch size (or -1 for the dynamic model) -> infer request, most recently used last
-        self._requests: "collections.OrderedDict[int, Any]" = collections.OrderedDict()
+        # batch size (or -1 for the dynamic model) -> compiled model, most recently used last
+        self._compiled: "collections.OrderedDict[int, Any]" = collections.OrderedDict()
+        self._lock = threading.Lock()  # compiling reshapes the one model read above
+        self._local = threading.local()  # per thread: batch -> (compiled model, its infer request)
         if shapes == "dynamic":
-            self._requests[-1] = self._compile(None)
+            self._compiled[-1] = self._compile(None)
 
     @staticmethod
     def _shape(port: Any) -> tuple[Any, ...]:
@@ -176,25 +187,33 @@ class OpenVinoEngine(Engine):
             self._model.reshape({p.get_any_name(): ov.PartialShape([batch] + list(p.get_partial_shape())[1:])
                                  for p in self._model.inputs})
         try:
-            compiled = self._core.compile_model(self._model, "CPU", self._props)
+            return self._core.compile_model(self._model, "CPU", self._props)
         except Exception as exc:
             raise BundleError(
                 f"OpenVINO could not compile {self.model_path} (precision {self.precision}, batch "
                 f"{'dynamic' if batch is None else batch}): {type(exc).__name__}: {str(exc).strip()[:300]}"
             ) from exc
-        return compiled.create_infer_request()
+
+    def _compiled_for(self, key: int) -> Any:
+        with self._lock:
+            compiled = self._compiled.get(key)
+            if compiled is None:
+                compiled = self._compile(None if key == -1 else key)
+                self._compiled[key] = compiled
+                while len(self._compiled) > self.max_compiled:
+                    self._compiled.popitem(last=False)
+            else:
+                self._compiled.move_to_end(key)
+            return compiled
 
     def _request(self, batch: int) -> Any:
         key = -1 if self.shapes == "dynamic" else batch
-        req = self._requests.get(key)
-        if req is None:
-            req = self._compile(None if key == -1 else batch)
-            self._requests[key] = req
-            while len(self._requests) > self.max_compiled:
-                self._requests.popitem(last=False)
-        else:
-            self._requests.move_to_end(key)
-        return req
+        compiled = self._compiled_for(key)
+        mine: dict[int, tuple[Any, Any]] = self._local.__dict__.setdefault("requests", {})
+        got = mine.get(key)
+        if got is None or got[0] is not compiled:  # new, or recompiled after an eviction
+            got = mine[key] = (compiled, compiled.create_infer_request())
+        return got[1]
 
     def warmup(self, batches: Sequence[int]) -> None:
         """Compile the buckets of ``batches`` now rather than at their first step (static shapes)."""
@@ -209,7 +228,7 @@ class OpenVinoEngine(Engine):
     @property
     def compiled_batches(self) -> list[int]:
         """Batch sizes compiled so far, least recently used first (static shapes; [] for dynamic)."""
-        return [b for b in self._requests if b > 0]
+        return [b for b in self._compiled if b > 0]
 
     @property
     def device(self) -> str:
@@ -238,7 +257,8 @@ class OpenVinoEngine(Engine):
         )
 
     def close(self) -> None:
-        self._requests.clear()
+        self._compiled.clear()
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return (f"OpenVinoEngine({self.model_path}, precision={self.precision}, shapes={self.shapes}, "

@@ -83,6 +83,8 @@ class OrtEngine(Engine):
         EngineUnavailableError: device="cuda" without a CUDA provider.
     """
 
+    concurrent_steps = True  # InferenceSession.run is thread-safe
+
     def __init__(
         self,
         bundle: Union[Bundle, str],

@@ -185,6 +185,7 @@ class Server:
         max_batch: int = 32,
         max_wait_ms: float = 10.0,
         max_wait_busy_ms: Optional[float] = None,
+        workers: int = 1,
         # Pages
         serve_pages: bool = True,
         # Other latencies of the same bundle, chosen per session ("latency_ms" in start)
@@ -241,7 +242,8 @@ class Server:
         self.ssl_context = ssl_context
         self.serve_pages = serve_pages
         self.batcher = Batcher(recognizer, max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0,
-                               busy_wait_s=None if max_wait_busy_ms is None else max_wait_busy_ms / 1000.0)
+                               busy_wait_s=None if max_wait_busy_ms is None else max_wait_busy_ms / 1000.0,
+                               workers=workers)
         self.started_at = time.time()
         self._ws: Any = None
         self._closing = False
@@ -394,6 +396,7 @@ class Server:
         b = self.batcher
         d["batching"] = {"max_batch": b.max_batch, "max_wait_ms": round(1000.0 * b.max_wait_s, 3),
                          "max_wait_busy_ms": round(1000.0 * b.busy_wait_s, 3), "target_batch": b.target_batch,
+                         "workers": b.workers,
                          "wait_ms_now": round(1000.0 * b.wait_s(), 3)}
         return d
 

@@ -25,6 +25,15 @@ less per stream, and the longer wait is paid in latency only where the load is.
 A session's audio is not looked at before a whole chunk of it has arrived
 (``Session.chunk_due``): an audio message costs the loop one append, not a cycle.
 
+With ``workers`` > 1 that many cycles run at once, each in its own executor
+thread, on disjoint sessions: a session being decoded is not collected again
+until its results are delivered, so its chunks still go through the engine in
+order, one at a time. On 2 cores two ONNX Runtime workers with one engine
+thread each answer sooner than one worker with two (p95 at 80 streams 184 ->
+144 ms; a small step keeps one thread busy better than it splits over two),
+though they hold about as many streams (docs/bench.md, "Server"). The engine
+must run steps concurrently to gain (``Engine.concurrent_steps``).
+
 ``measure_engine_cost`` times the engine once at start-up; the server sizes
 its default session limit from it.
 """
@@ -111,12 +120,18 @@ class Batcher:
     TARGET_BATCH = 16  # where the engine's cost per stream stops falling much (docs/bench.md, efficiency)
 
     def __init__(self, recognizer: Any, *, max_batch: int = 32, max_wait_s: float = 0.01,
-                 busy_wait_s: Optional[float] = None, target_batch: Optional[int] = None) -> None:
+                 busy_wait_s: Optional[float] = None, target_batch: Optional[int] = None,
+                 workers: int = 1) -> None:
         """``max_wait_s``: the wait for more chunks with few sessions; ``busy_wait_s`` (default 4 x
         ``max_wait_s``): the longest wait, reached when the sessions' chunks would fill ``target_batch``
-        (default ``min(TARGET_BATCH, max_batch)``) in it."""
+        (default ``min(TARGET_BATCH, max_batch)``) in it. ``workers``: cycles that may run at once."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if workers > 1 and not getattr(recognizer.engine, "concurrent_steps", False):
+            raise ValueError(f"{type(recognizer.engine).__name__} does not run steps concurrently: use workers=1")
+        self.workers = int(workers)
         self.rec = recognizer
         engine_max = getattr(recognizer, "max_batch_size", None)
         self.max_batch = min(max_batch, engine_max) if engine_max else max_batch
@@ -131,22 +146,24 @@ class Batcher:
         self.stats = BatcherStats()
         self._stride = recognizer.config.stride  # the same at every latency of one bundle
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wavstream-infer")
-        self._task: Optional[asyncio.Task] = None
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="wavstream-infer")
+        self._tasks: list[asyncio.Task] = []
+        self._in_flight: set[int] = set()  # ids of sessions a worker is decoding now
         self._stopping = False
         self._cycle = 0
 
     # ------------------------------------------------------------- control
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="wavstream-batcher")
+        if not self._tasks:
+            loop = asyncio.get_running_loop()
+            self._tasks = [loop.create_task(self._run(), name=f"wavstream-batcher-{i}") for i in range(self.workers)]
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
+        for task in self._tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
         self._executor.shutdown(wait=True)
@@ -198,11 +215,15 @@ class Batcher:
             if not work:
                 backlog = False
                 if self._stopping and not self.sessions:
+                    self._wake.set()  # the other workers' loops end too
                     return
                 continue
+            sids = {job.sid for job in work}
+            self._in_flight |= sids
             try:
                 outcome = await loop.run_in_executor(self._executor, self._step, work)
             except Exception as exc:  # an engine failure: end the sessions of this batch, keep serving
+                self._in_flight -= sids
                 log.exception("inference failed for sessions %s", [job.sid for job in work])
                 for job in work:
                     s = self.sessions.get(job.sid)
@@ -211,6 +232,7 @@ class Batcher:
                 del work, s  # see below
                 backlog = False
                 continue
+            self._in_flight -= sids
             backlog = self._deliver(outcome)
             # Drop this cycle's references before waiting: a session that ends meanwhile must be freed
             # at once, not when the next batch runs (which may be never on an idle server).
@@ -229,7 +251,7 @@ class Batcher:
         # that just got a packet are not, and cost this cycle nothing.
         due = [s for s in self.sessions.values()
                if (s.chunk_due if s.phase is Phase.OPEN else s.phase in (Phase.ENDING, Phase.FLUSHING))
-               and not s.output_full]
+               and not s.output_full and s.id not in self._in_flight]
         due.sort(key=lambda s: s.last_served)
         for s in due:
             chunk = s.stream.chunk_samples

@@ -126,3 +126,61 @@ def test_openvino_engine_serves_concurrent_clients(tmp_path) -> None:
     assert [[f.text for f in g] for g in got] == [[w] for w in WORDS[:8]]
     assert stats["errors"] == {} and stats["max_batch_observed"] > 1
     assert type(ov_rec.engine).__name__ == "OpenVinoEngine"
+
+
+def test_two_workers_decode_concurrently_and_every_client_keeps_its_text(tmp_path) -> None:
+    """--workers 2: two batches run at once (seen inside the engine), on different sessions, and every
+    client still gets its own words (a session's chunks never run in two batches at once)."""
+    import threading
+    import time
+
+    from server_harness import toy_recognizer
+
+    rec = toy_recognizer(tmp_path / "bundle")
+    engine = rec.engine
+    run_one = engine._run
+    box = {"now": 0, "most": 0, "rows": []}
+    lock = threading.Lock()
+
+    def slow_run(samples, states):  # long enough steps that a second batch overlaps the first
+        with lock:
+            box["now"] += 1
+            box["most"] = max(box["most"], box["now"])
+        try:
+            time.sleep(0.03)
+            return run_one(samples, states)
+        finally:
+            with lock:
+                box["now"] -= 1
+
+    engine._run = slow_run
+
+    async def one(url: str, i: int) -> list[str]:
+        text = f"{WORDS[i]} {WORDS[(i + 3) % 20]}"
+        wave = np.concatenate([silence(0.03 * i), synth(text, seed=i), silence(0.2)])
+        return [f.text for f in await transcribe(url, wave, 16000, block_s=0.04, realtime=True)]
+
+    async def go():
+        async with running_server(rec, max_batch=4, max_wait_ms=5, workers=2, max_sessions=32) as server:
+            got = await asyncio.gather(*(one(server.url, i) for i in range(10)))
+            return got, server.stats()
+
+    got, stats = run(go(), timeout=90)
+    assert got == [[f"{WORDS[i]} {WORDS[(i + 3) % 20]}"] for i in range(10)]
+    assert stats["errors"] == {} and stats["batching"]["workers"] == 2
+    assert box["most"] == 2, box  # two batches were inside the engine at once
+
+
+def test_workers_need_an_engine_that_steps_concurrently(tmp_path) -> None:
+    from server_harness import toy_recognizer
+
+    from wavstream.stream.server import Server
+    from wavstream.stream.server.batcher import Batcher
+
+    rec = toy_recognizer(tmp_path / "bundle")
+    assert rec.engine.concurrent_steps  # ONNX Runtime
+    rec.engine.concurrent_steps = False  # as OpenVINO, TensorRT and Triton engines say
+    with pytest.raises(ValueError, match="does not run steps concurrently"):
+        Server(rec, workers=2)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        Batcher(rec, workers=0)
