@@ -70,8 +70,7 @@ def ort_runner(bundle: Path, quantized: bool, settings: Settings, audio: np.ndar
     from wavstream.stream.engines.ort import BACK_TO_BACK_SPIN_US
 
     eng = OrtEngine(bundle, quantized=quantized, device="cpu", intra_op_threads=settings.threads,
-                    spin_us=BACK_TO_BACK_SPIN_US,
-                    inter_op_threads=1)
+                    inter_op_threads=1, spin_us=BACK_TO_BACK_SPIN_US)
     return engine_runner(eng, settings, audio)
 
 

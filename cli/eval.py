@@ -105,7 +105,7 @@ def _evaluate_bundle(args, utts) -> tuple[dict, list[str]]:
     elif precision == "bf16":
         raise ValueError("--precision bf16 needs --backend openvino")
     else:  # utterances run back to back: pool threads spin briefly (see OrtEngine)
-        opts = {"quantized": True, "spin_us": BACK_TO_BACK_SPIN_US} if precision == "int8" else {"spin_us": BACK_TO_BACK_SPIN_US}
+        opts = {"spin_us": BACK_TO_BACK_SPIN_US, **({"quantized": True} if precision == "int8" else {})}
     if args.threads:
         opts["intra_op_threads"] = args.threads
     if args.chunk_ms:

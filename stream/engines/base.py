@@ -197,8 +197,6 @@ class StateStacker:
         for i in range(n):
             parts = [np.asarray(s[i]) for s in per_stream]
             first = parts[0]
-            if any(p.ndim != first.ndim or p.shape[1:] != first.shape[1:] or p.dtype != first.dtype for p in parts):
-                return stack_states(per_stream)  # mismatched streams: the plain path says how
             rows = sum(int(p.shape[0]) for p in parts)
             buf = self._bufs[i]
             if buf is None or buf.shape[1:] != first.shape[1:] or buf.dtype != first.dtype or buf.shape[0] < rows:
@@ -206,7 +204,10 @@ class StateStacker:
                 buf = np.empty((max(rows, grown),) + first.shape[1:], first.dtype)
                 self._bufs[i] = buf
             view = buf[:rows]
-            np.concatenate(parts, axis=0, out=view)
+            try:  # casting="no": a stream whose state differs in dtype is not silently converted
+                np.concatenate(parts, axis=0, out=view, casting="no")
+            except (ValueError, TypeError):  # mismatched streams: the plain path says how
+                return stack_states(per_stream)
             out.append(view)
         return out
 

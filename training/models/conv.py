@@ -310,13 +310,19 @@ class Aggregator(nn.Module):
             cin = cout
         self.conv_layers = nn.ModuleList(blocks)
         self.residual_proj = nn.ModuleList(projs)
+        self.proj_tm = TimeMajorConv()  # the 1x1 projections on time-major input (stream)
         self.skip = skip
         self.residual_scale = math.sqrt(residual_scale)
 
-    def _combine(self, i: int, y: Tensor, residual: Tensor) -> Tensor:
+    def _combine(self, i: int, y: Tensor, residual: Tensor, time_major: bool = False) -> Tensor:
         if not self.skip:
             return y
-        return (y + self.residual_proj[i](residual)) * self.residual_scale
+        proj = self.residual_proj[i]
+        if time_major and not isinstance(proj, nn.Identity):
+            residual = self.proj_tm(proj, residual, 1, 1, residual.shape[1])
+        else:
+            residual = proj(residual)
+        return (y + residual) * self.residual_scale
 
     def forward(self, x: Tensor) -> Tensor:
         for i, block in enumerate(self.conv_layers):
@@ -333,11 +339,7 @@ class Aggregator(nn.Module):
         for i, block in enumerate(self.conv_layers):
             n = len(block.state_specs())
             y, s = block.stream(x, states[j:j + n], ctx)
-            if self.skip:
-                proj = self.residual_proj[i]
-                res = x if isinstance(proj, nn.Identity) else x @ proj.weight[:, :, 0].t()
-                y = (y + res) * self.residual_scale
-            x = y
+            x = self._combine(i, y, x, time_major=True)
             new += s
             j += n
         return x, new
