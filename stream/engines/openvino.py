@@ -5,10 +5,12 @@ over ONNX Runtime on a recent Xeon is the AMX tile units: with
 ``precision="bf16"`` the matrix products run in bfloat16 (activations and
 weights rounded to 8 mantissa bits; accumulation in fp32).
 
-State is kept exactly as ``OrtEngine`` keeps it: host numpy arrays in,
-new host arrays out (copies, so a returned state is never overwritten by a
-later step), rows independent, so ``stack_states``/``unstack_states`` and the
-batched server path work unchanged.
+State is kept as ``OrtEngine`` keeps it: host numpy arrays in, host arrays
+out that a later step never overwrites while the caller holds them, rows
+independent, so ``stack_states``/``unstack_states`` and the batched server
+path work unchanged. With static shapes the request writes its outputs
+straight into reused buffers (``buffers.BufferPool``: a buffer goes back into
+use once no view of it is alive) instead of OpenVINO copying them out.
 
 Shapes: OpenVINO runs a model compiled for one static batch size faster than
 one compiled with a dynamic batch axis (measured in docs/bench.md), so by
@@ -37,6 +39,7 @@ import numpy as np
 
 from ..bundle import Bundle, BundleError, IOSpec, check_graph_io, load_bundle
 from .base import Engine, EngineOptionError, EngineUnavailableError, StepResult
+from .buffers import BufferPool
 
 __all__ = ["OpenVinoEngine", "PRECISIONS", "SHAPES", "batch_bucket", "openvino_available", "cpu_capabilities"]
 
@@ -91,6 +94,36 @@ def batch_bucket(batch: int) -> int:
 def _dtype(element_type: Any) -> str:
     # OpenVINO element types convert to numpy dtypes (f32 -> float32, i64 -> int64).
     return str(np.dtype(element_type.to_dtype()))
+
+
+class _Slot:
+    """One thread's infer request for one compiled shape, and (static shapes) a buffer pool per output."""
+
+    __slots__ = ("compiled", "request", "pools", "attached")
+
+    def __init__(self, compiled: Any, static: bool) -> None:
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+        self.pools: dict[str, BufferPool] = {}
+        if static:
+            self.pools = {p.get_any_name(): BufferPool(tuple(p.get_shape()), _dtype(p.get_element_type()))
+                          for p in compiled.outputs}
+        self.attached = {name: 0 for name in self.pools}  # serial of the buffer each output points at
+
+    def attach(self, ov: Any) -> dict[str, np.ndarray]:
+        """Point every output of the request at a buffer no caller holds; returns them by name.
+
+        OpenVINO keeps no reference to an array it writes into: the pool does,
+        and every infer is preceded by this call.
+        """
+        out = {}
+        for name, pool in self.pools.items():
+            buf = pool.take()
+            if buf.serial != self.attached[name]:
+                self.request.set_tensor(name, ov.Tensor(buf.array, shared_memory=True))
+                self.attached[name] = buf.serial
+            out[name] = buf.array
+        return out
 
 
 class OpenVinoEngine(Engine):
@@ -207,13 +240,16 @@ class OpenVinoEngine(Engine):
             return compiled
 
     def _request(self, batch: int) -> Any:
+        return self._slot(batch).request
+
+    def _slot(self, batch: int) -> "_Slot":
         key = -1 if self.shapes == "dynamic" else batch
         compiled = self._compiled_for(key)
-        mine: dict[int, tuple[Any, Any]] = self._local.__dict__.setdefault("requests", {})
+        mine: dict[int, _Slot] = self._local.__dict__.setdefault("requests", {})
         got = mine.get(key)
-        if got is None or got[0] is not compiled:  # new, or recompiled after an eviction
-            got = mine[key] = (compiled, compiled.create_infer_request())
-        return got[1]
+        if got is None or got.compiled is not compiled:  # new, or recompiled after an eviction
+            got = mine[key] = _Slot(compiled, key > 0)
+        return got
 
     def warmup(self, batches: Sequence[int]) -> None:
         """Compile the buckets of ``batches`` now rather than at their first step (static shapes)."""
@@ -237,7 +273,8 @@ class OpenVinoEngine(Engine):
     def _run(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult:
         B = samples.shape[0]
         P = self._bucket(B)
-        req = self._request(P)
+        slot = self._slot(P)
+        req = slot.request
         if P > B:  # zero rows up to the bucket: computed, then dropped
             samples = np.concatenate([samples, np.zeros((P - B, samples.shape[1]), np.float32)])
             pads = self.init_state(P - B)
@@ -245,10 +282,15 @@ class OpenVinoEngine(Engine):
         feed = {"samples": samples}
         for name, st in zip(self._in_names[1:], states):
             feed[name] = np.ascontiguousarray(st)
-        # share_inputs: read the caller's arrays in place (never written);
-        # outputs are copied (share_outputs off) since the request reuses its buffers.
-        res = req.infer(feed, share_inputs=True, share_outputs=False)
-        outs = {name: res[name][:B] for name in self._out_names}
+        # share_inputs: read the caller's arrays in place (never written).
+        if not slot.pools:  # dynamic shapes: outputs copied out of the request's buffers
+            res = req.infer(feed, share_inputs=True, share_outputs=False)
+            outs = {name: res[name][:B] for name in self._out_names}
+        else:  # static shapes: OpenVINO writes into buffers the caller is not holding
+            bufs = slot.attach(self._ov)
+            req.infer(feed, share_inputs=True, share_outputs=True)
+            outs = {name: bufs[name][:B] for name in self._out_names}
+            del bufs
         return StepResult(
             features=outs["features"],
             logits=outs.get("logits"),

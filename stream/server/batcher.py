@@ -151,6 +151,7 @@ class Batcher:
         self._in_flight: set[int] = set()  # ids of sessions a worker is decoding now
         self._stopping = False
         self._cycle = 0
+        self._first_due_t = 0.0  # monotonic time of the first notify() since the loop last collected
 
     # ------------------------------------------------------------- control
     def start(self) -> None:
@@ -183,6 +184,8 @@ class Batcher:
 
     def notify(self) -> None:
         """A whole chunk of some session's audio, or an end request, arrived (see ``Session.chunk_due``)."""
+        if not self._wake.is_set():
+            self._first_due_t = time.monotonic()  # the oldest chunk not yet collected came now
         self._wake.set()
 
     def wait_s(self) -> float:
@@ -207,9 +210,11 @@ class Batcher:
                 await self._wake.wait()
                 if self._stopping and not self.sessions:
                     return
-                wait = self.wait_s()
-                if wait and not self._any_end_requested():
-                    await asyncio.sleep(wait)  # let other sessions' chunks join this batch
+                # Let other sessions' chunks join this batch: the oldest chunk waits at most wait_s() in
+                # all, counting the time it already waited while the previous cycle ran.
+                wait = self.wait_s() - (time.monotonic() - self._first_due_t)
+                if wait > 0 and not self._any_end_requested():
+                    await asyncio.sleep(wait)
             self._wake.clear()
             work = self._collect()
             if not work:

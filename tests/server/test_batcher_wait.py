@@ -112,3 +112,31 @@ def test_server_refuses_a_busy_wait_below_the_wait(rec) -> None:
 
     with pytest.raises(ValueError, match="max_wait_busy_ms"):
         Server(rec, max_wait_ms=20, max_wait_busy_ms=10)
+
+
+def test_a_chunk_waits_for_company_at_most_the_wait_in_all(rec) -> None:
+    """The wait counts from the chunk's arrival: a chunk that already waited (behind a running cycle)
+    is collected at once, not after a second full wait."""
+    chunk = rec.config.chunk_samples
+
+    async def collected_after(waited_s: float) -> float:
+        b = Batcher(rec, max_batch=32, max_wait_s=0.3, busy_wait_s=0.3)
+        s = _session(rec)
+        b.add(s)
+        s.push_audio(np.zeros(chunk, np.float32))
+        b.notify()
+        await asyncio.sleep(waited_s)  # as if the previous cycle had run this long
+        t0 = asyncio.get_running_loop().time()
+        b.start()
+        while b.stats.loop_cycles < 1:
+            await asyncio.sleep(0.005)
+        took = asyncio.get_running_loop().time() - t0
+        s.close()
+        b.sessions.clear()
+        await b.stop()
+        return took
+
+    fresh = run(collected_after(0.0))
+    waited = run(collected_after(0.35))
+    assert fresh >= 0.25, fresh  # a new chunk waits for company
+    assert waited < 0.15, waited  # one that already waited 0.35 s does not wait again

@@ -92,6 +92,34 @@ def test_rows_are_independent_and_batches_are_compiled_once_each() -> None:
         np.testing.assert_array_equal(a, b)
 
 
+def test_outputs_held_by_the_caller_are_never_overwritten_and_released_ones_are_reused() -> None:
+    """Static shapes: the request writes into pooled buffers; one the caller still holds is not reused."""
+    eng = OpenVinoEngine(DEFAULT_MODEL_DIR, intra_op_threads=1)
+    ref = OrtEngine(DEFAULT_MODEL_DIR, device="cpu", intra_op_threads=1)
+    x = _noise(2, 4 * eng.chunk_samples, seed=7)
+    first = eng.step(x[:, : eng.chunk_samples], eng.init_state(2))
+    kept = [first.features.copy()] + [s.copy() for s in first.states]
+    st = first.states
+    for i in range(1, 4):  # a stream's loop: each step's states are the next step's input
+        r = eng.step(x[:, i * eng.chunk_samples:(i + 1) * eng.chunk_samples], st)
+        st = r.states
+    for a, b in zip(kept, [first.features] + list(first.states)):
+        np.testing.assert_array_equal(a, b)
+    # the same numbers as ONNX Runtime's fresh arrays, step by step
+    st_ref = ref.init_state(2)
+    for i in range(4):
+        rr = ref.step(x[:, i * eng.chunk_samples:(i + 1) * eng.chunk_samples], st_ref)
+        st_ref = rr.states
+    np.testing.assert_allclose(r.features, rr.features, atol=PARITY_TOL)
+    # with only the running state held, a long loop reuses the same few buffers per output:
+    # the one held, the one written, and the pool's spares
+    del first, kept, r
+    for _ in range(20):
+        st = eng.step(x[:, : eng.chunk_samples], st).states
+    pools = eng._slot(2).pools
+    assert pools and all(len(p) <= 2 + p.keep_free for p in pools.values()), {n: len(p) for n, p in pools.items()}
+
+
 def test_batched_streams_of_different_lengths_match_single_streams(toy: Path) -> None:
     """The server path (decode_streams) on OpenVINO: each stream gets what ONNX Runtime gives it alone."""
     rec = Recognizer(create_engine(toy, "openvino", intra_op_threads=1))
