@@ -91,11 +91,16 @@ class Engine(ABC):
     def chunk_frames(self) -> int:
         return self.config.chunk_frames
 
+    def state_dtypes(self) -> list[np.dtype]:
+        """The dtype of each state as this engine carries it (the bundle's, unless an engine
+        keeps a state in a narrower form: OpenVINO's bf16 keeps float states as bfloat16 bits)."""
+        return [np.dtype(spec.np_dtype) for spec in self.config.states]
+
     def init_state(self, batch: int = 1) -> list[np.ndarray]:
         """Fresh states for ``batch`` streams (all zeros, per docs/bundle.md)."""
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
-        return [spec.zeros(batch) for spec in self.config.states]
+        return [np.zeros(spec.batch_shape(batch), dt) for spec, dt in zip(self.config.states, self.state_dtypes())]
 
     def validate(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> np.ndarray:
         """Check shapes/dtypes; returns samples as contiguous float32.
@@ -131,14 +136,15 @@ class Engine(ABC):
             raise StateShapeError(
                 f"expected {len(specs)} state tensors {[s.name for s in specs]}, found {len(states)}"
             )
-        for spec, st in zip(specs, states):
+        for spec, st, want_dt in zip(specs, states, self.state_dtypes()):
             want = spec.batch_shape(B)
             shape = tuple(getattr(st, "shape", ()))
             if shape != want:
                 raise StateShapeError(f"state {spec.name!r}: expected shape {want} for batch {B}, found {shape}")
             dt = getattr(st, "dtype", None)
-            if dt is not None and np.dtype(dt) != np.dtype(spec.np_dtype):
-                raise StateShapeError(f"state {spec.name!r}: expected dtype {spec.dtype}, found {dt}")
+            if dt is not None and np.dtype(dt) != want_dt:
+                raise StateShapeError(f"state {spec.name!r}: expected dtype {want_dt} (this engine's; from its "
+                                      f"init_state), found {dt}")
 
     def step(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult:
         """Process one chunk for a batch of streams. Inputs are not modified."""

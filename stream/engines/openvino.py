@@ -44,6 +44,8 @@ from .buffers import BufferPool
 __all__ = ["OpenVinoEngine", "PRECISIONS", "SHAPES", "batch_bucket", "openvino_available", "cpu_capabilities"]
 
 PRECISIONS = ("fp32", "bf16", "int8")
+# How a state carried in bfloat16 is held in numpy: its raw bits (zeros are zeros).
+BF16_BITS = "uint16"
 SHAPES = ("static", "dynamic")
 
 # The CPU capability each precision needs (OPTIMIZATION_CAPABILITIES names).
@@ -92,22 +94,27 @@ def batch_bucket(batch: int) -> int:
 
 
 def _dtype(element_type: Any) -> str:
-    # OpenVINO element types convert to numpy dtypes (f32 -> float32, i64 -> int64).
+    # OpenVINO element types convert to numpy dtypes (f32 -> float32, i64 -> int64); numpy has no
+    # bfloat16, so a bf16 tensor is held as its raw 16-bit patterns.
+    if element_type.get_type_name() == "bf16":  # (to_dtype() would say float16)
+        return BF16_BITS
     return str(np.dtype(element_type.to_dtype()))
 
 
 class _Slot:
     """One thread's infer request for one compiled shape, and (static shapes) a buffer pool per output."""
 
-    __slots__ = ("compiled", "request", "pools", "attached")
+    __slots__ = ("compiled", "request", "pools", "types", "attached")
 
     def __init__(self, compiled: Any, static: bool) -> None:
         self.compiled = compiled
         self.request = compiled.create_infer_request()
         self.pools: dict[str, BufferPool] = {}
+        self.types: dict[str, Any] = {}  # OpenVINO element type of each output
         if static:
-            self.pools = {p.get_any_name(): BufferPool(tuple(p.get_shape()), _dtype(p.get_element_type()))
-                          for p in compiled.outputs}
+            for p in compiled.outputs:
+                self.pools[p.get_any_name()] = BufferPool(tuple(p.get_shape()), _dtype(p.get_element_type()))
+                self.types[p.get_any_name()] = p.get_element_type()
         self.attached = {name: 0 for name in self.pools}  # serial of the buffer each output points at
 
     def attach(self, ov: Any) -> dict[str, np.ndarray]:
@@ -120,7 +127,8 @@ class _Slot:
         for name, pool in self.pools.items():
             buf = pool.take()
             if buf.serial != self.attached[name]:
-                self.request.set_tensor(name, ov.Tensor(buf.array, shared_memory=True))
+                # (array, shape, type) shares the array's memory and reads uint16 bits as bf16
+                self.request.set_tensor(name, ov.Tensor(buf.array, buf.array.shape, self.types[name]))
                 self.attached[name] = buf.serial
             out[name] = buf.array
         return out
@@ -140,6 +148,12 @@ class OpenVinoEngine(Engine):
         shapes: "static" (compile per batch bucket on first use; faster) or
             "dynamic" (one model for every batch size).
         max_compiled: with shapes="static", how many buckets stay compiled.
+        bf16_states: carry the float states (K/V and conv caches) between
+            steps as bfloat16 (numpy uint16 holding the bits, from
+            ``init_state``) instead of float32; the bf16 step rounds them to
+            bf16 where it reads them anyway. Halves the state memory and its
+            copies: a batch-16 step of the default model 19 -> 13 ms. Default:
+            on for precision="bf16", and only allowed there.
     Raises:
         EngineUnavailableError: openvino is not installed, or this CPU lacks
             the precision asked for (named, with what it has).
@@ -158,6 +172,7 @@ class OpenVinoEngine(Engine):
         intra_op_threads: Optional[int] = None,
         shapes: str = "static",
         max_compiled: int = 16,
+        bf16_states: Optional[bool] = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise EngineOptionError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -165,6 +180,10 @@ class OpenVinoEngine(Engine):
             raise EngineOptionError(f"shapes must be one of {SHAPES}, got {shapes!r}")
         if max_compiled < 1:
             raise EngineOptionError(f"max_compiled must be >= 1, got {max_compiled}")
+        if bf16_states is None:
+            bf16_states = precision == "bf16"
+        if bf16_states and precision != "bf16":
+            raise EngineOptionError(f"bf16_states needs precision='bf16', got precision={precision!r}")
         ov = _import_openvino()
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
@@ -191,6 +210,11 @@ class OpenVinoEngine(Engine):
         ins = [IOSpec(p.get_any_name(), self._shape(p), _dtype(p.get_element_type())) for p in self._model.inputs]
         outs = [IOSpec(p.get_any_name(), self._shape(p), _dtype(p.get_element_type())) for p in self._model.outputs]
         check_graph_io(self.config, ins, outs, self.model_path)
+        self.bf16_states = bool(bf16_states)
+        self._state_dtypes = [np.dtype(BF16_BITS if self.bf16_states and np.dtype(spec.np_dtype) == np.float32
+                                       else spec.np_dtype) for spec in self.config.states]
+        if self.bf16_states:
+            self._model = self._carry_states_in_bf16(self._model)
         self._in_names = ["samples"] + [s.input_name for s in self.config.states]
         self._out_names = list(self.config.outputs)
         self._props: dict[str, Any] = {
@@ -207,6 +231,22 @@ class OpenVinoEngine(Engine):
         self._local = threading.local()  # per thread: batch -> (compiled model, its infer request)
         if shapes == "dynamic":
             self._compiled[-1] = self._compile(None)
+
+    def _carry_states_in_bf16(self, model: Any) -> Any:
+        """The model with its float32 state inputs and outputs typed bf16 at the boundary."""
+        from openvino.preprocess import PrePostProcessor  # type: ignore[import-not-found]
+
+        f32 = {s.input_name for s, dt in zip(self.config.states, self._state_dtypes) if dt == np.dtype(BF16_BITS)}
+        outs = {s.output_name for s in self.config.states if s.input_name in f32}
+        ppp = PrePostProcessor(model)
+        for name in f32:
+            ppp.input(name).tensor().set_element_type(self._ov.Type.bf16)
+        for name in outs:
+            ppp.output(name).tensor().set_element_type(self._ov.Type.bf16)
+        return ppp.build()
+
+    def state_dtypes(self) -> list[np.dtype]:
+        return list(self._state_dtypes)
 
     @staticmethod
     def _shape(port: Any) -> tuple[Any, ...]:
@@ -286,6 +326,8 @@ class OpenVinoEngine(Engine):
         if not slot.pools:  # dynamic shapes: outputs copied out of the request's buffers
             res = req.infer(feed, share_inputs=True, share_outputs=False)
             outs = {name: res[name][:B] for name in self._out_names}
+            if self.bf16_states:  # OpenVINO hands bf16 back typed float16: the bits are what we keep
+                outs = {n: a.view(BF16_BITS) if a.dtype == np.float16 else a for n, a in outs.items()}
         else:  # static shapes: OpenVINO writes into buffers the caller is not holding
             bufs = slot.attach(self._ov)
             req.infer(feed, share_inputs=True, share_outputs=True)
@@ -304,4 +346,5 @@ class OpenVinoEngine(Engine):
 
     def __repr__(self) -> str:
         return (f"OpenVinoEngine({self.model_path}, precision={self.precision}, shapes={self.shapes}, "
+                f"bf16_states={self.bf16_states}, "
                 f"threads={self.intra_op_threads or 'default'})")

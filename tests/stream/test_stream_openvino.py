@@ -20,7 +20,7 @@ from toy_bundle import build_toy_bundle, silence, synth  # noqa: E402
 
 from wavstream.stream import Features, Final, OrtEngine, Recognizer, load_bundle
 from wavstream.stream.bundle import BundleError
-from wavstream.stream.engines import ChunkSizeError, EngineOptionError, EngineUnavailableError, create_engine
+from wavstream.stream.engines import ChunkSizeError, EngineOptionError, EngineUnavailableError, StateShapeError, create_engine
 from wavstream.stream.engines.openvino import OpenVinoEngine, batch_bucket, cpu_capabilities
 from wavstream.stream.errors import WavstreamError
 from wavstream.stream.recognizer import DEFAULT_MODEL_DIR
@@ -169,6 +169,34 @@ def test_reduced_precisions_give_the_fp32_text_on_the_sample(precision: str) -> 
     wave = _noise(1, 3 * ov32.chunk_samples, seed=3)
     d = np.abs(_run(low, wave)[0] - _run(ov32, wave)[0]).max()
     assert 1e-5 < d < 0.5
+
+
+@pytest.mark.parametrize("shapes", ["static", "dynamic"])
+def test_bf16_carries_float_states_as_bf16_bits_with_the_same_features(shapes: str) -> None:
+    """bf16 keeps the float states as bfloat16 (uint16 bits): half the memory, features as with fp32 states."""
+    if "BF16" not in cpu_capabilities():  # refused by name on such a CPU
+        with pytest.raises(EngineUnavailableError, match="needs the CPU capability BF16"):
+            OpenVinoEngine(DEFAULT_MODEL_DIR, precision="bf16", shapes=shapes)
+        return
+    narrow = OpenVinoEngine(DEFAULT_MODEL_DIR, precision="bf16", intra_op_threads=1, shapes=shapes)
+    wide = OpenVinoEngine(DEFAULT_MODEL_DIR, precision="bf16", intra_op_threads=1, shapes=shapes, bf16_states=False)
+    assert narrow.bf16_states and not wide.bf16_states
+    sn, sw = narrow.init_state(2), wide.init_state(2)
+    for spec, a, b in zip(narrow.config.states, sn, sw):
+        assert b.dtype == spec.np_dtype
+        assert a.dtype == (np.uint16 if spec.np_dtype == np.float32 else spec.np_dtype)
+    assert sum(a.nbytes for a in sn) < 0.6 * sum(b.nbytes for b in sw)
+    wave = _noise(2, 5 * narrow.chunk_samples, seed=9)
+    fn, ln, last = _run(narrow, wave)
+    fw, lw, _ = _run(wide, wave)
+    assert [a.dtype for a in last] == [a.dtype for a in sn]  # carried as they started
+    # the step rounds these states to bf16 where it reads them anyway: differences stay at bf16's scale
+    assert np.abs(fn - fw).max() < 0.1 * max(1.0, np.abs(fw).max())
+    assert (ln.argmax(-1) == lw.argmax(-1)).mean() > 0.95
+    with pytest.raises(StateShapeError, match="this engine's"):  # float32 states handed to a bf16-state engine
+        narrow.step(wave[:, : narrow.chunk_samples], sw)
+    with pytest.raises(EngineOptionError, match="bf16_states needs precision='bf16'"):
+        OpenVinoEngine(DEFAULT_MODEL_DIR, precision="fp32", bf16_states=True)
 
 
 def test_errors_are_clear_wavstream_errors(toy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
