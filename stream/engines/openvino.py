@@ -22,16 +22,21 @@ computed and dropped (rows are independent). Fifteen buckets cover batches up
 to 192; beyond ``max_compiled`` the least recently used is dropped.
 ``shapes="dynamic"`` compiles once for every batch size instead.
 
-Threads: ``step`` may be called from several threads (compiled models are
-shared, each thread has its own infer requests), but a server runs it from
-one worker: two workers, with OpenVINO's threads split into two streams,
-measured 3x the server CPU per stream and fell over at 64 streams
-(docs/bench.md, Server), so ``concurrent_steps`` stays False.
+Threads: a batch of ``split_min`` rows or more runs as two halves at once,
+each an infer request on its own OpenVINO stream with half the threads: a
+step's many small ops keep one thread each busier than they keep two
+(default model, bf16, batch 16: 0.98 -> 0.79 ms per stream). ``step`` may be
+called from several threads (compiled models are shared, each thread has its
+own infer requests), but a server runs it from one worker: two workers, each
+with OpenVINO's threads split into two streams, measured 3x the server CPU
+per stream and fell over at 64 streams (docs/bench.md, Server), so
+``concurrent_steps`` stays False.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 from typing import Any, Optional, Sequence, Union
 
@@ -102,23 +107,33 @@ def _dtype(element_type: Any) -> str:
 
 
 class _Slot:
-    """One thread's infer request for one compiled shape, and (static shapes) a buffer pool per output."""
+    """One thread's infer requests for one compiled shape, and (static shapes) a buffer pool per output.
 
-    __slots__ = ("compiled", "request", "pools", "types", "attached")
+    ``parts`` > 1: the batch runs as that many equal row blocks, one request each, started together
+    on the compiled model's streams; the blocks write into row ranges of the same output buffers.
+    """
 
-    def __init__(self, compiled: Any, static: bool) -> None:
+    __slots__ = ("compiled", "requests", "parts", "pools", "types", "attached")
+
+    def __init__(self, compiled: Any, static: bool, parts: int = 1) -> None:
         self.compiled = compiled
-        self.request = compiled.create_infer_request()
+        self.parts = parts
+        self.requests = [compiled.create_infer_request() for _ in range(parts)]
         self.pools: dict[str, BufferPool] = {}
         self.types: dict[str, Any] = {}  # OpenVINO element type of each output
         if static:
             for p in compiled.outputs:
-                self.pools[p.get_any_name()] = BufferPool(tuple(p.get_shape()), _dtype(p.get_element_type()))
+                rows, *rest = tuple(p.get_shape())
+                self.pools[p.get_any_name()] = BufferPool((rows * parts, *rest), _dtype(p.get_element_type()))
                 self.types[p.get_any_name()] = p.get_element_type()
         self.attached = {name: 0 for name in self.pools}  # serial of the buffer each output points at
 
+    @property
+    def request(self) -> Any:
+        return self.requests[0]
+
     def attach(self, ov: Any) -> dict[str, np.ndarray]:
-        """Point every output of the request at a buffer no caller holds; returns them by name.
+        """Point every output of the requests at a buffer no caller holds; returns them by name.
 
         OpenVINO keeps no reference to an array it writes into: the pool does,
         and every infer is preceded by this call.
@@ -127,8 +142,11 @@ class _Slot:
         for name, pool in self.pools.items():
             buf = pool.take()
             if buf.serial != self.attached[name]:
-                # (array, shape, type) shares the array's memory and reads uint16 bits as bf16
-                self.request.set_tensor(name, ov.Tensor(buf.array, buf.array.shape, self.types[name]))
+                h = buf.array.shape[0] // self.parts
+                for k, req in enumerate(self.requests):
+                    rows = buf.array[k * h:(k + 1) * h]  # contiguous: whole rows of a C-ordered array
+                    # (array, shape, type) shares the array's memory and reads uint16 bits as bf16
+                    req.set_tensor(name, ov.Tensor(rows, rows.shape, self.types[name]))
                 self.attached[name] = buf.serial
             out[name] = buf.array
         return out
@@ -154,6 +172,12 @@ class OpenVinoEngine(Engine):
             bf16 where it reads them anyway. Halves the state memory and its
             copies: a batch-16 step of the default model 19 -> 13 ms. Default:
             on for precision="bf16", and only allowed there.
+        split_min: with static shapes and two or more threads, a batch of at
+            least this many rows (after bucketing, an even count) runs as two
+            halves at once on two OpenVINO streams of half the threads each,
+            rather than as one request whose small ops leave threads idle
+            (default model, bf16: 0.98 -> 0.79 ms per stream at batch 16;
+            docs/bench.md). 0: never.
     Raises:
         EngineUnavailableError: openvino is not installed, or this CPU lacks
             the precision asked for (named, with what it has).
@@ -173,6 +197,7 @@ class OpenVinoEngine(Engine):
         shapes: str = "static",
         max_compiled: int = 16,
         bf16_states: Optional[bool] = None,
+        split_min: int = 8,
     ) -> None:
         if precision not in PRECISIONS:
             raise EngineOptionError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -180,6 +205,8 @@ class OpenVinoEngine(Engine):
             raise EngineOptionError(f"shapes must be one of {SHAPES}, got {shapes!r}")
         if max_compiled < 1:
             raise EngineOptionError(f"max_compiled must be >= 1, got {max_compiled}")
+        if split_min < 0:
+            raise EngineOptionError(f"split_min must be >= 0, got {split_min}")
         if bf16_states is None:
             bf16_states = precision == "bf16"
         if bf16_states and precision != "bf16":
@@ -225,12 +252,14 @@ class OpenVinoEngine(Engine):
         if intra_op_threads:
             self._props["INFERENCE_NUM_THREADS"] = int(intra_op_threads)
         self.intra_op_threads = intra_op_threads
-        # batch size (or -1 for the dynamic model) -> compiled model, most recently used last
-        self._compiled: "collections.OrderedDict[int, Any]" = collections.OrderedDict()
+        threads = intra_op_threads or os.cpu_count() or 1
+        self.split_min = int(split_min) if shapes == "static" and threads >= 2 else 0
+        # (batch size or -1 for the dynamic model, parts) -> compiled model, most recently used last
+        self._compiled: "collections.OrderedDict[tuple[int, int], Any]" = collections.OrderedDict()
         self._lock = threading.Lock()  # compiling reshapes the one model read above
         self._local = threading.local()  # per thread: batch -> (compiled model, its infer request)
         if shapes == "dynamic":
-            self._compiled[-1] = self._compile(None)
+            self._compiled[(-1, 1)] = self._compile(None)
 
     def _carry_states_in_bf16(self, model: Any) -> Any:
         """The model with its float32 state inputs and outputs typed bf16 at the boundary."""
@@ -252,26 +281,29 @@ class OpenVinoEngine(Engine):
     def _shape(port: Any) -> tuple[Any, ...]:
         return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
 
-    def _compile(self, batch: Optional[int]) -> Any:
-        """An infer request for ``batch`` rows (None: the dynamic batch axis as exported)."""
+    def _compile(self, batch: Optional[int], parts: int = 1) -> Any:
+        """The model compiled for ``batch`` rows in ``parts`` blocks (None: the dynamic batch axis)."""
+        props = dict(self._props)
         if batch is not None:
             ov = self._ov
             # The model is ours (read in __init__): reshaping it in place is fine.
-            self._model.reshape({p.get_any_name(): ov.PartialShape([batch] + list(p.get_partial_shape())[1:])
+            self._model.reshape({p.get_any_name(): ov.PartialShape([batch // parts] + list(p.get_partial_shape())[1:])
                                  for p in self._model.inputs})
+        if parts > 1:  # one stream per block, the threads shared out among them
+            props.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": parts})
         try:
-            return self._core.compile_model(self._model, "CPU", self._props)
+            return self._core.compile_model(self._model, "CPU", props)
         except Exception as exc:
             raise BundleError(
                 f"OpenVINO could not compile {self.model_path} (precision {self.precision}, batch "
                 f"{'dynamic' if batch is None else batch}): {type(exc).__name__}: {str(exc).strip()[:300]}"
             ) from exc
 
-    def _compiled_for(self, key: int) -> Any:
+    def _compiled_for(self, key: tuple[int, int]) -> Any:
         with self._lock:
             compiled = self._compiled.get(key)
             if compiled is None:
-                compiled = self._compile(None if key == -1 else key)
+                compiled = self._compile(None if key[0] == -1 else key[0], key[1])
                 self._compiled[key] = compiled
                 while len(self._compiled) > self.max_compiled:
                     self._compiled.popitem(last=False)
@@ -279,16 +311,19 @@ class OpenVinoEngine(Engine):
                 self._compiled.move_to_end(key)
             return compiled
 
+    def _parts(self, batch: int) -> int:
+        return 2 if self.split_min and batch >= self.split_min and batch % 2 == 0 else 1
+
     def _request(self, batch: int) -> Any:
         return self._slot(batch).request
 
     def _slot(self, batch: int) -> "_Slot":
-        key = -1 if self.shapes == "dynamic" else batch
+        key = (-1, 1) if self.shapes == "dynamic" else (batch, self._parts(batch))
         compiled = self._compiled_for(key)
-        mine: dict[int, _Slot] = self._local.__dict__.setdefault("requests", {})
+        mine: dict[tuple[int, int], _Slot] = self._local.__dict__.setdefault("requests", {})
         got = mine.get(key)
         if got is None or got.compiled is not compiled:  # new, or recompiled after an eviction
-            got = mine[key] = _Slot(compiled, key > 0)
+            got = mine[key] = _Slot(compiled, key[0] > 0, key[1])
         return got
 
     def warmup(self, batches: Sequence[int]) -> None:
@@ -304,7 +339,7 @@ class OpenVinoEngine(Engine):
     @property
     def compiled_batches(self) -> list[int]:
         """Batch sizes compiled so far, least recently used first (static shapes; [] for dynamic)."""
-        return [b for b in self._compiled if b > 0]
+        return [b for b, _parts in self._compiled if b > 0]
 
     @property
     def device(self) -> str:
@@ -330,7 +365,14 @@ class OpenVinoEngine(Engine):
                 outs = {n: a.view(BF16_BITS) if a.dtype == np.float16 else a for n, a in outs.items()}
         else:  # static shapes: OpenVINO writes into buffers the caller is not holding
             bufs = slot.attach(self._ov)
-            req.infer(feed, share_inputs=True, share_outputs=True)
+            if slot.parts == 1:
+                req.infer(feed, share_inputs=True, share_outputs=True)
+            else:
+                h = P // slot.parts
+                for k, r in enumerate(slot.requests):
+                    r.start_async({n: a[k * h:(k + 1) * h] for n, a in feed.items()}, share_inputs=True)
+                for r in slot.requests:
+                    r.wait()
             outs = {name: bufs[name][:B] for name in self._out_names}
             del bufs
         return StepResult(

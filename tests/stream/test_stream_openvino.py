@@ -120,6 +120,27 @@ def test_outputs_held_by_the_caller_are_never_overwritten_and_released_ones_are_
     assert pools and all(len(p) <= 2 + p.keep_free for p in pools.values()), {n: len(p) for n, p in pools.items()}
 
 
+def test_a_large_batch_runs_as_two_halves_with_the_same_numbers() -> None:
+    """From split_min rows a batch runs as two blocks on two OpenVINO streams: rows as ONNX Runtime gives them."""
+    eng = OpenVinoEngine(DEFAULT_MODEL_DIR, intra_op_threads=2, split_min=8)
+    whole = OpenVinoEngine(DEFAULT_MODEL_DIR, intra_op_threads=2, split_min=0)
+    ref = OrtEngine(DEFAULT_MODEL_DIR, device="cpu", intra_op_threads=1)
+    wave = _noise(9, 3 * eng.chunk_samples, seed=11)  # 9 rows: bucket 12, two blocks of 6 (3 zero rows)
+    fs, ls, ss = _run(eng, wave)
+    fr, lr, sr = _run(ref, wave)
+    fw, _, _ = _run(whole, wave)
+    assert eng.compiled_batches == [12]  # named by the batch it serves, not by its blocks
+    assert eng._slot(12).parts == 2 and whole._slot(12).parts == 1 and eng._slot(4).parts == 1
+    np.testing.assert_allclose(fs, fr, atol=PARITY_TOL)
+    np.testing.assert_allclose(ls, lr, atol=PARITY_TOL)
+    np.testing.assert_allclose(fs, fw, atol=PARITY_TOL)
+    for a, b in zip(ss, sr):
+        np.testing.assert_allclose(a.astype(np.float64), b.astype(np.float64), atol=PARITY_TOL)
+    assert OpenVinoEngine(DEFAULT_MODEL_DIR, intra_op_threads=1).split_min == 0  # one thread: nothing to split
+    with pytest.raises(EngineOptionError, match="split_min"):
+        OpenVinoEngine(DEFAULT_MODEL_DIR, split_min=-1)
+
+
 def test_batched_streams_of_different_lengths_match_single_streams(toy: Path) -> None:
     """The server path (decode_streams) on OpenVINO: each stream gets what ONNX Runtime gives it alone."""
     rec = Recognizer(create_engine(toy, "openvino", intra_op_threads=1))
