@@ -202,12 +202,19 @@ def chunk_frames_for(config: Any, chunk_ms: int) -> tuple[int, int]:
     return C, L
 
 
-def export(model: Any, out: Path, int8: bool, log: Progress, section: str) -> tuple[Path, float]:
+# The chunk whose bundles the HF comparison reuses, and so also carry the static int8 model
+# (calibrated on the export's synthetic signal: the weights are random, the timing is what counts).
+STATIC_INT8_CHUNK_MS = 320
+
+
+def export(model: Any, out: Path, int8: bool, log: Progress, section: str,
+           int8_static: bool = False) -> tuple[Path, float]:
     """Export ``model`` (its current chunking) to a bundle folder; (folder, seconds)."""
     from wavstream.export.bundle import export_bundle
 
     t0 = time.perf_counter()
-    export_bundle(model, out, verify=False, simplify=False, int8=int8, log=lambda *a: None)
+    export_bundle(model, out, verify=False, simplify=False, int8=int8, int8_static=int8_static,
+                  log=lambda *a: None)
     dt = time.perf_counter() - t0
     log(section, f"exported {out.name} in {dt:.1f} s")
     return out, dt

@@ -6,7 +6,8 @@ BASE config (random weights, seed 0); ``from_transformers`` imports it
 ``last_hidden_state`` and the max |diff| reported), ``to_streaming`` makes
 the 320 ms streaming form (left context 1.28 s), which is exported and run
 chunk by chunk, batch 1, by every CPU engine and precision the machine runs
-(``engines.CPU_ROWS``: ONNX Runtime fp32 / int8, OpenVINO fp32 / bf16 / int8;
+(``engines.CPU_ROWS``: ONNX Runtime fp32 / int8, OpenVINO fp32 / bf16 / int8,
+the last on the bundle's statically calibrated model.qdq.onnx;
 a row that cannot run is listed in ``left_out`` with the reason). HF runs the
 whole utterance in one call (torch, inference mode). HF and every engine are
 timed in turn, 3 rounds; the fastest run of each counts. Ratio = wavstream
@@ -74,7 +75,8 @@ def run(settings: Settings, keep: dict, base_published: dict) -> dict:
             bundle = keep[(label, 320)][0]
         else:
             model = streaming_from_published(published, 320)
-            bundle, _ = export(model, settings.work / f"{label}_320ms", True, settings.log, "hf_compare")
+            bundle, _ = export(model, settings.work / f"{label}_320ms", True, settings.log, "hf_compare",
+                               int8_static=True)
             keep[(label, 320)] = (bundle, model.config)
             del model
         mark = foreign_mark()

@@ -141,7 +141,7 @@ def measure_model(label: str, family: str, size: str, make: Callable[[int], Any]
                   settings: Settings, keep: dict, int8: bool = True) -> list[dict]:
     """``make(chunk_ms)`` -> a streaming torch model at that chunk. Exports, times, returns rows.
     Bundles are recorded in ``keep[(label, chunk_ms)] = (path, config)``."""
-    from .common import noise
+    from .common import STATIC_INT8_CHUNK_MS, noise
     from .efficiency import flop_counter_check, flops_per_audio_second
 
     rows = []
@@ -151,7 +151,8 @@ def measure_model(label: str, family: str, size: str, make: Callable[[int], Any]
         model = make(ms)
         cfg = model.config
         out = settings.work / f"{label}_{ms}ms"
-        _, export_s = export(model, out, int8, settings.log, "single_stream")
+        _, export_s = export(model, out, int8, settings.log, "single_stream",
+                             int8_static=int8 and size != "tiny" and ms == STATIC_INT8_CHUNK_MS)
         fl = flops_per_audio_second(cfg, "stream")
         row: dict[str, Any] = {
             "model": label, "family": family, "size": size, "chunk_ms": ms,

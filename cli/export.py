@@ -23,6 +23,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--left-chunks", type=int, default=None,
                    help="chunks of attention history (K/V cache = left_chunks * chunk frames); default: checkpoint's")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (ONNX Runtime dynamic int8)")
+    p.add_argument("--int8-static", action="store_true",
+                   help="also write model.qdq.onnx: int8 weights and activations with ranges calibrated on "
+                        "--calibration audio; OpenVINO's --precision int8 runs it on the CPU's int8 units (AMX)")
+    p.add_argument("--calibration", default=None, metavar="MANIFEST",
+                   help="audio for --int8-static: a TSV manifest or a folder of wav files with .txt transcripts "
+                        "(the first --calibration-count utterances); default: a synthetic harmonic signal")
+    p.add_argument("--calibration-count", type=int, default=32,
+                   help="utterances of --calibration used (default 32)")
     p.add_argument("--tensorrt", action="store_true",
                    help="also build model.plan (TensorRT fp16, batch 1..64); needs TensorRT and an NVIDIA GPU")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
@@ -42,6 +50,31 @@ def _chunk_frames(chunk_ms: float, stride: int, sample_rate: int) -> int:
         raise ValueError(f"--chunk-ms {chunk_ms:g} is not a positive multiple of this model's frame stride "
                          f"({frame_ms:g} ms)")
     return int(round(n))
+
+
+def _calibration(args: argparse.Namespace, sample_rate: int) -> tuple[list, str]:
+    """The --calibration audio, read and resampled to the model's rate: (waves, a name for config.json)."""
+    if args.calibration is None:
+        return [], ""
+    if not args.int8_static:
+        raise ValueError("--calibration is for --int8-static")
+    if args.calibration_count < 1:
+        raise ValueError(f"--calibration-count must be >= 1, got {args.calibration_count}")
+    import soundfile as sf
+    import soxr
+
+    from wavstream.stream.resample import to_mono_float32
+    from wavstream.training.data.manifest import read_manifest
+
+    entries = read_manifest(args.calibration)[: args.calibration_count]
+    if not entries:
+        raise ValueError(f"no utterances in {args.calibration}")
+    waves = []
+    for e in entries:
+        audio, rate = sf.read(e.path, dtype="float32", always_2d=True)
+        wave = to_mono_float32(audio, channels_first=False)
+        waves.append(wave if rate == sample_rate else soxr.resample(wave, rate, sample_rate).astype("float32"))
+    return waves, f"{len(waves)} utterances of {args.calibration}"
 
 
 def _load(args: argparse.Namespace):
@@ -128,9 +161,11 @@ def run(args: argparse.Namespace) -> int:
     from wavstream.export.tensorrt import TensorRTUnavailable
 
     try:
+        calibration, source = _calibration(args, cfg.sample_rate)
         report = export_bundle(model, out, opset=args.opset, int8=args.int8, tensorrt=args.tensorrt,
                                verify=not args.no_verify, simplify=not args.no_simplify, latencies_ms=latencies,
-                               log=print)
+                               int8_static=args.int8_static, calibration=calibration,
+                               calibration_source=source, log=print)
     except TensorRTUnavailable as exc:
         print(f"wavstream export: the ONNX bundle in {out} is complete, but no TensorRT engine was built: {exc}",
               file=sys.stderr)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
 
 __all__ = ["FORMAT_VERSION", "bundle_config", "write_tokens", "write_config", "export_bundle", "hidden_layers",
            "latency_views"]
@@ -127,12 +129,17 @@ def _chunk_ms(model: Any) -> int:
 
 def export_bundle(model: Any, out: Union[str, Path], *, opset: int = 18, int8: bool = False,
                   tensorrt: bool = False, verify: bool = True, simplify: bool = True,
-                  latencies_ms: Sequence[int] = (),
+                  latencies_ms: Sequence[int] = (), int8_static: bool = False,
+                  calibration: Sequence[np.ndarray] = (), calibration_source: str = "",
                   log: Callable[[str], None] = lambda _: None) -> dict:
     """Export ``model`` (at its current chunking) into the bundle folder ``out``.
 
-    Writes model.onnx, config.json, tokens.txt (with a vocabulary), and
-    model.int8.onnx (``int8``). ``latencies_ms``: more chunk sizes the same
+    Writes model.onnx, config.json, tokens.txt (with a vocabulary),
+    model.int8.onnx (``int8``: ONNX Runtime's dynamic int8) and model.qdq.onnx
+    (``int8_static``: int8 with activation ranges calibrated on
+    ``calibration``, 16 kHz waves named by ``calibration_source``; without
+    them, eight 4 s synthetic harmonic signals; OpenVINO's int8 precision
+    runs it on its int8 kernels). ``latencies_ms``: more chunk sizes the same
     bundle serves (format version 2): one step graph each (model.<ms>ms.onnx,
     and its int8 twin), all sharing one weights.bin; the model's own chunk
     stays the default. ``tensorrt`` builds model.plan (default chunk only)
@@ -153,13 +160,22 @@ def export_bundle(model: Any, out: Union[str, Path], *, opset: int = 18, int8: b
         if stale.exists():
             stale.unlink()
 
-    files, extra = _export_graph(model, out, "model", opset, int8, verify, simplify, log, report)
+    static = None
+    if int8_static:
+        if len(calibration):
+            static = (list(calibration), calibration_source or f"{len(calibration)} utterances")
+        else:
+            from .quantize import test_signal
+
+            sr = model.config.sample_rate
+            static = ([test_signal(4 * sr, seed=k)[0] for k in range(8)], "synthetic harmonic test signal, 8 x 4 s")
+    files, extra = _export_graph(model, out, "model", opset, int8, verify, simplify, log, report, static)
     config = bundle_config(model, files, opset, extra)
     if views:
         variants = {str(default_ms): _variant(model, files, opset)}
         for ms, view in views.items():
             sub: dict[str, Any] = {}
-            vfiles, _ = _export_graph(view, out, f"model.{ms}ms", opset, int8, verify, simplify, log, sub)
+            vfiles, _ = _export_graph(view, out, f"model.{ms}ms", opset, int8, verify, simplify, log, sub, static)
             report[f"{ms}ms"] = sub
             variants[str(ms)] = _variant(view, vfiles, opset)
         from .shared_weights import share_weights
@@ -178,7 +194,7 @@ def export_bundle(model: Any, out: Union[str, Path], *, opset: int = 18, int8: b
     elif (out / "tokens.txt").exists():
         (out / "tokens.txt").unlink()
     # A stale model file from an earlier export of another model must not linger.
-    for kind, name in (("int8", "model.int8.onnx"), ("tensorrt", "model.plan")):
+    for kind, name in (("int8", "model.int8.onnx"), ("qdq", "model.qdq.onnx"), ("tensorrt", "model.plan")):
         if kind not in files and (out / name).exists():  # (model.plan is rebuilt below when asked for)
             (out / name).unlink()
     if tensorrt:
@@ -201,8 +217,10 @@ def _variant(model: Any, files: dict[str, str], opset: int) -> dict:
 
 
 def _export_graph(model: Any, out: Path, stem: str, opset: int, int8: bool, verify: bool, simplify: bool,
-                  log: Callable[[str], None], report: dict) -> tuple[dict[str, str], dict[str, Any]]:
-    """One step graph (``stem``.onnx, and ``stem``.int8.onnx with ``int8``), verified; (files, config extras)."""
+                  log: Callable[[str], None], report: dict,
+                  static: Optional[tuple[list[np.ndarray], str]] = None) -> tuple[dict[str, str], dict[str, Any]]:
+    """One step graph (``stem``.onnx; ``stem``.int8.onnx with ``int8``; ``stem``.qdq.onnx calibrated on
+    ``static`` = (waves, their name)), verified; (files, config extras)."""
     from .onnx_export import ExportError, export_step, simplify_onnx, verify_step
 
     onnx_path = out / f"{stem}.onnx"
@@ -230,4 +248,14 @@ def _export_graph(model: Any, out: Path, stem: str, opset: int, int8: bool, veri
         report["int8"] = q
         log(f"int8 model: {q['bytes'] / 1e6:.2f} MB (fp32 {info['bytes'] / 1e6:.2f} MB); feature max |diff| "
             f"{q['summary']['feature_max_abs_diff']:.3g}, relative RMS {q['summary']['feature_rel_rms']:.3g}")
+    if static is not None:
+        from .quantize import quantize_bundle_model_static
+
+        q = quantize_bundle_model_static(model, onnx_path, out / f"{stem}.qdq.onnx", static[0], static[1])
+        files["qdq"] = f"{stem}.qdq.onnx"
+        extra["qdq"] = q["summary"]
+        report["qdq"] = q
+        log(f"static int8 model (calibrated on {static[1]}, {q['summary']['calibration']['steps']} steps): "
+            f"{q['bytes'] / 1e6:.2f} MB; feature max |diff| {q['summary']['feature_max_abs_diff']:.3g}, "
+            f"relative RMS {q['summary']['feature_rel_rms']:.3g}")
     return files, extra

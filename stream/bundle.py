@@ -151,8 +151,8 @@ class Bundle:
     tokens: tuple[str, ...]
 
     def model_file(self, kind: str = "onnx") -> Path:
-        """Path of the model file of ``kind`` ("onnx", "int8" or "tensorrt")."""
-        defaults = {"onnx": "model.onnx", "int8": "model.int8.onnx", "tensorrt": "model.plan"}
+        """Path of the model file of ``kind`` ("onnx", "int8", "qdq" (static int8) or "tensorrt")."""
+        defaults = {"onnx": "model.onnx", "int8": "model.int8.onnx", "qdq": "model.qdq.onnx", "tensorrt": "model.plan"}
         if kind not in defaults:
             raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(defaults)}")
         name = self.config.files.get(kind, defaults[kind])

@@ -160,7 +160,11 @@ class OpenVinoEngine(Engine):
         precision: "fp32" (same numbers as ONNX Runtime to ~1e-5), "bf16"
             (AMX/AVX512-BF16; features within ~0.04 of fp32, dev CER within
             0.001: see docs/bench.md), or "int8" (the bundle's
-            model.int8.onnx).
+            statically calibrated model.qdq.onnx if it has one, from
+            ``wavstream export --int8-static``: matrix products on the int8
+            units, the rest in bf16 where the CPU has it; else
+            model.int8.onnx, ONNX Runtime's dynamic int8, which OpenVINO
+            runs slowly).
         intra_op_threads: threads of one inference (OpenVINO's
             INFERENCE_NUM_THREADS); None keeps OpenVINO's choice (all cores).
         shapes: "static" (compile per batch bucket on first use; faster) or
@@ -171,7 +175,8 @@ class OpenVinoEngine(Engine):
             ``init_state``) instead of float32; the bf16 step rounds them to
             bf16 where it reads them anyway. Halves the state memory and its
             copies: a batch-16 step of the default model 19 -> 13 ms. Default:
-            on for precision="bf16", and only allowed there.
+            on wherever the step runs in bf16 (precision="bf16", or "int8"
+            with a model.qdq.onnx), and only allowed there.
         split_min: with static shapes and two or more threads, a batch of at
             least this many rows (after bucketing, an even count) runs as two
             halves at once on two OpenVINO streams of half the threads each,
@@ -207,10 +212,6 @@ class OpenVinoEngine(Engine):
             raise EngineOptionError(f"max_compiled must be >= 1, got {max_compiled}")
         if split_min < 0:
             raise EngineOptionError(f"split_min must be >= 0, got {split_min}")
-        if bf16_states is None:
-            bf16_states = precision == "bf16"
-        if bf16_states and precision != "bf16":
-            raise EngineOptionError(f"bf16_states needs precision='bf16', got precision={precision!r}")
         ov = _import_openvino()
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
@@ -226,7 +227,18 @@ class OpenVinoEngine(Engine):
                 f"precision {precision!r} needs the CPU capability {_NEEDS[precision]}, which OpenVINO does not "
                 f"report for this CPU (it reports {caps}); use precision='fp32'"
             )
-        self.model_path = bundle.model_file("int8" if precision == "int8" else "onnx")
+        # int8: the statically calibrated model.qdq.onnx where the bundle has one (OpenVINO's int8
+        # kernels; the ops it leaves in float run in bf16 where the CPU has it), else model.int8.onnx.
+        self.static_int8 = precision == "int8" and bundle.has_model_file("qdq")
+        hint = _HINT[precision]
+        if self.static_int8 and "BF16" in caps:
+            hint = "bf16"
+        if bf16_states is None:
+            bf16_states = hint == "bf16"
+        if bf16_states and hint != "bf16":
+            raise EngineOptionError(f"bf16_states needs precision='bf16' (or int8 with a model.qdq.onnx on a CPU "
+                                    f"with bf16), got precision={precision!r}")
+        self.model_path = bundle.model_file("qdq" if self.static_int8 else "int8" if precision == "int8" else "onnx")
         try:
             self._model = self._core.read_model(str(self.model_path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable files
@@ -245,7 +257,7 @@ class OpenVinoEngine(Engine):
         self._in_names = ["samples"] + [s.input_name for s in self.config.states]
         self._out_names = list(self.config.outputs)
         self._props: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": _HINT[precision],
+            "INFERENCE_PRECISION_HINT": hint,
             # One request at a time (the caller batches): all threads serve it.
             "PERFORMANCE_HINT": "LATENCY",
         }

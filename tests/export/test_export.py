@@ -457,6 +457,56 @@ def test_cli_export_from_checkpoint(tmp_path, capsys):
     assert rc == 2 and "multiple" in capsys.readouterr().err
 
 
+def test_cli_export_int8_static_calibrated_on_given_audio(tmp_path, capsys):
+    """--int8-static writes model.qdq.onnx calibrated on the manifest's audio (resampled to 16 kHz);
+    OpenVINO's int8 precision then runs it, close to fp32."""
+    import soundfile as sf
+
+    from wavstream.cli.main import main
+    from wavstream.stream import OrtEngine, load_bundle
+    from wavstream.stream.engines.openvino import OpenVinoEngine, cpu_capabilities
+
+    model = small_model("wav2vec2")
+    ck = _save_checkpoint(model, tmp_path / "ck", wrapped=True)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for k in range(3):  # 8 kHz files: read and resampled for the 16 kHz model
+        sf.write(calib / f"u{k}.wav", make_signal(8000, seed=k)[0], 8000)
+        (calib / f"u{k}.txt").write_text("abc\n")
+    out = tmp_path / "bundle"
+    rc = main(["export", str(ck), "--out", str(out), "--chunk-ms", "80", "--int8-static",
+               "--calibration", str(calib), "--calibration-count", "2"])
+    assert rc == 0, capsys.readouterr().err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["files"]["qdq"] == "model.qdq.onnx" and (out / "model.qdq.onnx").is_file()
+    cal = cfg["qdq"]["calibration"]
+    assert cal["utterances"] == 2 and cal["steps"] == 2 * (16000 // 1280) and str(calib) in cal["source"]
+    assert cfg["qdq"]["argmax_agreement"] > 0.8  # measured by ONNX Runtime on the QDQ graph
+    qdq = onnx.load(str(out / "model.qdq.onnx"))
+    assert sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node) > 0
+    # OpenVINO's int8 runs the calibrated model (not ONNX Runtime's dynamic one)
+    if "INT8" in cpu_capabilities():
+        ov = OpenVinoEngine(load_bundle(out), precision="int8", intra_op_threads=1)
+        assert ov.static_int8 and ov.model_path.name == "model.qdq.onnx"
+        ref = OrtEngine(out, device="cpu", intra_op_threads=1)
+        x = make_signal(4 * ref.chunk_samples)
+        st_o, st_r, fo, fr = ov.init_state(1), ref.init_state(1), [], []
+        for i in range(4):
+            chunk = x[:, i * ref.chunk_samples:(i + 1) * ref.chunk_samples]
+            a, b = ov.step(chunk, st_o), ref.step(chunk, st_r)
+            st_o, st_r = a.states, b.states
+            fo.append(a.features)
+            fr.append(b.features)
+        fo, fr = np.concatenate(fo, 1)[0], np.concatenate(fr, 1)[0]
+        cos = (fo * fr).sum(-1) / (np.linalg.norm(fo, axis=-1) * np.linalg.norm(fr, axis=-1))
+        assert cos.min() > 0.9, cos.min()
+    rc = main(["export", str(ck), "--out", str(tmp_path / "b2"), "--calibration", str(calib)])
+    assert rc == 1 and "--calibration is for --int8-static" in capsys.readouterr().err
+    # a later export without it leaves no stale model.qdq.onnx behind
+    assert main(["export", str(ck), "--out", str(out), "--chunk-ms", "80", "--no-verify"]) == 0
+    assert not (out / "model.qdq.onnx").exists()
+
+
 def test_cli_tensorrt_says_what_is_missing(tmp_path, capsys):
     try:
         import tensorrt  # noqa: F401
