@@ -153,7 +153,7 @@ class _Slot:
 
 
 class OpenVinoEngine(Engine):
-    """Runs a bundle's ``model.onnx`` (or ``model.int8.onnx``) with OpenVINO on the CPU.
+    """Runs a bundle's ``model.onnx`` (or, for int8, ``model.qdq.onnx`` / ``model.int8.onnx``) with OpenVINO on the CPU.
 
     Args:
         bundle: a loaded Bundle or a bundle folder path.
@@ -250,6 +250,7 @@ class OpenVinoEngine(Engine):
         outs = [IOSpec(p.get_any_name(), self._shape(p), _dtype(p.get_element_type())) for p in self._model.outputs]
         check_graph_io(self.config, ins, outs, self.model_path)
         self.bf16_states = bool(bf16_states)
+        self._bf16_outputs: frozenset[str] = frozenset()  # outputs typed bf16 (state outputs, with bf16_states)
         self._state_dtypes = [np.dtype(BF16_BITS if self.bf16_states and np.dtype(spec.np_dtype) == np.float32
                                        else spec.np_dtype) for spec in self.config.states]
         if self.bf16_states:
@@ -269,7 +270,7 @@ class OpenVinoEngine(Engine):
         # (batch size or -1 for the dynamic model, parts) -> compiled model, most recently used last
         self._compiled: "collections.OrderedDict[tuple[int, int], Any]" = collections.OrderedDict()
         self._lock = threading.Lock()  # compiling reshapes the one model read above
-        self._local = threading.local()  # per thread: batch -> (compiled model, its infer request)
+        self._local = threading.local()  # per thread: compiled key -> _Slot (its infer requests, output buffers)
         if shapes == "dynamic":
             self._compiled[(-1, 1)] = self._compile(None)
 
@@ -279,6 +280,7 @@ class OpenVinoEngine(Engine):
 
         f32 = {s.input_name for s, dt in zip(self.config.states, self._state_dtypes) if dt == np.dtype(BF16_BITS)}
         outs = {s.output_name for s in self.config.states if s.input_name in f32}
+        self._bf16_outputs = frozenset(outs)
         ppp = PrePostProcessor(model)
         for name in f32:
             ppp.input(name).tensor().set_element_type(self._ov.Type.bf16)
@@ -374,7 +376,7 @@ class OpenVinoEngine(Engine):
             res = req.infer(feed, share_inputs=True, share_outputs=False)
             outs = {name: res[name][:B] for name in self._out_names}
             if self.bf16_states:  # OpenVINO hands bf16 back typed float16: the bits are what we keep
-                outs = {n: a.view(BF16_BITS) if a.dtype == np.float16 else a for n, a in outs.items()}
+                outs = {n: a.view(BF16_BITS) if n in self._bf16_outputs else a for n, a in outs.items()}
         else:  # static shapes: OpenVINO writes into buffers the caller is not holding
             bufs = slot.attach(self._ov)
             if slot.parts == 1:
@@ -383,8 +385,14 @@ class OpenVinoEngine(Engine):
                 h = P // slot.parts
                 for k, r in enumerate(slot.requests):
                     r.start_async({n: a[k * h:(k + 1) * h] for n, a in feed.items()}, share_inputs=True)
-                for r in slot.requests:
-                    r.wait()
+                failed = []
+                for r in slot.requests:  # every block finishes before its buffers can be handed out or reused
+                    try:
+                        r.wait()
+                    except Exception as exc:
+                        failed.append(exc)
+                if failed:
+                    raise failed[0]
             outs = {name: bufs[name][:B] for name in self._out_names}
             del bufs
         return StepResult(
