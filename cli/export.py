@@ -162,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         calibration, source = _calibration(args, cfg.sample_rate)
+    except (ValueError, OSError, RuntimeError) as exc:  # bad flags, or audio that cannot be read (named)
+        print(f"wavstream export: calibration audio: {exc}", file=sys.stderr)
+        return 2
+    try:
         report = export_bundle(model, out, opset=args.opset, int8=args.int8, tensorrt=args.tensorrt,
                                verify=not args.no_verify, simplify=not args.no_simplify, latencies_ms=latencies,
                                int8_static=args.int8_static, calibration=calibration,

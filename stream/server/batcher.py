@@ -1,8 +1,9 @@
 """One inference loop for all sessions: ready chunks -> ONE batched engine call.
 
 Each cycle the Batcher waits until some session has a whole chunk (or an
-end) waiting, waits ``wait_s()`` more so that other sessions' chunks can join,
-then in its executor (one worker thread, so the event loop never blocks and the
+end) waiting, lets other sessions' chunks join until the oldest of them has
+waited ``wait_s()`` (time spent behind the previous cycle counts), then in its
+executor (one worker thread, so the event loop never blocks and the
 Recognizer stays single-threaded) it
 
 1. moves each eligible session's pending audio into its Stream,

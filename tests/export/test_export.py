@@ -501,7 +501,10 @@ def test_cli_export_int8_static_calibrated_on_given_audio(tmp_path, capsys):
         cos = (fo * fr).sum(-1) / (np.linalg.norm(fo, axis=-1) * np.linalg.norm(fr, axis=-1))
         assert cos.min() > 0.9, cos.min()
     rc = main(["export", str(ck), "--out", str(tmp_path / "b2"), "--calibration", str(calib)])
-    assert rc == 1 and "--calibration is for --int8-static" in capsys.readouterr().err
+    assert rc == 2 and "--calibration is for --int8-static" in capsys.readouterr().err
+    rc = main(["export", str(ck), "--out", str(tmp_path / "b3"), "--int8-static", "--calibration",
+               str(tmp_path / "nowhere.tsv")])
+    assert rc == 2 and "nowhere.tsv" in capsys.readouterr().err
     # a later export without it leaves no stale model.qdq.onnx behind
     assert main(["export", str(ck), "--out", str(out), "--chunk-ms", "80", "--no-verify"]) == 0
     assert not (out / "model.qdq.onnx").exists()
