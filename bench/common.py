@@ -202,9 +202,9 @@ def chunk_frames_for(config: Any, chunk_ms: int) -> tuple[int, int]:
     return C, L
 
 
-# The chunk whose bundles the HF comparison reuses, and so also carry the static int8 model
-# (calibrated on the export's synthetic signal: the weights are random, the timing is what counts).
-STATIC_INT8_CHUNK_MS = 320
+# The chunk of the HF comparison. Its bundles (single_stream's, reused there) also carry the static
+# int8 model (calibrated on the export's synthetic signal: the weights are random, the timing counts).
+HF_COMPARE_CHUNK_MS = 320
 
 
 def export(model: Any, out: Path, int8: bool, log: Progress, section: str,

@@ -22,7 +22,7 @@ import gc
 import time
 from typing import Any
 
-from .common import Settings, export, noise
+from .common import HF_COMPARE_CHUNK_MS, Settings, export, noise
 
 
 def _hf_runner(hf: Any, seconds: float) -> Any:
@@ -71,13 +71,14 @@ def run(settings: Settings, keep: dict, base_published: dict) -> dict:
         published = base_published.get(fam) or published_from_hf(hf)
         parity = _parity(hf, published)
         label = f"{fam}-{size}"
-        if (label, 320) in keep:
-            bundle = keep[(label, 320)][0]
+        ms = HF_COMPARE_CHUNK_MS
+        if (label, ms) in keep:
+            bundle = keep[(label, ms)][0]
         else:
-            model = streaming_from_published(published, 320)
-            bundle, _ = export(model, settings.work / f"{label}_320ms", True, settings.log, "hf_compare",
+            model = streaming_from_published(published, ms)
+            bundle, _ = export(model, settings.work / f"{label}_{ms}ms", True, settings.log, "hf_compare",
                                int8_static=True)
-            keep[(label, 320)] = (bundle, model.config)
+            keep[(label, ms)] = (bundle, model.config)
             del model
         mark = foreign_mark()
         # HF is timed before any engine exists in this process: with OpenVINO engines built and run
@@ -104,7 +105,7 @@ def run(settings: Settings, keep: dict, base_published: dict) -> dict:
             "ratio_fp32": None if ws_fp32 is None else ws_fp32 / hf_spa,
             "ratio_int8": None if ws_int8 is None else ws_int8 / hf_spa,
             "engines": eng_rows, "best_engine": fastest["name"], "ratio_best": fastest["ratio"], "left_out": left_out,
-            "hf_utterance_s": seconds, "chunk_ms": 320, "foreign_cpu_share": foreign_share(mark),
+            "hf_utterance_s": seconds, "chunk_ms": ms, "foreign_cpu_share": foreign_share(mark),
             # achieved FLOP/s of HF's offline pass (full attention over the utterance)
             "hf_offline_gflops": flops_per_audio_second(published.config, "offline", utterance_s=seconds)["total"]
             / hf_spa / 1e9,

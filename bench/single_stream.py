@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .common import CHUNK_MS, Settings, chunk_frames_for, export, foreign_mark, foreign_share, time_loop
+from .common import (CHUNK_MS, HF_COMPARE_CHUNK_MS, Settings, chunk_frames_for, export, foreign_mark, foreign_share,
+                     time_loop)
 
 
 def tiny_model(family: str) -> Any:
@@ -141,7 +142,7 @@ def measure_model(label: str, family: str, size: str, make: Callable[[int], Any]
                   settings: Settings, keep: dict, int8: bool = True) -> list[dict]:
     """``make(chunk_ms)`` -> a streaming torch model at that chunk. Exports, times, returns rows.
     Bundles are recorded in ``keep[(label, chunk_ms)] = (path, config)``."""
-    from .common import STATIC_INT8_CHUNK_MS, noise
+    from .common import noise
     from .efficiency import flop_counter_check, flops_per_audio_second
 
     rows = []
@@ -152,7 +153,7 @@ def measure_model(label: str, family: str, size: str, make: Callable[[int], Any]
         cfg = model.config
         out = settings.work / f"{label}_{ms}ms"
         _, export_s = export(model, out, int8, settings.log, "single_stream",
-                             int8_static=int8 and size != "tiny" and ms == STATIC_INT8_CHUNK_MS)
+                             int8_static=int8 and size != "tiny" and ms == HF_COMPARE_CHUNK_MS)
         fl = flops_per_audio_second(cfg, "stream")
         row: dict[str, Any] = {
             "model": label, "family": family, "size": size, "chunk_ms": ms,

@@ -60,20 +60,12 @@ def _calibration(args: argparse.Namespace, sample_rate: int) -> tuple[list, str]
         raise ValueError("--calibration is for --int8-static")
     if args.calibration_count < 1:
         raise ValueError(f"--calibration-count must be >= 1, got {args.calibration_count}")
-    import soundfile as sf
-    import soxr
-
-    from wavstream.stream.resample import to_mono_float32
-    from wavstream.training.data.manifest import read_manifest
+    from wavstream.training.data.manifest import load_audio, read_manifest
 
     entries = read_manifest(args.calibration)[: args.calibration_count]
     if not entries:
         raise ValueError(f"no utterances in {args.calibration}")
-    waves = []
-    for e in entries:
-        audio, rate = sf.read(e.path, dtype="float32", always_2d=True)
-        wave = to_mono_float32(audio, channels_first=False)
-        waves.append(wave if rate == sample_rate else soxr.resample(wave, rate, sample_rate).astype("float32"))
+    waves = [load_audio(e.path, sample_rate) for e in entries]
     return waves, f"{len(waves)} utterances of {args.calibration}"
 
 

@@ -10,9 +10,11 @@ the fp32 graph is measured on the spot and written into config.json.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -44,23 +46,39 @@ def nodes_to_keep_fp32(path: Union[str, Path], modules: Sequence[str] = EXCLUDE_
     return keep
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizers log a pre-processing hint through the root logger: hold it at ERROR."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _zero_states(states: Sequence[Any]) -> list[np.ndarray]:
+    """Batch-1 zeros for state specs (``name``, ``shape`` without the batch, ``dtype``)."""
+    return [np.zeros((1, *s.shape), dtype=np.int64 if "int64" in str(s.dtype) else np.float32) for s in states]
+
+
+def _summary(method: str, cmp: dict, **fields: Any) -> dict:
+    """config.json's record of a quantised graph: how it was made and its measured deviation."""
+    return {"method": method, **fields, **{k: round(v, 6) if isinstance(v, float) else v for k, v in cmp.items()},
+            "measured_on": "synthetic harmonic test signal, batch 1"}
+
+
 def quantize_onnx(src: Union[str, Path], dst: Union[str, Path], op_types: Sequence[str] = DEFAULT_OPS,
                   per_channel: bool = True, exclude_modules: Sequence[str] = EXCLUDE_MODULES) -> dict:
-    import logging
-
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     t0 = time.perf_counter()
     exclude = nodes_to_keep_fp32(src, exclude_modules)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint through the root logger
-    try:
+    with _quiet_root_logger():
         quantize_dynamic(str(src), str(dst), op_types_to_quantize=list(op_types), per_channel=per_channel,
                          weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                          extra_options={"MatMulConstBOnly": True})
-    finally:
-        root.setLevel(level)
     return {"op_types": list(op_types), "per_channel": per_channel, "seconds": time.perf_counter() - t0,
             "bytes": Path(dst).stat().st_size, "kept_fp32": exclude}
 
@@ -93,7 +111,7 @@ def compare_graphs(fp32_path: Union[str, Path], int8_path: Union[str, Path], mod
         states = model.state_specs()
     assert chunk_samples is not None and states is not None
     names = [s.name for s in states]
-    init = [np.zeros((1, *s.shape), dtype=np.int64 if "int64" in str(s.dtype) else np.float32) for s in states]
+    init = _zero_states(states)
     if wave is None:
         wave = test_signal(chunk_samples * chunks)
     a = stream_ort(ort_session(fp32_path), wave, chunk_samples, names, init)
@@ -118,9 +136,7 @@ def quantize_bundle_model(model: Any, fp32_path: Union[str, Path], int8_path: Un
                           op_types: Sequence[str] = DEFAULT_OPS) -> dict:
     q = quantize_onnx(fp32_path, int8_path, op_types)
     cmp = compare_graphs(fp32_path, int8_path, model)
-    summary = {"method": "onnxruntime dynamic", "op_types": q["op_types"], "weight_type": "int8 per-channel",
-               **{k: round(v, 6) if isinstance(v, float) else v for k, v in cmp.items()},
-               "measured_on": "synthetic harmonic test signal, batch 1"}
+    summary = _summary("onnxruntime dynamic", cmp, op_types=q["op_types"], weight_type="int8 per-channel")
     return {**q, "compare": cmp, "summary": summary}
 
 
@@ -136,7 +152,7 @@ def calibration_feeds(fp32_path: Union[str, Path], waves: Sequence[np.ndarray], 
     names = [s.name for s in states]
     feeds = []
     for wave in waves:
-        st = [np.zeros((1, *s.shape), dtype=np.int64 if "int64" in str(s.dtype) else np.float32) for s in states]
+        st = _zero_states(states)
         w = np.asarray(wave, np.float32).reshape(-1)
         for i in range(0, len(w) - chunk_samples + 1, chunk_samples):
             x = w[None, i:i + chunk_samples]
@@ -153,8 +169,6 @@ def quantize_static_onnx(src: Union[str, Path], dst: Union[str, Path], feeds: Se
     """Static int8 in QDQ form: the MatMuls with a constant weight get int8 per-channel weights and
     uint8 activations whose ranges are calibrated on ``feeds`` (min/max). OpenVINO runs these on its
     int8 kernels (AMX on Xeons that have it); other ops stay as they were."""
-    import logging
-
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -175,17 +189,12 @@ def quantize_static_onnx(src: Union[str, Path], dst: Union[str, Path], feeds: Se
         def get_next(self) -> Optional[dict]:
             return next(self._it, None)
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_static logs a pre-processing hint through the root logger
-    try:
+    with _quiet_root_logger():
         quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    finally:
-        root.setLevel(level)
     return {"op_types": ["MatMul"], "quantized_nodes": len(nodes), "per_channel": True,
             "seconds": time.perf_counter() - t0, "bytes": Path(dst).stat().st_size, "kept_fp32": sorted(keep)}
 
@@ -197,9 +206,7 @@ def quantize_bundle_model_static(model: Any, fp32_path: Union[str, Path], qdq_pa
     feeds = calibration_feeds(fp32_path, waves, model.chunk_samples, model.state_specs())
     q = quantize_static_onnx(fp32_path, qdq_path, feeds)
     cmp = compare_graphs(fp32_path, qdq_path, model)
-    summary = {"method": "onnxruntime static (QDQ), min/max calibration", "op_types": q["op_types"],
-               "weight_type": "int8 per-channel", "activation_type": "uint8 per-tensor",
-               "calibration": {"source": source, "utterances": len(waves), "steps": len(feeds)},
-               **{k: round(v, 6) if isinstance(v, float) else v for k, v in cmp.items()},
-               "measured_on": "synthetic harmonic test signal, batch 1"}
+    summary = _summary("onnxruntime static (QDQ), min/max calibration", cmp, op_types=q["op_types"],
+                       weight_type="int8 per-channel", activation_type="uint8 per-tensor",
+                       calibration={"source": source, "utterances": len(waves), "steps": len(feeds)})
     return {**q, "compare": cmp, "summary": summary}

@@ -250,11 +250,12 @@ class OpenVinoEngine(Engine):
         outs = [IOSpec(p.get_any_name(), self._shape(p), _dtype(p.get_element_type())) for p in self._model.outputs]
         check_graph_io(self.config, ins, outs, self.model_path)
         self.bf16_states = bool(bf16_states)
-        self._bf16_outputs: frozenset[str] = frozenset()  # outputs typed bf16 (state outputs, with bf16_states)
         self._state_dtypes = [np.dtype(BF16_BITS if self.bf16_states and np.dtype(spec.np_dtype) == np.float32
                                        else spec.np_dtype) for spec in self.config.states]
-        if self.bf16_states:
-            self._model = self._carry_states_in_bf16(self._model)
+        narrow = [s for s, dt in zip(self.config.states, self._state_dtypes) if dt == np.dtype(BF16_BITS)]
+        self._bf16_outputs = frozenset(s.output_name for s in narrow)  # outputs typed bf16
+        if narrow:
+            self._model = self._carry_states_in_bf16(self._model, narrow)
         self._in_names = ["samples"] + [s.input_name for s in self.config.states]
         self._out_names = list(self.config.outputs)
         self._props: dict[str, Any] = {
@@ -274,18 +275,14 @@ class OpenVinoEngine(Engine):
         if shapes == "dynamic":
             self._compiled[(-1, 1)] = self._compile(None)
 
-    def _carry_states_in_bf16(self, model: Any) -> Any:
-        """The model with its float32 state inputs and outputs typed bf16 at the boundary."""
+    def _carry_states_in_bf16(self, model: Any, states: Sequence[Any]) -> Any:
+        """The model with these (float32) states' inputs and outputs typed bf16 at the boundary."""
         from openvino.preprocess import PrePostProcessor  # type: ignore[import-not-found]
 
-        f32 = {s.input_name for s, dt in zip(self.config.states, self._state_dtypes) if dt == np.dtype(BF16_BITS)}
-        outs = {s.output_name for s in self.config.states if s.input_name in f32}
-        self._bf16_outputs = frozenset(outs)
         ppp = PrePostProcessor(model)
-        for name in f32:
-            ppp.input(name).tensor().set_element_type(self._ov.Type.bf16)
-        for name in outs:
-            ppp.output(name).tensor().set_element_type(self._ov.Type.bf16)
+        for spec in states:
+            ppp.input(spec.input_name).tensor().set_element_type(self._ov.Type.bf16)
+            ppp.output(spec.output_name).tensor().set_element_type(self._ov.Type.bf16)
         return ppp.build()
 
     def state_dtypes(self) -> list[np.dtype]:
