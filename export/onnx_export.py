@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from wavstream.stream.errors import WavstreamError
 
-from .graph_passes import gelu_fusable
+from .graph_passes import fuse_sibling_matmuls, gelu_fusable
 
 __all__ = [
     "StreamingStep",
@@ -111,6 +111,8 @@ def _save_single_file(program: Any, path: Path) -> None:
         n.metadata_props.extend(keep)
     # GELU in the order ONNX Runtime fuses (one kernel instead of five; same numbers)
     m, _ = gelu_fusable(m)
+    # query/key/value projections as one product (one kernel call, the input read once; same numbers)
+    m, _ = fuse_sibling_matmuls(m)
     onnx.save_model(m, str(path), save_as_external_data=False)
     if data.exists():  # never leave a stray external-data file in a bundle
         data.unlink()

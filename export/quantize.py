@@ -32,12 +32,22 @@ DEFAULT_OPS = ("MatMul", "Gemm")
 # went from under 5 % to 5.5 %).
 EXCLUDE_MODULES = ("vector_quantizer", "feature_extractor", "feature_aggregator")
 
+# Static int8 (calibrated activations, run by OpenVINO's int8 units) keeps fewer
+# modules fp32: only the conv stack's first two layers, the ones that see the
+# raw wave at the highest frame rates. Measured on the default model (dev CER,
+# fp32 0.3673): every conv layer quantised 0.3749; layer 0 kept 0.3749;
+# layers 0-1 kept 0.3662; the later layers carry a third of a BASE model's
+# conv products.
+STATIC_EXCLUDE_MODULES = ("vector_quantizer", "feature_aggregator",
+                          "feature_extractor.conv_layers.0.", "feature_extractor.conv_layers.1.")
 
-def nodes_to_keep_fp32(path: Union[str, Path], modules: Sequence[str] = EXCLUDE_MODULES) -> list[str]:
-    """Names of nodes whose exporter scope (metadata 'namespace') lies in ``modules``."""
+
+def nodes_to_keep_fp32(path: Union[str, Path, Any], modules: Sequence[str] = EXCLUDE_MODULES) -> list[str]:
+    """Names of nodes whose exporter scope (metadata 'namespace') lies in ``modules``
+    (``path``: a graph file or a loaded ModelProto)."""
     import onnx
 
-    m = onnx.load(str(path), load_external_data=False)
+    m = path if isinstance(path, onnx.ModelProto) else onnx.load(str(path), load_external_data=False)
     keep = []
     for n in m.graph.node:
         scope = next((p.value for p in n.metadata_props if p.key in ("namespace", "pkg.torch.onnx.name_scopes")), "")
@@ -165,22 +175,29 @@ def calibration_feeds(fp32_path: Union[str, Path], waves: Sequence[np.ndarray], 
 
 
 def quantize_static_onnx(src: Union[str, Path], dst: Union[str, Path], feeds: Sequence[dict],
-                         exclude_modules: Sequence[str] = EXCLUDE_MODULES) -> dict:
+                         exclude_modules: Sequence[str] = STATIC_EXCLUDE_MODULES) -> dict:
     """Static int8 in QDQ form: the MatMuls with a constant weight get int8 per-channel weights and
-    uint8 activations whose ranges are calibrated on ``feeds`` (min/max). OpenVINO runs these on its
-    int8 kernels (AMX on Xeons that have it); other ops stay as they were."""
+    int8 activations, symmetric per tensor, whose ranges are calibrated on ``feeds`` (min/max).
+    OpenVINO runs these on its int8 kernels (AMX on Xeons that have it); other ops stay as they were.
+
+    The conv stack's products reach their weight through a Reshape of the conv kernel; that Reshape
+    is folded first so that those products have a constant weight too (same numbers).
+    Symmetric activations (zero point 0) spare the int8 kernels a zero-point correction: a BASE
+    step ~5% faster than with asymmetric uint8, dev CER unchanged (0.3664 vs 0.3672).
+    """
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
+    from .graph_passes import fold_weight_reshapes
+
     t0 = time.perf_counter()
-    m = onnx.load(str(src), load_external_data=False)
+    m, _ = fold_weight_reshapes(onnx.load(str(src)))
     consts = {i.name for i in m.graph.initializer} | {
         o for n in m.graph.node if n.op_type == "Constant" for o in n.output}
-    keep = set(nodes_to_keep_fp32(src, exclude_modules))
+    keep = set(nodes_to_keep_fp32(m, exclude_modules))
     nodes = [n.name for n in m.graph.node
              if n.op_type == "MatMul" and n.name not in keep and any(i in consts for i in n.input)]
-    del m
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -190,11 +207,11 @@ def quantize_static_onnx(src: Union[str, Path], dst: Union[str, Path], feeds: Se
             return next(self._it, None)
 
     with _quiet_root_logger():
-        quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ,
+        quantize_static(m, str(dst), _Reader(), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     return {"op_types": ["MatMul"], "quantized_nodes": len(nodes), "per_channel": True,
             "seconds": time.perf_counter() - t0, "bytes": Path(dst).stat().st_size, "kept_fp32": sorted(keep)}
 
@@ -207,6 +224,6 @@ def quantize_bundle_model_static(model: Any, fp32_path: Union[str, Path], qdq_pa
     q = quantize_static_onnx(fp32_path, qdq_path, feeds)
     cmp = compare_graphs(fp32_path, qdq_path, model)
     summary = _summary("onnxruntime static (QDQ), min/max calibration", cmp, op_types=q["op_types"],
-                       weight_type="int8 per-channel", activation_type="uint8 per-tensor",
+                       weight_type="int8 per-channel", activation_type="int8 per-tensor symmetric",
                        calibration={"source": source, "utterances": len(waves), "steps": len(feeds)})
     return {**q, "compare": cmp, "summary": summary}

@@ -113,12 +113,15 @@ class _Slot:
     on the compiled model's streams; the blocks write into row ranges of the same output buffers.
     """
 
-    __slots__ = ("compiled", "requests", "parts", "pools", "types", "attached")
+    __slots__ = ("compiled", "requests", "parts", "pools", "types", "attached", "inputs")
 
-    def __init__(self, compiled: Any, static: bool, parts: int = 1) -> None:
+    def __init__(self, compiled: Any, static: bool, parts: int = 1, input_names: Sequence[str] = ()) -> None:
         self.compiled = compiled
         self.parts = parts
         self.requests = [compiled.create_infer_request() for _ in range(parts)]
+        # (port index, element type) of each named input, in the order the engine feeds them
+        ports = {p.get_any_name(): (i, p.get_element_type()) for i, p in enumerate(compiled.inputs)}
+        self.inputs = [ports[n] for n in input_names]
         self.pools: dict[str, BufferPool] = {}
         self.types: dict[str, Any] = {}  # OpenVINO element type of each output
         if static:
@@ -131,6 +134,18 @@ class _Slot:
     @property
     def request(self) -> Any:
         return self.requests[0]
+
+    def bind_inputs(self, ov: Any, arrays: Sequence[np.ndarray]) -> None:
+        """Point each request's inputs at its block of rows of the caller's (C-contiguous) arrays.
+
+        What ``infer(feed, share_inputs=True)`` does, without OpenVINO's generic per-input
+        dispatch: ~0.5 ms of Python per step on a BASE graph's 32 inputs (5% of its step).
+        """
+        for k, req in enumerate(self.requests):
+            for (index, etype), a in zip(self.inputs, arrays):
+                h = a.shape[0] // self.parts
+                block = a[k * h:(k + 1) * h] if self.parts > 1 else a
+                req.set_input_tensor(index, ov.Tensor(block, block.shape, etype))
 
     def attach(self, ov: Any) -> dict[str, np.ndarray]:
         """Point every output of the requests at a buffer no caller holds; returns them by name.
@@ -334,7 +349,7 @@ class OpenVinoEngine(Engine):
         mine: dict[tuple[int, int], _Slot] = self._local.__dict__.setdefault("requests", {})
         got = mine.get(key)
         if got is None or got.compiled is not compiled:  # new, or recompiled after an eviction
-            got = mine[key] = _Slot(compiled, key[0] > 0, key[1])
+            got = mine[key] = _Slot(compiled, key[0] > 0, key[1], self._in_names)
         return got
 
     def warmup(self, batches: Sequence[int]) -> None:
@@ -365,23 +380,21 @@ class OpenVinoEngine(Engine):
             samples = np.concatenate([samples, np.zeros((P - B, samples.shape[1]), np.float32)])
             pads = self.init_state(P - B)
             states = [np.concatenate([np.asarray(st), z]) for st, z in zip(states, pads)]
-        feed = {"samples": samples}
-        for name, st in zip(self._in_names[1:], states):
-            feed[name] = np.ascontiguousarray(st)
-        # share_inputs: read the caller's arrays in place (never written).
+        arrays = [np.ascontiguousarray(samples)] + [np.ascontiguousarray(st) for st in states]
+        # The requests read the caller's arrays in place (never written).
+        slot.bind_inputs(self._ov, arrays)
         if not slot.pools:  # dynamic shapes: outputs copied out of the request's buffers
-            res = req.infer(feed, share_inputs=True, share_outputs=False)
+            res = req.infer(share_outputs=False)
             outs = {name: res[name][:B] for name in self._out_names}
             if self.bf16_states:  # OpenVINO hands bf16 back typed float16: the bits are what we keep
                 outs = {n: a.view(BF16_BITS) if n in self._bf16_outputs else a for n, a in outs.items()}
         else:  # static shapes: OpenVINO writes into buffers the caller is not holding
             bufs = slot.attach(self._ov)
             if slot.parts == 1:
-                req.infer(feed, share_inputs=True, share_outputs=True)
+                req.infer(share_outputs=True)
             else:
-                h = P // slot.parts
-                for k, r in enumerate(slot.requests):
-                    r.start_async({n: a[k * h:(k + 1) * h] for n, a in feed.items()}, share_inputs=True)
+                for r in slot.requests:
+                    r.start_async()
                 failed = []
                 for r in slot.requests:  # every block finishes before its buffers can be handed out or reused
                     try:

@@ -175,6 +175,16 @@ def test_exported_gelu_is_fused_by_onnxruntime(cache, family):
     assert [list(x.input) for x in back.graph.node] == [list(x.input) for x in m.graph.node]
 
 
+@pytest.mark.parametrize("family", ("wav2vec2", "hubert", "wavlm"))
+def test_exported_attention_projects_query_key_value_in_one_product(cache, family):
+    """The exporter fuses each layer's query/key/value MatMuls (graph_passes.fuse_sibling_matmuls);
+    the parity tests above run on these fused graphs."""
+    model, out, _ = cache.get(family)
+    g = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    splits = [n for n in g.node if n.op_type == "Split" and n.name.endswith("_fused_split")]
+    assert len(splits) == model.config.num_layers and all(len(n.output) == 3 for n in splits)
+
+
 def _swap_gelu_muls(m):
     """(x * a) * 0.5 -> x * (0.5 * a): the order torch's exporter writes."""
     out = onnx.ModelProto()
@@ -484,6 +494,19 @@ def test_cli_export_int8_static_calibrated_on_given_audio(tmp_path, capsys):
     assert cfg["qdq"]["argmax_agreement"] > 0.8  # measured by ONNX Runtime on the QDQ graph
     qdq = onnx.load(str(out / "model.qdq.onnx"))
     assert sum(n.op_type == "QuantizeLinear" for n in qdq.graph.node) > 0
+    # activations: int8 with zero point 0 (symmetric); the conv stack's first two layers stay float,
+    # its later layers (weights folded out of their Reshape) are quantised like the transformer's
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    zps = [inits[n.input[2]] for n in qdq.graph.node if n.op_type == "QuantizeLinear"]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    quantised = {}
+    for n in qdq.graph.node:
+        scope = next((p.value for p in n.metadata_props if p.key == "namespace"), "")
+        if n.op_type == "MatMul" and "feature_extractor.conv_layers." in scope:
+            layer = int(scope.split("feature_extractor.conv_layers.")[1].split(".")[0])
+            quantised[layer] = getattr(producer.get(n.input[1]), "op_type", None) == "DequantizeLinear"
+    assert quantised == {k: k >= 2 for k in range(len(model.config.conv_layers))}
     # OpenVINO's int8 runs the calibrated model (not ONNX Runtime's dynamic one)
     if "INT8" in cpu_capabilities():
         ov = OpenVinoEngine(load_bundle(out), precision="int8", intra_op_threads=1)
