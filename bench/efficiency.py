@@ -204,8 +204,7 @@ def _decode_runner(rec: Any, batch: int, audio: Any, settings: Settings) -> Any:
             s.accept_waveform(audio[: cfg.chunk_samples], cfg.sample_rate)
         rec.decode_streams(streams)
 
-    if hasattr(rec.engine, "warmup"):  # OpenVINO: compile this batch's shape outside the timed runs
-        rec.engine.warmup([batch])
+    rec.engine.warmup([batch])  # OpenVINO: compile this batch's shape outside the timed runs
     one()
 
     def measure() -> float:

@@ -159,8 +159,8 @@ def run(settings: Settings, bundle: Path, label: str, batches: Optional[tuple[in
         runners = {}
         for k, e in engines.items():
             t0 = time.perf_counter()
-            if hasattr(e, "warmup") and e.shapes == "static":
-                e.warmup([B])  # compile outside the timed runs; its cost is a row of its own
+            e.warmup([B])  # compile outside the timed runs; its cost is a row of its own
+            if e.compiled_batches:  # an engine that compiles per batch shape
                 compile_s.setdefault(k, {})[B] = round(time.perf_counter() - t0, 3)
             runners[k] = _runner(e, B, settings)
         mark = foreign_mark()

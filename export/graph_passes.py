@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["fold_weight_reshapes", "fuse_sibling_matmuls", "gelu_fusable", "optimized_node_count"]
+__all__ = ["fold_weights", "fuse_sibling_matmuls", "gelu_fusable", "optimized_node_count"]
 
 
 def _scalar(name: str, consts: dict[str, Any]) -> Optional[float]:
@@ -170,36 +170,70 @@ def fuse_sibling_matmuls(model: Any) -> tuple[Any, int]:
     return out, len(replaced)
 
 
-def fold_weight_reshapes(model: Any) -> tuple[Any, int]:
-    """(a copy of ``model`` in which a MatMul weight computed as Reshape(constant, constant shape)
-    is that constant reshaped, number of weights folded).
+# ops whose result is not a function of their inputs alone: never evaluated at export
+_NOT_FOLDABLE = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
+                           "Bernoulli", "Dropout"})
 
-    The streaming conv layers multiply by their kernel reshaped to (k * Cin, Cout); the runtimes fold
-    that Reshape when they load the graph, but a quantiser looking for constant weights does not.
+
+def fold_weights(model: Any, op_types: tuple[str, ...] = ("MatMul", "Conv")) -> tuple[Any, int]:
+    """(a copy of ``model`` in which every ``op_types`` weight (input 1) computed from constants
+    alone is that constant, number of weights folded).
+
+    The streaming conv layers multiply by their kernel reshaped to (k * Cin, Cout), and the
+    positional conv's kernel is its weight norm ``g * v / ||v||``: the runtimes fold both when they
+    load the graph, but a quantiser looking for constant weights sees computed ones. The constant
+    subgraph is evaluated once with ONNX's reference evaluator (numpy), in float32 as written.
     """
     import onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    consts: dict[str, Any] = {i.name: i for i in g.initializer}
-    for n in g.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = n.attribute[0].t
+    inits = {i.name: i for i in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
+
+    def constant_subgraph(name: str, seen: dict[str, Optional[list[Any]]]) -> Optional[list[Any]]:
+        """The nodes computing ``name`` from initializers and Constants (dependencies first), or None."""
+        if name in seen:
+            return seen[name]
+        if name in inits:
+            seen[name] = []
+            return []
+        node = producer.get(name)
+        if node is None or node.op_type in _NOT_FOLDABLE or node.domain not in ("", "ai.onnx"):
+            seen[name] = None
+            return None
+        nodes: list[Any] = []
+        for i in node.input:
+            if not i:  # an omitted optional input
+                continue
+            sub = constant_subgraph(i, seen)
+            if sub is None:
+                seen[name] = None
+                return None
+            nodes.extend(x for x in sub if all(x is not y for y in nodes))
+        nodes.append(node)
+        seen[name] = nodes
+        return nodes
+
+    seen: dict[str, Optional[list[Any]]] = {}
     folded = 0
     for n in g.node:
-        r = producer.get(n.input[1]) if n.op_type == "MatMul" and len(n.input) == 2 else None
-        if r is None or r.op_type != "Reshape" or r.input[0] not in consts or r.input[1] not in consts:
+        if n.op_type not in op_types or len(n.input) < 2 or n.input[1] in inits:
             continue
-        allowzero = any(a.name == "allowzero" and a.i for a in r.attribute)
-        w = numpy_helper.to_array(consts[r.input[0]])
-        # ONNX Reshape: 0 copies the input's size on that axis unless allowzero is set; -1 is inferred
-        shape = [w.shape[i] if d == 0 and not allowzero else int(d)
-                 for i, d in enumerate(numpy_helper.to_array(consts[r.input[1]]))]
-        name = r.output[0] + "_folded"
-        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w.reshape(shape)), name))
+        nodes = constant_subgraph(n.input[1], seen)
+        if not nodes:
+            continue
+        needed = {i for x in nodes for i in x.input if i in inits}
+        sub = helper.make_graph(nodes, "weight", [], [helper.make_tensor_value_info(n.input[1], 0, None)],
+                                [inits[i] for i in sorted(needed)])
+        value = ReferenceEvaluator(helper.make_model(sub, opset_imports=model.opset_import)).run(None, {})[0]
+        name = n.input[1] + "_folded"
+        if name not in inits:
+            inits[name] = numpy_helper.from_array(np.ascontiguousarray(value), name)
+            g.initializer.append(inits[name])
         n.input[1] = name
         folded += 1
     if folded:
@@ -208,10 +242,10 @@ def fold_weight_reshapes(model: Any) -> tuple[Any, int]:
 
 
 def _drop_unused(g: Any) -> None:
-    """Remove the initializers, and the Reshape / Constant nodes, that nothing reads any more."""
+    """Remove the nodes and initializers nothing reads any more (ONNX ops have no side effects)."""
     while True:
         used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-        live = [n for n in g.node if n.op_type not in ("Reshape", "Constant") or any(o in used for o in n.output)]
+        live = [n for n in g.node if any(o in used for o in n.output)]
         if len(live) == len(g.node):
             break
         del g.node[:]

@@ -189,10 +189,10 @@ def quantize_static_onnx(src: Union[str, Path], dst: Union[str, Path], feeds: Se
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    from .graph_passes import fold_weight_reshapes
+    from .graph_passes import fold_weights
 
     t0 = time.perf_counter()
-    m, _ = fold_weight_reshapes(onnx.load(str(src)))
+    m, _ = fold_weights(onnx.load(str(src)), op_types=("MatMul",))
     consts = {i.name for i in m.graph.initializer} | {
         o for n in m.graph.node if n.op_type == "Constant" for o in n.output}
     keep = set(nodes_to_keep_fp32(m, exclude_modules))
@@ -211,7 +211,11 @@ def quantize_static_onnx(src: Union[str, Path], dst: Union[str, Path], feeds: Se
                         op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                        # a product's output stays float: its bias, GELU and the residual add follow in
+                        # float (OpenVINO fuses them into the int8 kernel) instead of after one more
+                        # int8 rounding (default model: feature error vs fp32 0.081 -> 0.046 relative RMS)
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "OpTypesToExcludeOutputQuantization": ["MatMul"]})
     return {"op_types": ["MatMul"], "quantized_nodes": len(nodes), "per_channel": True,
             "seconds": time.perf_counter() - t0, "bytes": Path(dst).stat().st_size, "kept_fp32": sorted(keep)}
 

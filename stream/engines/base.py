@@ -154,6 +154,15 @@ class Engine(ABC):
     @abstractmethod
     def _run(self, samples: np.ndarray, states: Sequence[np.ndarray]) -> StepResult: ...
 
+    def warmup(self, batches: Sequence[int]) -> None:
+        """Prepare these batch sizes now rather than at their first step: an engine that compiles
+        per batch shape (OpenVINO, static shapes) compiles them here; the others have nothing to do."""
+
+    @property
+    def compiled_batches(self) -> list[int]:
+        """Batch sizes compiled per shape so far ([] for an engine that does not compile per shape)."""
+        return []
+
     def release(self, per_stream: Sequence[Sequence[np.ndarray]]) -> None:
         """These streams (each its own state list) are over: an engine that keeps state elsewhere frees theirs."""
 

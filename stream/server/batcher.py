@@ -364,12 +364,10 @@ def _release_unfinished(recognizer: Any, stream: Any) -> None:
 
 
 def warm_engine(recognizer: Any, max_batch: int) -> list[int]:
-    """Compile now every batch shape up to ``max_batch`` of an engine that compiles per shape (it has
-    ``warmup`` and static shapes, i.e. OpenVINO); returns the batch sizes compiled ([] for other engines).
+    """Compile now every batch shape up to ``max_batch`` of an engine that compiles per shape
+    (OpenVINO with static shapes); returns the batch sizes compiled ([] for other engines).
     Blocking: call it in the executor that will run the Batcher."""
     engine = recognizer.engine
-    if not hasattr(engine, "warmup") or getattr(engine, "shapes", "static") != "static":
-        return []
     engine.warmup(range(1, max(1, max_batch) + 1))  # the engine maps each size to its bucket, compiled once
     return sorted(engine.compiled_batches)
 

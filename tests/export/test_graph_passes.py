@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from wavstream.export.graph_passes import fold_weight_reshapes, fuse_sibling_matmuls
+from wavstream.export.graph_passes import fold_weights, fuse_sibling_matmuls
 
 
 def _run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
@@ -72,7 +72,7 @@ def test_weight_reshape_folds_into_a_constant():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([12, -1], np.int64), "shape")])
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    folded, n = fold_weight_reshapes(m)
+    folded, n = fold_weights(m)
     onnx.checker.check_model(folded)
     assert n == 1
     assert [x.op_type for x in folded.graph.node] == ["MatMul"]
@@ -81,3 +81,35 @@ def test_weight_reshape_folds_into_a_constant():
     assert {i.name for i in folded.graph.initializer} == {mm.input[1]}  # the kernel and shape are gone
     x = rng.standard_normal((2, 12)).astype(np.float32)
     np.testing.assert_array_equal(_run(m, {"x": x})[0], _run(folded, {"x": x})[0])
+
+
+def test_computed_conv_weight_folds_into_a_constant():
+    """A weight-normalised conv kernel (g * v / ||v||, as the positional conv exports) becomes one
+    initializer; a weight that depends on a graph input is left alone."""
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal((6, 3, 5)).astype(np.float32)
+    gain = rng.standard_normal((1, 1, 5)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["g", "v"], ["gv"]),
+         helper.make_node("ReduceL2", ["v", "axes"], ["norm"], keepdims=1),
+         helper.make_node("Div", ["gv", "norm"], ["w"]),
+         helper.make_node("Conv", ["x", "w"], ["y"], group=1),
+         helper.make_node("Mul", ["w", "scale"], ["w_dyn"]),
+         helper.make_node("Conv", ["x", "w_dyn"], ["y2"], group=1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9]),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 5]),
+         helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 6, 5])],
+        [numpy_helper.from_array(v, "v"), numpy_helper.from_array(gain, "g"),
+         numpy_helper.from_array(np.array([0, 1], np.int64), "axes")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    folded, n = fold_weights(m)
+    onnx.checker.check_model(folded)
+    assert n == 1
+    convs = [x for x in folded.graph.node if x.op_type == "Conv"]
+    inits = {i.name for i in folded.graph.initializer}
+    assert convs[0].input[1] in inits and convs[1].input[1] not in inits
+    feeds = {"x": rng.standard_normal((1, 3, 9)).astype(np.float32), "scale": np.array([0.5], np.float32)}
+    for a, b in zip(_run(m, feeds), _run(folded, feeds)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
