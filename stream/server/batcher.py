@@ -150,6 +150,8 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="wavstream-infer")
         self._tasks: list[asyncio.Task] = []
         self._in_flight: set[int] = set()  # ids of sessions a worker is decoding now
+        # sessions removed while a worker decoded them: their streams are released after that step
+        self._release_after: dict[int, Session] = {}
         self._stopping = False
         self._cycle = 0
         self._first_due_t = 0.0  # monotonic time of the first notify() since the loop last collected
@@ -176,12 +178,25 @@ class Batcher:
     def remove(self, session: Session) -> None:
         session.close()
         self.sessions.pop(session.id, None)
+        if session.id in self._in_flight:  # a worker is stepping its stream: release it after that step
+            self._release_after[session.id] = session
+        else:
+            self._release(session)
+
+    def _release(self, session: Session) -> None:
         # A stream cut off before its end: an engine that keeps its state elsewhere (Triton) frees it now,
-        # on the worker thread, the only one that touches streams and the engine.
+        # on an executor thread (streams and the engine are touched there only), never beside a step of
+        # that stream (with several workers another thread may be stepping it: remove() defers it).
         try:
             self._executor.submit(_release_unfinished, session.recognizer, session.stream)
         except RuntimeError:  # the executor is shut down: the server is gone, and so are its streams
             pass
+
+    def _step_ended(self, sids: set[int]) -> None:
+        """Loop: a worker's step of these sessions is over; release the ones removed meanwhile."""
+        self._in_flight -= sids
+        for sid in sids & self._release_after.keys():
+            self._release(self._release_after.pop(sid))
 
     def notify(self) -> None:
         """A whole chunk of some session's audio, or an end request, arrived (see ``Session.chunk_due``)."""
@@ -229,7 +244,7 @@ class Batcher:
             try:
                 outcome = await loop.run_in_executor(self._executor, self._step, work)
             except Exception as exc:  # an engine failure: end the sessions of this batch, keep serving
-                self._in_flight -= sids
+                self._step_ended(sids)
                 log.exception("inference failed for sessions %s", [job.sid for job in work])
                 for job in work:
                     s = self.sessions.get(job.sid)
@@ -238,7 +253,7 @@ class Batcher:
                 del work, s  # see below
                 backlog = False
                 continue
-            self._in_flight -= sids
+            self._step_ended(sids)
             backlog = self._deliver(outcome)
             # Drop this cycle's references before waiting: a session that ends meanwhile must be freed
             # at once, not when the next batch runs (which may be never on an idle server).

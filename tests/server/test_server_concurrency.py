@@ -171,6 +171,51 @@ def test_two_workers_decode_concurrently_and_every_client_keeps_its_text(tmp_pat
     assert box["most"] == 2, box  # two batches were inside the engine at once
 
 
+def test_a_session_dropped_while_a_worker_steps_it_is_released_after_that_step(tmp_path) -> None:
+    """--workers 2: a client that disconnects while its stream is inside the engine has its stream
+    released (Engine.release, what frees Triton's sequence slots) only once that step is over, not on
+    the idle second worker beside it."""
+    import threading
+    import time
+
+    from server_harness import raw_session, toy_recognizer
+
+    rec = toy_recognizer(tmp_path / "bundle")
+    engine = rec.engine
+    run_one = engine._run
+    inside = {"n": 0}
+    entered = threading.Event()
+    released: list[int] = []  # how many steps were inside the engine at each release
+
+    def slow_run(samples, states):
+        inside["n"] += 1
+        entered.set()
+        try:
+            time.sleep(0.3)
+            return run_one(samples, states)
+        finally:
+            inside["n"] -= 1
+
+    engine._run = slow_run
+    engine.release = lambda per_stream: released.append(inside["n"])
+
+    async def go():
+        # max_sessions given: no start-up measurement, whose streams would be released too
+        async with running_server(rec, max_batch=4, max_wait_ms=0, workers=2, max_sessions=4) as server:
+            ws = await raw_session(server.url, {"sample_rate": 16000, "format": "float32"})
+            await ws.send(synth("alpha bravo").astype("<f4").tobytes())
+            assert await asyncio.get_running_loop().run_in_executor(None, entered.wait, 10)
+            ws.transport.abort()  # gone mid-step
+            for _ in range(200):
+                if released:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.4)  # any later step of the same stream would have shown by now
+
+    run(go(), timeout=60)
+    assert released == [0], released
+
+
 def test_workers_need_an_engine_that_steps_concurrently(tmp_path) -> None:
     from server_harness import toy_recognizer
 
