@@ -96,10 +96,12 @@ _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-l
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
 # Share of real time the engine may use at the default session limit. On the 2-core reference
-# machine the default model costs ~1.9 ms per stream-chunk (320 ms chunks) at batch 32, and the
-# load test held 56 real-time sessions at p95 < 200 ms (35 % engine share) but not 64 (38 %):
-# the rest of the CPU goes to websocket I/O, resampling, CTC decoding and message encoding.
-# 0.3 keeps a margin below that knee (about 50 sessions there).
+# machine (default model, 320 ms chunks, cost measured at batch 32 as the server does) the load
+# test's knee, the most real-time sessions held at p95 < 200 ms, sits at a different share per
+# engine: OpenVINO bf16 ~0.75 ms per stream-chunk, 176 sessions held (~41 % of real time);
+# ONNX Runtime fp32 ~2.2 ms, 96 held (~65 %: the measured batch-32 cost overstates its larger
+# batches). The rest of the CPU goes to websocket I/O, resampling, CTC decoding and encoding.
+# 0.3 keeps a margin below the lower knee (OpenVINO: ~125 sessions; ONNX Runtime: ~43).
 ENGINE_SHARE = 0.3
 
 
