@@ -18,7 +18,7 @@ followed by its bias Add. The pass concatenates the weights (and biases) into
 one MatMul (+ Add) and splits its output back into the three tensors. One
 product with three times the columns reads the input once and costs one
 kernel call instead of three: a 320 ms step of a BASE model is ~6% faster in
-ONNX Runtime fp32 and ~3-9% in OpenVINO bf16 / int8 (docs/bench.md). Every
+ONNX Runtime fp32 and ~3-5% in OpenVINO bf16 / int8 (docs/bench.md). Every
 output column is computed as before (same row of the input, same column of
 weights), so results agree with the unfused graph to rounding.
 """
