@@ -143,9 +143,15 @@ class _Slot:
         """
         for k, req in enumerate(self.requests):
             for (index, etype), a in zip(self.inputs, arrays):
-                h = a.shape[0] // self.parts
-                block = a[k * h:(k + 1) * h] if self.parts > 1 else a
+                block = self._block(a, k)
                 req.set_input_tensor(index, ov.Tensor(block, block.shape, etype))
+
+    def _block(self, a: np.ndarray, k: int) -> np.ndarray:
+        """Request ``k``'s rows of ``a``: contiguous, whole rows of a C-ordered array."""
+        if self.parts == 1:
+            return a
+        h = a.shape[0] // self.parts
+        return a[k * h:(k + 1) * h]
 
     def attach(self, ov: Any) -> dict[str, np.ndarray]:
         """Point every output of the requests at a buffer no caller holds; returns them by name.
@@ -157,9 +163,8 @@ class _Slot:
         for name, pool in self.pools.items():
             buf = pool.take()
             if buf.serial != self.attached[name]:
-                h = buf.array.shape[0] // self.parts
                 for k, req in enumerate(self.requests):
-                    rows = buf.array[k * h:(k + 1) * h]  # contiguous: whole rows of a C-ordered array
+                    rows = self._block(buf.array, k)
                     # (array, shape, type) shares the array's memory and reads uint16 bits as bf16
                     req.set_tensor(name, ov.Tensor(rows, rows.shape, self.types[name]))
                 self.attached[name] = buf.serial
@@ -340,9 +345,6 @@ class OpenVinoEngine(Engine):
     def _parts(self, batch: int) -> int:
         return 2 if self.split_min and batch >= self.split_min and batch % 2 == 0 else 1
 
-    def _request(self, batch: int) -> Any:
-        return self._slot(batch).request
-
     def _slot(self, batch: int) -> "_Slot":
         key = (-1, 1) if self.shapes == "dynamic" else (batch, self._parts(batch))
         compiled = self._compiled_for(key)
@@ -357,7 +359,7 @@ class OpenVinoEngine(Engine):
         for b in batches:
             if b < 1:
                 raise EngineOptionError(f"batch sizes must be >= 1, got {b}")
-            self._request(self._bucket(int(b)))
+            self._slot(self._bucket(int(b)))
 
     def _bucket(self, batch: int) -> int:
         return batch if self.shapes == "dynamic" else batch_bucket(batch)

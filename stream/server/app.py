@@ -99,7 +99,8 @@ _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 # machine (default model, 320 ms chunks, cost measured at batch 32 as the server does) the load
 # test's knee, the most real-time sessions held at p95 < 200 ms, sits at a different share per
 # engine: OpenVINO bf16 ~0.75 ms per stream-chunk, 176 sessions held (~41 % of real time);
-# ONNX Runtime fp32 ~2.2 ms, 96 held (~65 %; why its knee sits higher is not established). The rest of the CPU goes to websocket I/O, resampling, CTC decoding and encoding.
+# ONNX Runtime fp32 ~2.2 ms, 96 held (~65 %; why its knee sits higher is not established). The
+# rest of the CPU goes to websocket I/O, resampling, CTC decoding and encoding.
 # 0.3 keeps a margin below the lower knee (OpenVINO: ~125 sessions; ONNX Runtime: ~43).
 ENGINE_SHARE = 0.3
 
