@@ -141,12 +141,20 @@ def test_two_workers_decode_concurrently_and_every_client_keeps_its_text(tmp_pat
     run_one = engine._run
     box = {"now": 0, "most": 0, "rows": []}
     lock = threading.Lock()
+    overlapped = threading.Event()
 
-    def slow_run(samples, states):  # long enough steps that a second batch overlaps the first
+    def slow_run(samples, states):
         with lock:
             box["now"] += 1
             box["most"] = max(box["most"], box["now"])
+            if box["now"] >= 2:
+                overlapped.set()
         try:
+            # Until two batches have been inside at once, a step waits (at most 2 s) for the other
+            # worker to bring one: with fixed sleeps alone, a loaded machine could let every batch
+            # finish before the next began (seen once). A server that serialises steps never
+            # overlaps, and the assertion below still fails.
+            overlapped.wait(2.0)
             time.sleep(0.03)
             return run_one(samples, states)
         finally:
@@ -158,6 +166,9 @@ def test_two_workers_decode_concurrently_and_every_client_keeps_its_text(tmp_pat
     async def one(url: str, i: int) -> list[str]:
         text = f"{WORDS[i]} {WORDS[(i + 3) % 20]}"
         wave = np.concatenate([silence(0.03 * i), synth(text, seed=i), silence(0.2)])
+        # Clients start 25 ms apart, so their chunks fall due at different moments: while one
+        # worker steps the sessions due at once, others fall due for the second worker.
+        await asyncio.sleep(0.025 * i)
         return [f.text for f in await transcribe(url, wave, 16000, block_s=0.04, realtime=True)]
 
     async def go():
