@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import warnings
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
@@ -259,6 +260,13 @@ class OpenVinoEngine(Engine):
             raise EngineOptionError(f"bf16_states needs precision='bf16' (or int8 with a model.qdq.onnx on a CPU "
                                     f"with bf16), got precision={precision!r}")
         self.model_path = bundle.model_file("qdq" if self.static_int8 else "int8" if precision == "int8" else "onnx")
+        if precision == "int8" and not self.static_int8:
+            # OpenVINO has no fast path for ONNX Runtime's dynamic-int8 graph: measured slower than its
+            # own fp32 at batch 1 on the default model (docs/bench.md). Said once, where users look.
+            warnings.warn(
+                f"{bundle.path} has no model.qdq.onnx, so OpenVINO's int8 runs model.int8.onnx (ONNX Runtime's "
+                f"dynamic int8), which OpenVINO runs slower than fp32; use precision='bf16', or re-export the "
+                f"bundle with `wavstream export ... --int8-static`", RuntimeWarning, stacklevel=2)
         try:
             self._model = self._core.read_model(str(self.model_path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses for unreadable files
