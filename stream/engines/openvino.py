@@ -261,8 +261,8 @@ class OpenVinoEngine(Engine):
                                     f"with bf16), got precision={precision!r}")
         self.model_path = bundle.model_file("qdq" if self.static_int8 else "int8" if precision == "int8" else "onnx")
         if precision == "int8" and not self.static_int8:
-            # OpenVINO has no fast path for ONNX Runtime's dynamic-int8 graph: measured slower than its
-            # own fp32 at batch 1 on the default model (docs/bench.md). Said once, where users look.
+            # OpenVINO has no fast kernels for ONNX Runtime's dynamic-int8 graph (slower than its own fp32
+            # at batch 1 on the default model, docs/bench.md): say so rather than run slowly in silence.
             warnings.warn(
                 f"{bundle.path} has no model.qdq.onnx, so OpenVINO's int8 runs model.int8.onnx (ONNX Runtime's "
                 f"dynamic int8), which OpenVINO runs slower than fp32; use precision='bf16', or re-export the "
