@@ -62,6 +62,7 @@ from websockets.http11 import Request, Response
 
 from ..ctc import StreamingCtcDecoder
 from ..endpoint import EndpointConfig
+from ..engines.ort import OrtEngine
 from ..hotwords import MAX_HOTWORDS, Hotword, HotwordError, merge_hotwords, parse_hotwords, spellable
 from .batcher import Batcher, measure_engine_cost, warm_engine
 from ..protocol import (
@@ -80,7 +81,7 @@ from .sherpa import SherpaDialect
 from .vosk import VoskDialect
 from .wenet import WenetDialect
 
-__all__ = ["Server", "run_server", "tls_context", "raise_open_file_limit", "WEB_DIR", "ENGINE_SHARE"]
+__all__ = ["Server", "run_server", "tls_context", "raise_open_file_limit", "WEB_DIR", "ENGINE_SHARE", "engine_share"]
 
 log = logging.getLogger("wavstream.server")
 
@@ -95,14 +96,24 @@ DIALECTS: dict[str, type[Dialect]] = {"/vosk": VoskDialect, "/wenet": WenetDiale
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 
-# Share of real time the engine may use at the default session limit. On the 2-core reference
-# machine (default model, 320 ms chunks, cost measured at batch 32 as the server does) the load
-# test's knee, the most real-time sessions held at p95 < 200 ms, sits at a different share per
-# engine: OpenVINO bf16 ~0.75 ms per stream-chunk, 176 sessions held (~41 % of real time);
-# ONNX Runtime fp32 ~2.2 ms, 96 held (~65 %; why its knee sits higher is not established). The
-# rest of the CPU goes to websocket I/O, resampling, CTC decoding and encoding.
-# 0.3 keeps a margin below the lower knee (OpenVINO: ~125 sessions; ONNX Runtime: ~43).
+# Share of real time the engine may use at the default session limit. Measured knees (2-core
+# machine, default model, 320 ms chunks, the cost measured at batch 32 as the server does; the most
+# real-time sessions held at p95 < 200 ms): ONNX Runtime fp32 ~2.3 ms per stream-chunk, 96 held
+# (~70 % of real time); ONNX Runtime int8 ~1.9 ms, 128 held (~75 %); OpenVINO bf16 ~0.7 ms, 176-192
+# held (~41 %). The rest of a session's work (websocket I/O, resampling, CTC decoding) does not
+# shrink with a cheaper engine, so the cheaper the engine, the lower the share at which the CPU
+# runs out. Each share keeps ~30 % below its knee (ONNX Runtime fp32 ~68 sessions, int8 ~85,
+# OpenVINO bf16 ~125-140); an engine without a measured knee (OpenVINO at any precision, CUDA,
+# TensorRT, Triton) gets the lower one.
 ENGINE_SHARE = 0.3
+ONNXRUNTIME_CPU_SHARE = 0.5
+
+
+def engine_share(engine: Any) -> float:
+    """The share of real time ``engine`` may use at the default session limit (see ENGINE_SHARE)."""
+    if isinstance(engine, OrtEngine) and engine.device == "cpu":
+        return ONNXRUNTIME_CPU_SHARE
+    return ENGINE_SHARE
 
 
 class _Connection(ServerConnection):
@@ -139,7 +150,7 @@ class Server:
         recognizer: a wavstream.stream.Recognizer (emit_features=True if clients may ask for features).
         host, port: where to listen; port 0 picks a free port (read ``server.port``).
         max_sessions: started sessions at once; None = sized at start() from the measured engine cost
-            (``ENGINE_SHARE`` of real time, at most ``MAX_AUTO_SESSIONS``).
+            (``engine_share`` of real time, at most ``MAX_AUTO_SESSIONS``).
         max_pending: connections that have not started a session yet (handshake or waiting for start).
         start_timeout_s: time from the handshake to a valid start message.
         idle_timeout_s: a started session with no message for this long is flushed and closed; a client
@@ -308,19 +319,20 @@ class Server:
         return self
 
     async def _size_sessions(self) -> None:
-        """max_sessions from the engine's measured cost: the sessions whose chunks fit ENGINE_SHARE of real time."""
+        """max_sessions from the engine's measured cost: the sessions whose chunks fit engine_share() of real time."""
         cfg = self.rec.config
         chunk_s = cfg.chunk_samples / cfg.sample_rate
+        share = engine_share(self.rec.engine)
         loop = asyncio.get_running_loop()
         batch = min(self.batcher.max_batch, 32)
         cost = await loop.run_in_executor(self.batcher._executor, measure_engine_cost, self.rec, batch)
-        n = int(ENGINE_SHARE * chunk_s / cost) if cost > 0 else self.MAX_AUTO_SESSIONS
+        n = int(share * chunk_s / cost) if cost > 0 else self.MAX_AUTO_SESSIONS
         if n < batch:  # small batches cost more per stream: measure at the size that will run
             cost = await loop.run_in_executor(self.batcher._executor, measure_engine_cost, self.rec, max(1, n))
-            n = int(ENGINE_SHARE * chunk_s / cost) if cost > 0 else self.MAX_AUTO_SESSIONS
+            n = int(share * chunk_s / cost) if cost > 0 else self.MAX_AUTO_SESSIONS
         self.max_sessions = max(1, min(self.MAX_AUTO_SESSIONS, n))
         self.admission = {"source": "measured", "engine_ms_per_stream_chunk": round(1000.0 * cost, 4),
-                          "engine_share": ENGINE_SHARE, "chunk_ms": round(1000.0 * chunk_s, 3)}
+                          "engine_share": share, "chunk_ms": round(1000.0 * chunk_s, 3)}
 
     async def __aenter__(self) -> "Server":
         return await self.start()

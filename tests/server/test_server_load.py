@@ -249,7 +249,7 @@ def test_default_max_sessions_is_sized_from_engine_cost(rec) -> None:
     """Item 8: with no max_sessions the server measures its engine at start-up and admits what fits
     an engine share of real time; a slower engine gets fewer sessions."""
     from wavstream.stream.server import Server
-    from wavstream.stream.server.app import ENGINE_SHARE
+    from wavstream.stream.server.app import ONNXRUNTIME_CPU_SHARE
 
     async def sized(r) -> tuple[int, dict]:
         async with running_server(r) as server:
@@ -259,7 +259,20 @@ def test_default_max_sessions_is_sized_from_engine_cost(rec) -> None:
     slow_n, slow = run(sized(SlowRecognizer(rec, delay=0.02)))  # >= 20 ms per engine call
     chunk_s = rec.config.chunk_samples / rec.config.sample_rate
     assert fast["source"] == "measured" and slow["source"] == "measured"
+    assert fast["engine_share"] == slow["engine_share"] == ONNXRUNTIME_CPU_SHARE  # an OrtEngine on the CPU
     assert 1 <= slow_n < fast_n <= Server.MAX_AUTO_SESSIONS
     # 20 ms per call at batch <= 32 costs at least 20/32 ms per stream-chunk
-    assert slow_n <= ENGINE_SHARE * chunk_s / (0.02 / 32) + 1
+    assert slow_n <= ONNXRUNTIME_CPU_SHARE * chunk_s / (0.02 / 32) + 1
     assert slow["engine_ms_per_stream_chunk"] > 0
+    # admitted = the share of real time over the measured cost per stream-chunk
+    assert slow_n == max(1, int(ONNXRUNTIME_CPU_SHARE * chunk_s / (slow["engine_ms_per_stream_chunk"] / 1000)))
+
+
+def test_the_engine_share_is_higher_for_onnxruntime_on_the_cpu_than_for_openvino(rec, tmp_path) -> None:
+    """ONNX Runtime's steps are the dearer part of a session, so the CPU runs out at a higher share
+    of real time in its engine than with OpenVINO's cheaper steps (docs/protocol.md, admission)."""
+    from wavstream.stream.engines.openvino import OpenVinoEngine
+    from wavstream.stream.server.app import ENGINE_SHARE, ONNXRUNTIME_CPU_SHARE, engine_share
+
+    assert engine_share(rec.engine) == ONNXRUNTIME_CPU_SHARE
+    assert engine_share(OpenVinoEngine(rec.bundle, intra_op_threads=1)) == ENGINE_SHARE < ONNXRUNTIME_CPU_SHARE
