@@ -102,9 +102,9 @@ _WILDCARD_HOSTS = ("", "0.0.0.0", "::")
 # (~70 % of real time); ONNX Runtime int8 ~1.9 ms, 128 held (~75 %); OpenVINO bf16 ~0.7 ms, 176-192
 # held (~41 %). The rest of a session's work (websocket I/O, resampling, CTC decoding) does not
 # shrink with a cheaper engine, so the cheaper the engine, the lower the share at which the CPU
-# runs out. Each share keeps ~30 % below its knee (ONNX Runtime fp32 ~68 sessions, int8 ~85,
-# OpenVINO bf16 ~125-140); an engine without a measured knee (OpenVINO at any precision, CUDA,
-# TensorRT, Triton) gets the lower one.
+# runs out. Each share keeps ~20-30 % below its knee (start-up admitted ONNX Runtime fp32 76
+# sessions, int8 88, OpenVINO bf16 143). OpenVINO at every precision, and the engines without a
+# measured knee (CUDA, TensorRT, Triton), get the lower share.
 ENGINE_SHARE = 0.3
 ONNXRUNTIME_CPU_SHARE = 0.5
 
