@@ -120,7 +120,9 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
         top = max(sv["levels"], key=lambda x: x["streams"])
         chunks = "" if "ms chunks" in sv["model"] else f" ({sv['chunk_ms']:.0f} ms chunks)"  # labels often say it
         rows.append((f"real-time streams at p95 < {sv['p95_limit_ms']:.0f} ms, {sv['model']}{chunks}",
-                     f"{sv['max_streams_held']} (tried up to {top['streams']})",
+                     f"{sv['max_streams_held']} (tried up to {top['streams']})"
+                     + (f"; default --max-sessions admits {sv['default_max_sessions']}"
+                        if sv.get("default_max_sessions") else ""),
                      "WeNet GPU: 100 streams p99 192 ms"))
         held = [x for x in sv["levels"] if x["streams"] == sv["max_streams_held"]]
         if held:

@@ -44,12 +44,15 @@ P95_LIMIT_MS = 200.0
 def _serve(bundle: str, threads: int, backend: str = "onnxruntime", precision: str = "fp32", workers: int = 1) -> int:
     from wavstream.stream import Recognizer
     from wavstream.stream.server import Server
+    from wavstream.stream.server.app import default_max_sessions
 
     # The engine options of `wavstream serve --backend B --precision P --workers W` (cli/args.py engine_options);
     # ``threads`` is per worker.
     opts: dict[str, Any] = ({"precision": precision} if backend == "openvino"
                             else {"quantized": precision == "int8"})
     rec = Recognizer.from_bundle(bundle, backend=backend, intra_op_threads=threads, emit_features=True, **opts)
+    # What `wavstream serve` would admit by default on this machine, beside what it holds below.
+    admitted, admission = default_max_sessions(rec)
 
     async def main() -> None:
         # Measuring capacity: no admission limits (the sessions, pending connections and lag
@@ -71,7 +74,8 @@ def _serve(bundle: str, threads: int, backend: str = "onnxruntime", precision: s
         print(json.dumps({"port": server.port, "pid": os.getpid(), "rss_bytes": _rss(),
                           "engine": f"{type(rec.engine).__name__} {precision}"
                                     + (f", {workers} workers x {threads} thread(s)" if workers > 1 else ""),
-                          "batching": server.stats().get("batching")}),
+                          "batching": server.stats().get("batching"),
+                          "default_max_sessions": admitted, "admission": admission}),
               flush=True)
         threading.Thread(target=reader, daemon=True).start()
         await stop.wait()
@@ -99,6 +103,7 @@ class ServerProcess:
         info = json.loads(line)
         self.port, self.pid, self.rss_at_start = info["port"], info["pid"], info["rss_bytes"]
         self.engine, self.batching = info.get("engine"), info.get("batching")
+        self.default_max_sessions, self.admission = info.get("default_max_sessions"), info.get("admission")
         self.url = f"ws://127.0.0.1:{self.port}"
 
     def stats(self) -> dict:
@@ -387,7 +392,8 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
     server = ServerProcess(bundle, max(1, settings.threads // workers), backend, precision, workers)
     chunks = "" if "ms chunks" in model_label else f"{1000 * chunk_s:.0f} ms chunks, "  # labels often say it
     settings.log("server", f"server pid {server.pid} on {server.url} with {model_label} "
-                           f"({chunks}engine {server.engine}); audio: {source}")
+                           f"({chunks}engine {server.engine}; `wavstream serve` would admit "
+                           f"{server.default_max_sessions} sessions by default); audio: {source}")
     try:
         e2e = end_to_end(server, utt, end, cfg.stride, settings.log)
         rows = load_levels(server, loop_audio, levels, seconds, chunk_s, cfg.stride, settings.log)
@@ -402,6 +408,8 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
         "p95_limit_ms": P95_LIMIT_MS, "seconds_per_level": seconds, "audio_source": source,
         "engine": server.engine, "backend": backend, "precision": precision, "workers": workers,
         "batching": server.batching,
+        # the default --max-sessions of `wavstream serve` with this engine (measured at the child's start)
+        "default_max_sessions": server.default_max_sessions, "admission": server.admission,
         "levels": rows, "max_streams_held": max(held) if held else 0,
         "rss_per_stream_bytes": linear_slope(xs, ys), "rss_at_start_bytes": server.rss_at_start,
         "end_to_end": e2e, "loadtest_crosscheck": cross,

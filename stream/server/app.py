@@ -81,7 +81,8 @@ from .sherpa import SherpaDialect
 from .vosk import VoskDialect
 from .wenet import WenetDialect
 
-__all__ = ["Server", "run_server", "tls_context", "raise_open_file_limit", "WEB_DIR", "ENGINE_SHARE", "engine_share"]
+__all__ = ["Server", "run_server", "tls_context", "raise_open_file_limit", "WEB_DIR", "ENGINE_SHARE", "engine_share",
+           "default_max_sessions"]
 
 log = logging.getLogger("wavstream.server")
 
@@ -114,6 +115,26 @@ def engine_share(engine: Any) -> float:
     if isinstance(engine, OrtEngine) and engine.device == "cpu":
         return ONNXRUNTIME_CPU_SHARE
     return ENGINE_SHARE
+
+
+def default_max_sessions(recognizer: Any, max_batch: int = 32, limit: int = 256) -> tuple[int, dict[str, Any]]:
+    """The default session limit: the real-time sessions whose chunks fit ``engine_share`` of real time
+    in the engine, from its cost per stream-chunk measured at the batch it will run (at most 32).
+
+    Blocking (it runs the engine): call it in the executor that runs the Batcher.
+    Returns (sessions, the admission record that /stats shows).
+    """
+    cfg = recognizer.config
+    chunk_s = cfg.chunk_samples / cfg.sample_rate
+    share = engine_share(recognizer.engine)
+    batch = min(max_batch, 32)
+    cost = measure_engine_cost(recognizer, batch)
+    n = int(share * chunk_s / cost) if cost > 0 else limit
+    if n < batch:  # small batches cost more per stream: measure at the size that will run
+        cost = measure_engine_cost(recognizer, max(1, n))
+        n = int(share * chunk_s / cost) if cost > 0 else limit
+    return max(1, min(limit, n)), {"source": "measured", "engine_ms_per_stream_chunk": round(1000.0 * cost, 4),
+                                   "engine_share": share, "chunk_ms": round(1000.0 * chunk_s, 3)}
 
 
 class _Connection(ServerConnection):
@@ -319,20 +340,10 @@ class Server:
         return self
 
     async def _size_sessions(self) -> None:
-        """max_sessions from the engine's measured cost: the sessions whose chunks fit engine_share() of real time."""
-        cfg = self.rec.config
-        chunk_s = cfg.chunk_samples / cfg.sample_rate
-        share = engine_share(self.rec.engine)
+        """max_sessions from the engine's measured cost (``default_max_sessions``)."""
         loop = asyncio.get_running_loop()
-        batch = min(self.batcher.max_batch, 32)
-        cost = await loop.run_in_executor(self.batcher._executor, measure_engine_cost, self.rec, batch)
-        n = int(share * chunk_s / cost) if cost > 0 else self.MAX_AUTO_SESSIONS
-        if n < batch:  # small batches cost more per stream: measure at the size that will run
-            cost = await loop.run_in_executor(self.batcher._executor, measure_engine_cost, self.rec, max(1, n))
-            n = int(share * chunk_s / cost) if cost > 0 else self.MAX_AUTO_SESSIONS
-        self.max_sessions = max(1, min(self.MAX_AUTO_SESSIONS, n))
-        self.admission = {"source": "measured", "engine_ms_per_stream_chunk": round(1000.0 * cost, 4),
-                          "engine_share": share, "chunk_ms": round(1000.0 * chunk_s, 3)}
+        self.max_sessions, self.admission = await loop.run_in_executor(
+            self.batcher._executor, default_max_sessions, self.rec, self.batcher.max_batch, self.MAX_AUTO_SESSIONS)
 
     async def __aenter__(self) -> "Server":
         return await self.start()

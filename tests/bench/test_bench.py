@@ -100,6 +100,9 @@ def test_efficiency_server_memory_profile(quick_run: tuple[int, dict, Path]) -> 
         assert _pos(lv["server_cpu_ms_per_stream_s"]) and lv["client_cpu_ms_per_stream_s"] is not None
     assert sv["batching"]["max_batch"] >= 1 and sv["engine"]
     assert isinstance(sv["max_streams_held"], int)
+    # what `wavstream serve` would admit by default with this engine, measured as the server does
+    assert sv["default_max_sessions"] >= 1 and sv["admission"]["source"] == "measured"
+    assert sv["admission"]["engine_share"] == 0.5  # the quick run's server: ONNX Runtime on the CPU
     assert {"speech_end_to_final_s", "end_message_to_final_s"} <= set(sv["end_to_end"])
     mem = data["memory"]
     assert _pos(mem["state_bytes_per_stream"]) and len(mem["streams"]) == len(mem["rss_bytes"])
