@@ -133,8 +133,10 @@ def fuse_sibling_matmuls(model: Any) -> tuple[Any, int]:
     for x, users in consumers.items():
         group = [n for n in users if n.op_type == "MatMul" and n.input[0] == x and n.input[1] in inits
                  and len(inits[n.input[1]].dims) == 2 and id(n) not in dropped]
+        if len(group) < 2:  # most inputs feed one product: nothing to read
+            continue
         weights = [numpy_helper.to_array(inits[n.input[1]]) for n in group]
-        if len(group) < 2 or len({w.shape[0] for w in weights}) != 1 or len({w.dtype for w in weights}) != 1:
+        if len({w.shape[0] for w in weights}) != 1 or len({w.dtype for w in weights}) != 1:
             continue
         adds = [bias_add(n) for n in group]
         with_bias = all(b is not None and b.shape == (w.shape[1],) for (_, b), w in zip(adds, weights))
