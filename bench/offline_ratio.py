@@ -10,7 +10,10 @@ streaming step chunk by chunk against the exported offline graph
 (``export_offline``, whole utterance, same chunk mask), both sessions with the
 same settings, twice: as OrtEngine runs steps back to back (pool threads spin
 up to ``BACK_TO_BACK_SPIN_US``; the headline ``ratio``) and as it runs a live
-stream (no spinning; ``ratio_no_spin``). Each ONNX Runtime row also gives the
+stream (no spinning; ``ratio_no_spin``), and a third time with one intra-op
+thread each (``ratio_one_thread``): a 32-frame step gains less from a second
+thread than a 30 s pass does, and this figure shows how much of the ratio
+that is. Each ONNX Runtime row also gives the
 ratio of process CPU seconds (less sensitive to other processes than wall
 time) and the number of nodes ONNX Runtime runs per step and per offline call
 after its own fusions. The counted-FLOP ratio is reported beside it: the streaming step
@@ -97,10 +100,14 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
     row: dict = {"model": label, "chunk_frames": model.config.chunk_frames, "left_chunks": model.config.left_chunks,
                  "runtime": "onnxruntime", "spin_us": BACK_TO_BACK_SPIN_US}
     mark = foreign_mark()
-    for spin in (BACK_TO_BACK_SPIN_US, 0):
-        sess = ort.InferenceSession(str(path), sess_options=session_options(settings.threads, 1, spin),
+    # (threads, spin): as the headline runs, as a live stream runs, and on one thread
+    passes = [(settings.threads, BACK_TO_BACK_SPIN_US), (settings.threads, 0)]
+    if settings.threads != 1:
+        passes.append((1, BACK_TO_BACK_SPIN_US))
+    for threads, spin in passes:
+        sess = ort.InferenceSession(str(path), sess_options=session_options(threads, 1, spin),
                                     providers=["CPUExecutionProvider"])
-        eng = OrtEngine(stream_bundle, device="cpu", intra_op_threads=settings.threads, inter_op_threads=1,
+        eng = OrtEngine(stream_bundle, device="cpu", intra_op_threads=threads, inter_op_threads=1,
                         spin_us=spin)
         n = eng.chunk_samples
         usable = len(audio) // n * n
@@ -122,7 +129,10 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
         t_off, t_str = _alternate(offline, streaming, settings.pick(1, 3))
         c_off, c_str = _alternate(offline, streaming, settings.pick(1, 3), clock=time.process_time)
         dur = usable / 16000
-        if spin:
+        if threads == 1 and settings.threads != 1:
+            row.update({"ratio_one_thread": t_str / t_off, "streaming_s_per_audio_s_one_thread": t_str / dur,
+                        "offline_s_per_audio_s_one_thread": t_off / dur})
+        elif spin:
             row.update({"utterance_s": dur, "offline_s_per_audio_s": t_off / dur,
                         "streaming_s_per_audio_s": t_str / dur, "ratio": t_str / t_off, "cpu_ratio": c_str / c_off,
                         "step_nodes": optimized_node_count(str(eng.model_path)),
@@ -134,7 +144,8 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
     settings.log("offline_ratio", f"{label} (ORT): streaming/offline = {row['ratio']:.2f} with threads spinning "
                                   f"up to {BACK_TO_BACK_SPIN_US} us, {row['ratio_no_spin']:.2f} without "
                                   f"(CPU time {row['cpu_ratio']:.2f} / {row['cpu_ratio_no_spin']:.2f}; "
-                                  f"{row['step_nodes']} nodes per step)")
+                                  f"{row['step_nodes']} nodes per step)"
+                                  + (f"; on one thread {row['ratio_one_thread']:.2f}" if "ratio_one_thread" in row else ""))
     path.unlink(missing_ok=True)
     return row
 

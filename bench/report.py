@@ -69,6 +69,9 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
         if any("ratio_no_spin" in x for x in ort_rows):
             text += ("; without spinning (live use): "
                      + ", ".join(x['model'] + ' ' + _f(x.get('ratio_no_spin'), 2) for x in ort_rows))
+        if any("ratio_one_thread" in x for x in ort_rows):
+            text += ("; both on one thread: "
+                     + ", ".join(x['model'] + ' ' + _f(x.get('ratio_one_thread'), 2) for x in ort_rows))
         rows.append((f"streaming / offline compute in ONNX Runtime, {off['utterance_s']:.0f} s utterances{how} (worst model)",
                      text, "<= 1.2"))
     for h in r.get("hf_compare", {}).get("rows", []):

@@ -68,6 +68,11 @@ def test_offline_and_hf_sections(quick_run: tuple[int, dict, Path]) -> None:
         assert _pos(r["ratio"]) and _pos(r["cpu_ratio"]), r
         # what ONNX Runtime runs per step, after its fusions (GELU is one node: export/graph_passes.py)
         assert isinstance(r["step_nodes"], int) and r["step_nodes"] > 0 and r["offline_nodes"] > 0
+        # the same pair on one intra-op thread: there only when the run has more than one
+        if data["environment"]["threads"] > 1:
+            assert _pos(r["ratio_one_thread"]) and _pos(r["streaming_s_per_audio_s_one_thread"]), r
+        else:
+            assert "ratio_one_thread" not in r
     hf = data["hf_compare"]["rows"]
     assert hf and {"wav2vec2"} <= {r["family"] for r in hf}
     for r in hf:
