@@ -64,7 +64,11 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
     if ort_rows:
         spin = ort_rows[0].get("spin_us")
         how = f", pool threads spinning up to {spin} us (back-to-back use)" if spin else ""
-        text = (f"{_f(off.get('worst_ratio_ort'), 2)} ({', '.join(x['model'] + ' ' + _f(x['ratio'], 2) for x in ort_rows)}); "
+        def spread(x: dict) -> str:
+            reps = x.get("ratio_repeats") or []
+            return f" [repeats {min(reps):.2f}-{max(reps):.2f}]" if len(reps) > 1 else ""
+
+        text = (f"{_f(off.get('worst_ratio_ort'), 2)} ({', '.join(x['model'] + ' ' + _f(x['ratio'], 2) + spread(x) for x in ort_rows)}); "
                 f"CPU time: {', '.join(x['model'] + ' ' + _f(x.get('cpu_ratio'), 2) for x in ort_rows)}")
         if any("ratio_no_spin" in x for x in ort_rows):
             text += ("; without spinning (live use): "

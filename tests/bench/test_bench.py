@@ -66,6 +66,10 @@ def test_offline_and_hf_sections(quick_run: tuple[int, dict, Path]) -> None:
         assert _pos(r["ratio"]) and _pos(r["flops_ratio"])
     for r in off["ort_rows"]:
         assert _pos(r["ratio"]) and _pos(r["cpu_ratio"]), r
+        # one ratio per alternated repeat; the headline (best of each side) always lies within their range
+        reps = r["ratio_repeats"]
+        assert reps and all(_pos(x) for x in reps), r
+        assert min(reps) * (1 - 1e-9) <= r["ratio"] <= max(reps) * (1 + 1e-9), r
         # what ONNX Runtime runs per step, after its fusions (GELU is one node: export/graph_passes.py)
         assert isinstance(r["step_nodes"], int) and r["step_nodes"] > 0 and r["offline_nodes"] > 0
         # the same pair on one intra-op thread: there only when the run has more than one
