@@ -20,11 +20,15 @@ time) and the number of nodes ONNX Runtime runs per step and per offline call
 after its own fusions. The counted-FLOP ratio is reported beside it: the streaming step
 multiplies a fixed (L+1)*C-key window while the offline form multiplies the
 full T x T score matrix (masked), so for long utterances streaming does
-*less* arithmetic, and what remains is per-call overhead.
+*less* arithmetic, and what remains is per-call overhead. Full runs add wav2vec
+and vq-wav2vec at their published ("large") size, made streaming, to the ONNX
+Runtime rows: the tiny models' 256-channel, 32-row ops are the smallest any
+family runs, and these rows show the same comparison with 512-channel ones.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any, Callable
 
@@ -164,10 +168,26 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
     return row
 
 
+def published_w2v1_streaming(family: str, chunk_ms: int) -> Any:
+    """wav2vec 1 / vq-wav2vec at the published ("large") architecture, random weights (seed 0),
+    made streaming by ``to_streaming`` (per-frame norms, causal padding) at ``chunk_ms``."""
+    import torch
+
+    from wavstream.training.convert import to_streaming
+    from wavstream.training.models import CTC_VOCAB, build_model
+
+    from .common import chunk_frames_for
+
+    torch.manual_seed(0)
+    published = build_model(family, "large", vocab=list(CTC_VOCAB)).eval()
+    C, L = chunk_frames_for(published.config, chunk_ms)
+    return to_streaming(published, C, L).eval()
+
+
 def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
     from wavstream.training.models import FAMILIES
 
-    from .common import chunk_frames_for, set_torch_threads
+    from .common import chunk_frames_for, export, set_torch_threads
     from .single_stream import streaming_from_published, tiny_model
 
     set_torch_threads(settings.threads)
@@ -189,6 +209,19 @@ def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
             try:
                 ort_rows.append(measure_ort(label, m, keep[(label, 320)][0], seconds, settings))
             except Exception as exc:  # the torch rows stand on their own
+                settings.log("offline_ratio", f"{label} (ORT) failed: {type(exc).__name__}: {exc}")
+                ort_rows.append({"model": label, "runtime": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"})
+    if not settings.quick:
+        # The two all-convolution families at their published size too (in ONNX Runtime only): the
+        # tiny rows' products are 32 x 256 wide, the published ones 512 wide and 5-13 taps deep, so
+        # these rows show how much of the tiny models' ratio is the size of their ops.
+        for label, fam in (("wav2vec-large", "wav2vec"), ("vq_wav2vec-large", "vq_wav2vec")):
+            try:
+                m = published_w2v1_streaming(fam, 320)
+                bundle, _ = export(m, settings.work / label, False, settings.log, "offline_ratio")
+                ort_rows.append(measure_ort(label, m, bundle, seconds, settings))
+                shutil.rmtree(bundle, ignore_errors=True)  # ~120 MB each
+            except Exception as exc:  # the other rows stand on their own
                 settings.log("offline_ratio", f"{label} (ORT) failed: {type(exc).__name__}: {exc}")
                 ort_rows.append({"model": label, "runtime": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"})
     worst = max((r["ratio"] for r in rows), default=None)

@@ -43,3 +43,18 @@ def test_best_of_each_side_lies_within_the_repeats_ratios() -> None:
     assert best == pytest.approx((1.0, 1.5))
     ratios = [s / o for o, s in zip(off_t, str_t)]  # 1.25, 1.8, 0.5
     assert min(ratios) <= best[1] / best[0] <= max(ratios)
+
+
+def test_published_wav2vec_rows_are_the_published_stack_made_streaming() -> None:
+    from wavstream.bench.offline_ratio import published_w2v1_streaming
+    from wavstream.training.models import preset
+
+    for fam in ("wav2vec", "vq_wav2vec"):
+        m = published_w2v1_streaming(fam, 320)
+        cfg, pub = m.config, preset(fam, "large")
+        # the published layer stacks, unchanged ...
+        assert cfg.conv_layers == pub.conv_layers and cfg.agg_layers == pub.agg_layers
+        assert cfg.agg_layers[-1] == (512, 13, 1)
+        # ... in streaming form: per-frame norms, causal padding, 32 frames (320 ms) per chunk
+        assert cfg.agg_norm == "layer" and cfg.conv_padding == "causal" and cfg.streamable and not pub.streamable
+        assert cfg.chunk_frames == 32
