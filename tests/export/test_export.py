@@ -255,6 +255,35 @@ def test_chain_offline_torch_streaming_onnx(cache, family):
     assert greedy(o["logits"][:, :T]) == greedy(off_l)
 
 
+def test_wide_stride1_layers_export_as_conv_and_stream_exactly(tmp_path):
+    """A stride-1 layer whose window (kernel x channels) reaches CONV_OP_MIN_WINDOW exports as
+    Conv, narrower ones and strided ones as an unfold and a product; the step still equals
+    torch's step and the offline form, across chunks shorter than the wide layer's cache."""
+    from wavstream.training.models.conv import CONV_OP_MIN_WINDOW
+
+    torch.manual_seed(3)
+    wide = CONV_OP_MIN_WINDOW // 64  # 32 taps at 64 channels: a 31-frame cache, chunks of 16 frames
+    model = build_model("wav2vec", "tiny", vocab=list(CTC_VOCAB),
+                        **{**_SMALL_W2V1, "agg_layers": [(64, 2, 1), (64, wide, 1), (64, 3, 1)]}).eval()
+    out = tmp_path / "wide"
+    export_bundle(model, out, log=lambda *_: None)
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 1, [n.name for n in convs]  # the wide aggregator layer only
+    assert [a.ints for a in convs[0].attribute if a.name == "kernel_shape"] in ([[wide]], [])
+    n = 6 * model.chunk_samples + 123
+    wave = audio(2, n, seed=9)
+    with torch.no_grad():
+        off = model(torch.from_numpy(wave))
+    T = int(off.lengths[0])
+    padded = np.pad(wave, ((0, 0), (0, -n % model.chunk_samples)))
+    t = stream_torch(model, padded)
+    o = stream_onnx(out / "model.onnx", model, padded)
+    assert np.abs(o["features"] - t["features"]).max() <= TOL
+    assert np.abs(o["features"][:, :T] - off.features.numpy()).max() <= TOL
+    assert greedy(o["logits"][:, :T]) == greedy(off.logits.numpy())
+
+
 # ----------------------------------------------------------- bundle contract
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bundle_contract(cache, family):

@@ -79,20 +79,33 @@ def _weight_time_major(conv: nn.Conv1d) -> Tensor:
     return w.permute(2, 1, 0).reshape(w.shape[2] * w.shape[1], w.shape[0])
 
 
+# Exported, a stride-1 layer whose window (kernel x input channels) is at least this wide runs
+# as an ONNX Conv on a transposed view instead of an unfold and a product: the unfold copies
+# the window of every output frame (32 rows x 13 taps x 512 channels = 852 KB for wav2vec
+# large's widest aggregator layer), and ONNX Runtime's direct convolution does not. Measured
+# on 320 ms steps (docs/bench.md): wav2vec-large step -5 % on two threads, -11 to -14 % on
+# one, OpenVINO fp32 -2 % and bf16 -14 %; on wav2vec-tiny's narrow layers (at most 7 x 256)
+# the Conv form cost +5 %, so they keep the unfold.
+CONV_OP_MIN_WINDOW = 2048
+
+
 class TimeMajorConv(nn.Module):
     """The streaming form's convolution on time-major (B, T, C) input.
 
     Exported (ONNX), it is an unfold and one matrix product, the fast form in
-    ONNX Runtime and OpenVINO. In eager torch that form costs more than torch's
-    own conv1d (wav2vec-tiny's torch step 1.5x slower), so eager torch runs
-    conv1d on a transposed view; both are tested equal to the offline form.
+    ONNX Runtime and OpenVINO for strided and narrow layers; a wide stride-1
+    layer (``CONV_OP_MIN_WINDOW``) exports as Conv on a transposed view. In
+    eager torch the unfold costs more than torch's own conv1d (wav2vec-tiny's
+    torch step 1.5x slower), so eager torch runs conv1d on a transposed view;
+    all forms are tested equal to the offline form.
     It holds no parameters (the block's ``conv`` does; checkpoints are
     unchanged); it is a module so that its nodes carry the block's name in an
     exported graph, which is how the int8 pass finds and keeps the conv stacks fp32.
     """
 
     def forward(self, conv: nn.Conv1d, full: Tensor, kernel: int, stride: int, n: int) -> Tensor:  # type: ignore[override]
-        if not (torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()):
+        exporting = torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+        if not exporting or (stride == 1 and kernel * full.shape[-1] >= CONV_OP_MIN_WINDOW):
             return F.conv1d(full.transpose(1, 2), conv.weight, conv.bias, stride=stride).transpose(1, 2)
         y = _unfold_time_major(full, kernel, stride, n) @ _weight_time_major(conv)
         return y if conv.bias is None else y + conv.bias
