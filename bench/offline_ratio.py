@@ -13,11 +13,11 @@ up to ``BACK_TO_BACK_SPIN_US``; the headline ``ratio``) and as it runs a live
 stream (no spinning; ``ratio_no_spin``), and a third time with one intra-op
 thread each (``ratio_one_thread``): a 32-frame step gains less from a second
 thread than a 30 s pass does, and this figure shows how much of the ratio
-that is. Each ONNX Runtime row also gives the
-ratio of each alternated repeat on its own (``ratio_repeats``: the spread a
-single run's headline carries), the ratio of process CPU seconds (less sensitive to other processes than wall
-time) and the number of nodes ONNX Runtime runs per step and per offline call
-after its own fusions. The counted-FLOP ratio is reported beside it: the streaming step
+that is. Each ONNX Runtime row also gives the ratio of each alternated
+repeat on its own (``ratio_repeats``: the spread a single run's headline
+carries), the ratio of process CPU seconds (less sensitive to other
+processes than wall time) and the number of nodes ONNX Runtime runs per step
+and per offline call after its own fusions. The counted-FLOP ratio is reported beside it: the streaming step
 multiplies a fixed (L+1)*C-key window while the offline form multiplies the
 full T x T score matrix (masked), so for long utterances streaming does
 *less* arithmetic, and what remains is per-call overhead. Full runs add wav2vec
@@ -213,7 +213,7 @@ def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
                 ort_rows.append({"model": label, "runtime": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"})
     if not settings.quick:
         # The two all-convolution families at their published size too (in ONNX Runtime only): the
-        # tiny rows' products are 32 x 256 wide, the published ones 512 wide and 5-13 taps deep, so
+        # tiny rows' products are 32 x 256 wide, the published ones 512 wide with up to 13 taps, so
         # these rows show how much of the tiny models' ratio is the size of their ops.
         for label, fam in (("wav2vec-large", "wav2vec"), ("vq_wav2vec-large", "vq_wav2vec")):
             try:

@@ -83,9 +83,9 @@ def _weight_time_major(conv: nn.Conv1d) -> Tensor:
 # as an ONNX Conv on a transposed view instead of an unfold and a product: the unfold copies
 # the window of every output frame (32 rows x 13 taps x 512 channels = 852 KB for wav2vec
 # large's widest aggregator layer), and ONNX Runtime's direct convolution does not. Measured
-# on 320 ms steps (docs/bench.md): wav2vec-large step -5 % on two threads, -11 to -14 % on
-# one, OpenVINO fp32 -2 % and bf16 -14 %; on wav2vec-tiny's narrow layers (at most 7 x 256)
-# the Conv form cost +5 %, so they keep the unfold.
+# on 320 ms steps (docs/bench.md): wav2vec-large step -6 % on two threads and -11 % on one,
+# OpenVINO fp32 -2 % and bf16 -14 %; wav2vec-tiny's narrow layers (at most 7 x 256) as Conv
+# cost 2-7 % on two threads (saved 2-4 % on one), so they keep the unfold.
 CONV_OP_MIN_WINDOW = 2048
 
 
