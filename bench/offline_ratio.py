@@ -49,10 +49,14 @@ def _alternate_pairs(a: Any, b: Any, repeats: int,
     return pairs
 
 
+def _best(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    """The best (smallest) time of each side of ``_alternate_pairs``' pairs."""
+    return min(p[0] for p in pairs), min(p[1] for p in pairs)
+
+
 def _alternate(a: Any, b: Any, repeats: int, clock: Callable[[], float] = time.perf_counter) -> tuple[float, float]:
     """Best time of ``a`` and of ``b`` on ``clock`` (wall by default), run alternately ``repeats`` times each."""
-    pairs = _alternate_pairs(a, b, repeats, clock)
-    return min(p[0] for p in pairs), min(p[1] for p in pairs)
+    return _best(_alternate_pairs(a, b, repeats, clock))
 
 
 def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
@@ -141,7 +145,7 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
         for x in chunks[:3]:
             st = eng.step(x, st).states
         pairs = _alternate_pairs(offline, streaming, settings.pick(1, 3))
-        t_off, t_str = min(p[0] for p in pairs), min(p[1] for p in pairs)
+        t_off, t_str = _best(pairs)
         dur = usable / 16000
         if threads == 1 and settings.threads != 1:  # wall time only: on one thread it is the CPU time
             row.update({"ratio_one_thread": t_str / t_off, "streaming_s_per_audio_s_one_thread": t_str / dur,
@@ -173,15 +177,21 @@ def published_w2v1_streaming(family: str, chunk_ms: int) -> Any:
     made streaming by ``to_streaming`` (per-frame norms, causal padding) at ``chunk_ms``."""
     import torch
 
-    from wavstream.training.convert import to_streaming
     from wavstream.training.models import CTC_VOCAB, build_model
 
-    from .common import chunk_frames_for
+    from .single_stream import streaming_from_published
 
     torch.manual_seed(0)
-    published = build_model(family, "large", vocab=list(CTC_VOCAB)).eval()
-    C, L = chunk_frames_for(published.config, chunk_ms)
-    return to_streaming(published, C, L).eval()
+    return streaming_from_published(build_model(family, "large", vocab=list(CTC_VOCAB)).eval(), chunk_ms)
+
+
+def _ort_row(label: str, measure_row: Callable[[], dict], settings: Settings) -> dict:
+    """``measure_row()``, or an error row when it fails: the other rows stand on their own."""
+    try:
+        return measure_row()
+    except Exception as exc:
+        settings.log("offline_ratio", f"{label} (ORT) failed: {type(exc).__name__}: {exc}")
+        return {"model": label, "runtime": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
@@ -206,24 +216,22 @@ def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
     for label, m in models:
         rows.append(measure(label, m, seconds, settings))
         if (label, 320) in keep and not (settings.quick and ort_rows):  # quick: one ORT model
-            try:
-                ort_rows.append(measure_ort(label, m, keep[(label, 320)][0], seconds, settings))
-            except Exception as exc:  # the torch rows stand on their own
-                settings.log("offline_ratio", f"{label} (ORT) failed: {type(exc).__name__}: {exc}")
-                ort_rows.append({"model": label, "runtime": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"})
+            ort_rows.append(_ort_row(label, lambda: measure_ort(label, m, keep[(label, 320)][0], seconds, settings),
+                                     settings))
     if not settings.quick:
         # The two all-convolution families at their published size too (in ONNX Runtime only): the
         # tiny rows' products are 32 x 256 wide, the published ones 512 wide with up to 13 taps, so
         # these rows show how much of the tiny models' ratio is the size of their ops.
         for label, fam in (("wav2vec-large", "wav2vec"), ("vq_wav2vec-large", "vq_wav2vec")):
-            try:
+            def published_row(label: str = label, fam: str = fam) -> dict:
                 m = published_w2v1_streaming(fam, 320)
                 bundle, _ = export(m, settings.work / label, False, settings.log, "offline_ratio")
-                ort_rows.append(measure_ort(label, m, bundle, seconds, settings))
-                shutil.rmtree(bundle, ignore_errors=True)  # ~120 MB each
-            except Exception as exc:  # the other rows stand on their own
-                settings.log("offline_ratio", f"{label} (ORT) failed: {type(exc).__name__}: {exc}")
-                ort_rows.append({"model": label, "runtime": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"})
+                try:
+                    return measure_ort(label, m, bundle, seconds, settings)
+                finally:
+                    shutil.rmtree(bundle, ignore_errors=True)  # ~120 MB each
+
+            ort_rows.append(_ort_row(label, published_row, settings))
     worst = max((r["ratio"] for r in rows), default=None)
     ok_ort = [r["ratio"] for r in ort_rows if "ratio" in r]
     worst_ort = max(ok_ort, default=None)
