@@ -8,7 +8,7 @@ divided by torch seconds per audio second of the offline form
 each; the best run of each counts. The same comparison runs in ONNX Runtime ("ort_rows"): the exported
 streaming step chunk by chunk against the exported offline graph
 (``export_offline``, whole utterance, same chunk mask), both sessions with the
-same settings, twice: as OrtEngine runs steps back to back (pool threads spin
+same settings (seven alternated pairs per pass in full runs: ``ORT_REPEATS``), twice: as OrtEngine runs steps back to back (pool threads spin
 up to ``BACK_TO_BACK_SPIN_US``; the headline ``ratio``) and as it runs a live
 stream (no spinning; ``ratio_no_spin``), and a third time with one intra-op
 thread each (``ratio_one_thread``): a 32-frame step gains less from a second
@@ -24,6 +24,10 @@ full T x T score matrix (masked), so for long utterances streaming does
 and vq-wav2vec at their published ("large") size, made streaming, to the ONNX
 Runtime rows: the tiny models' 256-channel, 32-row ops are the smallest any
 family runs, and these rows show the same comparison with 512-channel ones.
+The two all-convolution families are also timed in ONNX Runtime at the chunk
+lengths either side of 320 ms (``chunk_rows``: 160 and 640 ms; 640 ms only in
+quick runs): a step's fixed cost is paid once per chunk, so this shows what a
+shorter chunk costs and a longer one saves, next to the goal's 320 ms.
 """
 
 from __future__ import annotations
@@ -100,9 +104,20 @@ def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
     return row
 
 
-def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, settings: Settings) -> dict:
+# Alternated (offline, streaming) pairs per ONNX Runtime pass in full runs. One pair of these 0.1-3 s
+# calls moves by 10-30 % on an idle machine; with three pairs the best-of-each-side headline of the
+# same model moved 1.04-1.25 between runs, so the headline takes the best of seven.
+ORT_REPEATS = 7
+
+# The chunk lengths besides the headline's 320 ms at which the all-convolution families are timed.
+CHUNK_LENGTHS_MS = (160, 640)
+
+
+def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, settings: Settings,
+                chunk_ms: int = 320) -> dict:
     """The same comparison in ONNX Runtime: the bundle's streaming step, chunk by
-    chunk, against the offline graph (``export_offline``: whole utterance, same chunk mask)."""
+    chunk, against the offline graph (``export_offline``: whole utterance, same chunk mask).
+    ``chunk_ms`` is the bundle's chunk length, recorded in the row."""
     import onnxruntime as ort
 
     from wavstream.export.graph_passes import optimized_node_count
@@ -110,13 +125,13 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
     from wavstream.stream import OrtEngine
     from wavstream.stream.engines.ort import BACK_TO_BACK_SPIN_US, session_options
 
-    path = settings.work / f"{label}_offline.onnx"
+    path = settings.work / f"{label}_{chunk_ms}ms_offline.onnx"
     t0 = time.perf_counter()
     export_offline(model, path)
     settings.log("offline_ratio", f"exported {path.name} in {time.perf_counter() - t0:.1f} s")
     audio = noise(seconds, seed=7)
-    row: dict = {"model": label, "chunk_frames": model.config.chunk_frames, "left_chunks": model.config.left_chunks,
-                 "runtime": "onnxruntime", "spin_us": BACK_TO_BACK_SPIN_US}
+    row: dict = {"model": label, "chunk_ms": chunk_ms, "chunk_frames": model.config.chunk_frames,
+                 "left_chunks": model.config.left_chunks, "runtime": "onnxruntime", "spin_us": BACK_TO_BACK_SPIN_US}
     mark = foreign_mark()
     # (threads, spin): as the headline runs, as a live stream runs, and on one thread
     passes = [(settings.threads, BACK_TO_BACK_SPIN_US), (settings.threads, 0)]
@@ -144,7 +159,7 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
         st = eng.init_state(1)
         for x in chunks[:3]:
             st = eng.step(x, st).states
-        pairs = _alternate_pairs(offline, streaming, settings.pick(1, 3))
+        pairs = _alternate_pairs(offline, streaming, settings.pick(1, ORT_REPEATS))
         t_off, t_str = _best(pairs)
         dur = usable / 16000
         if threads == 1 and settings.threads != 1:  # wall time only: on one thread it is the CPU time
@@ -163,7 +178,7 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
             row.update({"ratio_no_spin": t_str / t_off, "cpu_ratio_no_spin": c_str / c_off,
                         "streaming_s_per_audio_s_no_spin": t_str / dur, "offline_s_per_audio_s_no_spin": t_off / dur})
     row["foreign_cpu_share"] = foreign_share(mark)
-    settings.log("offline_ratio", f"{label} (ORT): streaming/offline = {row['ratio']:.2f} with threads spinning "
+    settings.log("offline_ratio", f"{label} (ORT, {chunk_ms} ms): streaming/offline = {row['ratio']:.2f} with threads spinning "
                                   f"up to {BACK_TO_BACK_SPIN_US} us, {row['ratio_no_spin']:.2f} without "
                                   f"(CPU time {row['cpu_ratio']:.2f} / {row['cpu_ratio_no_spin']:.2f}; "
                                   f"{row['step_nodes']} nodes per step)"
@@ -185,19 +200,31 @@ def published_w2v1_streaming(family: str, chunk_ms: int) -> Any:
     return streaming_from_published(build_model(family, "large", vocab=list(CTC_VOCAB)).eval(), chunk_ms)
 
 
-def _ort_row(label: str, measure_row: Callable[[], dict], settings: Settings) -> dict:
+def _measure_exported(label: str, model: Any, seconds: float, settings: Settings, chunk_ms: int) -> dict:
+    """``measure_ort`` for ``model`` (chunked for ``chunk_ms``), exported for it; the bundle is
+    removed afterwards (the published sizes' are ~120 MB each)."""
+    from .common import export
+
+    bundle, _ = export(model, settings.work / f"{label}_{chunk_ms}ms", False, settings.log, "offline_ratio")
+    try:
+        return measure_ort(label, model, bundle, seconds, settings, chunk_ms=chunk_ms)
+    finally:
+        shutil.rmtree(bundle, ignore_errors=True)
+
+
+def _ort_row(label: str, measure_row: Callable[[], dict], settings: Settings, chunk_ms: int = 320) -> dict:
     """``measure_row()``, or an error row when it fails: the other rows stand on their own."""
     try:
         return measure_row()
     except Exception as exc:
-        settings.log("offline_ratio", f"{label} (ORT) failed: {type(exc).__name__}: {exc}")
-        return {"model": label, "runtime": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"}
+        settings.log("offline_ratio", f"{label} (ORT, {chunk_ms} ms) failed: {type(exc).__name__}: {exc}")
+        return {"model": label, "chunk_ms": chunk_ms, "runtime": "onnxruntime", "error": f"{type(exc).__name__}: {exc}"}
 
 
 def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
     from wavstream.training.models import FAMILIES
 
-    from .common import chunk_frames_for, export, set_torch_threads
+    from .common import chunk_frames_for, set_torch_threads
     from .single_stream import streaming_from_published, tiny_model
 
     set_torch_threads(settings.threads)
@@ -223,20 +250,23 @@ def run(settings: Settings, base_published: Any, keep: Any = None) -> dict:
         # tiny rows' products are 32 x 256 wide, the published ones 512 wide with up to 13 taps, so
         # these rows show how much of the tiny models' ratio is the size of their ops.
         for label, fam in (("wav2vec-large", "wav2vec"), ("vq_wav2vec-large", "vq_wav2vec")):
-            def published_row(label: str = label, fam: str = fam) -> dict:
-                m = published_w2v1_streaming(fam, 320)
-                bundle, _ = export(m, settings.work / label, False, settings.log, "offline_ratio")
-                try:
-                    return measure_ort(label, m, bundle, seconds, settings)
-                finally:
-                    shutil.rmtree(bundle, ignore_errors=True)  # ~120 MB each
-
-            ort_rows.append(_ort_row(label, published_row, settings))
+            ort_rows.append(_ort_row(label, lambda label=label, fam=fam: _measure_exported(
+                label, published_w2v1_streaming(fam, 320), seconds, settings, 320), settings))
+    # The all-convolution families at other chunk lengths (the transformers' cost per chunk also
+    # moves with their attention window, which the chunk length changes: not the same question).
+    chunk_rows: list[dict] = []
+    for label, m in models:
+        if m.config.is_transformer:
+            continue
+        for chunk_ms in settings.pick((640,), CHUNK_LENGTHS_MS):
+            chunk_rows.append(_ort_row(label, lambda m=m, label=label, chunk_ms=chunk_ms: _measure_exported(
+                label, m.with_chunking(*chunk_frames_for(m.config, chunk_ms)), seconds, settings, chunk_ms),
+                settings, chunk_ms=chunk_ms))
     worst = max((r["ratio"] for r in rows), default=None)
     ok_ort = [r["ratio"] for r in ort_rows if "ratio" in r]
     worst_ort = max(ok_ort, default=None)
     return {"utterance_s": seconds, "chunk_ms": 320, "goal": 1.2, "rows": rows, "worst_ratio": worst,
             "meets_goal": bool(worst is not None and worst <= 1.2),
-            "ort_rows": ort_rows, "worst_ratio_ort": worst_ort,
+            "ort_rows": ort_rows, "worst_ratio_ort": worst_ort, "chunk_rows": chunk_rows,
             "meets_goal_ort": bool(worst_ort is not None and worst_ort <= 1.2)}
 

@@ -78,6 +78,18 @@ def summary_rows(r: dict) -> list[tuple[str, str, str]]:
                      + ", ".join(x['model'] + ' ' + _f(x.get('ratio_one_thread'), 2) for x in ort_rows))
         rows.append((f"streaming / offline compute in ONNX Runtime, {off['utterance_s']:.0f} s utterances{how} (worst model)",
                      text, "<= 1.2"))
+    chunk_rows = [x for x in off.get("chunk_rows", []) if "ratio" in x]
+    if chunk_rows:
+        # each model's other chunk lengths beside its 320 ms row, shortest first
+        cells = []
+        for label in dict.fromkeys(x["model"] for x in chunk_rows):
+            mine = sorted([x for x in ort_rows + chunk_rows if x["model"] == label], key=lambda x: x.get("chunk_ms", 320))
+            cell = f"{label} " + " / ".join(f"{x.get('chunk_ms', 320)} ms {_f(x['ratio'], 2)}" for x in mine)
+            if all("ratio_one_thread" in x for x in mine):
+                cell += " (one thread " + " / ".join(_f(x["ratio_one_thread"], 2) for x in mine) + ")"
+            cells.append(cell)
+        rows.append(("streaming / offline compute in ONNX Runtime by chunk length, all-convolution models",
+                     "; ".join(cells), "-"))
     for h in r.get("hf_compare", {}).get("rows", []):
         rows.append(_hf_row(h))
     eff = r.get("efficiency", {})

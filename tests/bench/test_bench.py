@@ -77,6 +77,15 @@ def test_offline_and_hf_sections(quick_run: tuple[int, dict, Path]) -> None:
             assert _pos(r["ratio_one_thread"]) and _pos(r["streaming_s_per_audio_s_one_thread"]), r
         else:
             assert "ratio_one_thread" not in r
+    assert all(r["chunk_ms"] == 320 for r in off["ort_rows"])
+    # the all-convolution model at another chunk length (quick runs: 640 ms), timed as the 320 ms rows are
+    chunk_rows = off["chunk_rows"]
+    assert [(r["model"], r["chunk_ms"], r["chunk_frames"]) for r in chunk_rows] == [("wav2vec-tiny", 640, 64)]
+    for r in chunk_rows:
+        assert _pos(r["ratio"]) and _pos(r["cpu_ratio"]) and r["ratio_repeats"], r
+    summary = dict((name, text) for name, text, _ in report.summary_rows(data))
+    by_chunk = [t for n, t in summary.items() if "by chunk length" in n]
+    assert by_chunk and by_chunk[0].startswith("wav2vec-tiny 640 ms "), summary
     hf = data["hf_compare"]["rows"]
     assert hf and {"wav2vec2"} <= {r["family"] for r in hf}
     for r in hf:
