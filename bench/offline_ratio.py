@@ -8,8 +8,9 @@ divided by torch seconds per audio second of the offline form
 each; the best run of each counts. The same comparison runs in ONNX Runtime ("ort_rows"): the exported
 streaming step chunk by chunk against the exported offline graph
 (``export_offline``, whole utterance, same chunk mask), both sessions with the
-same settings (seven alternated pairs per pass in full runs: ``ORT_REPEATS``), twice: as OrtEngine runs steps back to back (pool threads spin
-up to ``BACK_TO_BACK_SPIN_US``; the headline ``ratio``) and as it runs a live
+same settings, in a fresh child process, seven alternated pairs per pass in
+full runs (``ORT_REPEATS``), twice: as OrtEngine runs steps back to back (pool
+threads spin up to ``BACK_TO_BACK_SPIN_US``; the headline ``ratio``) and as it runs a live
 stream (no spinning; ``ratio_no_spin``), and a third time with one intra-op
 thread each (``ratio_one_thread``): a 32-frame step gains less from a second
 thread than a 30 s pass does, and this figure shows how much of the ratio
@@ -104,9 +105,9 @@ def measure(label: str, model: Any, seconds: float, settings: Settings) -> dict:
     return row
 
 
-# Alternated (offline, streaming) pairs per ONNX Runtime pass in full runs. One pair of these 0.1-3 s
-# calls moves by 10-30 % on an idle machine; with three pairs the best-of-each-side headline of the
-# same model moved 1.04-1.25 between runs, so the headline takes the best of seven.
+# Alternated (offline, streaming) pairs per ONNX Runtime pass in full runs: one pair of these 0.1-3 s
+# calls moves by 10-30 % on an idle machine. (More pairs alone did not steady the headline between
+# runs; timing in a fresh process did: see measure_ort.)
 ORT_REPEATS = 7
 
 # The chunk lengths besides the headline's 320 ms at which the all-convolution families are timed.
