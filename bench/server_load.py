@@ -3,9 +3,13 @@ end-to-end latency from speech end to final text, memory per stream.
 
 The server (``wavstream.stream.server.Server``, default batching settings) runs
 in a child process (``python -m wavstream.bench.server_load serve BUNDLE``) so
-its resident memory can be read from /proc; the load generator is an asyncio
-websocket client in the benchmark process. Both share the machine's cores, so
-the numbers include the client's cost (conservative).
+its resident memory can be read from /proc. The load generator is an asyncio
+websocket client in a second, spawned child process (``LoadGenerator``): torch-free
+and fresh, as a real client would be. In the benchmark's own process, after the
+other sections had filled its heap, a full garbage collection paused the
+clients for 0.3-0.5 s, and a pause in the middle of a level failed it. Server
+and clients share the machine's cores, so the numbers include the client's
+cost (conservative).
 
 Each client speaks protocol v1 (int16 audio, ``features: true``), sends an
 utterance looped at real time in 80 ms packets, and records when each packet
@@ -242,8 +246,97 @@ async def _level(url: str, n: int, audio: np.ndarray, seconds: float, chunk_s: f
     return results
 
 
+# ------------------------------------------------------------------ load generator child
+# These run in the load generator's process and return plain values.
+def _child_ready() -> tuple[int, bool]:
+    import importlib
+
+    for name in ("websockets.asyncio.client", "wavstream.stream.protocol", "wavstream.stream.events"):
+        importlib.import_module(name)  # what a level imports, paid before the first one
+    return os.getpid(), "torch" in sys.modules
+
+
+def _child_level(url: str, n: int, audio: np.ndarray, seconds: float, chunk_s: float, stride: int,
+                 seed: int) -> dict:
+    c0 = time.process_time()
+    results = asyncio.run(_level(url, n, audio, seconds, chunk_s, stride, seed))
+    return {
+        "latencies": [x for r in results for x in r.latencies],
+        "partial_latencies": [x for r in results for x in r.partial_latencies],
+        "errors": [r.error for r in results if r.error],
+        "cpu_s": time.process_time() - c0,  # every thread of this process: the load generator's whole cost
+    }
+
+
+def _child_end_to_end(url: str, utterance: np.ndarray, speech_end: int, stride: int, tail_s: float) -> dict:
+    audio = np.concatenate([utterance[:speech_end], np.zeros(int(tail_s * 16000), np.float32)])
+    res = ClientResult()
+    asyncio.run(_client(url, audio, len(audio) / 16000, 0.0, res, stride, speech_end=speech_end,
+                        send_end=True, wait_after=5.0))
+    ep = [t for t, d in res.finals if res.speech_end_sent is not None and t >= res.speech_end_sent]
+    endpoint_s = (ep[0] - res.speech_end_sent) if (ep and res.speech_end_sent is not None and res.end_sent
+                                                    and ep[0] < res.end_sent) else None
+    res2 = ClientResult()
+    speech_only = utterance[:speech_end]
+    asyncio.run(_client(url, speech_only, len(speech_only) / 16000, 0.0, res2, stride,
+                        speech_end=speech_end, send_end=True, wait_after=5.0))
+    flush_final = (res2.finals[0][0] - res2.end_sent) if res2.finals and res2.end_sent else None
+    flush_done = (res2.done_at - res2.end_sent) if res2.done_at and res2.end_sent else None
+    return {
+        "speech_end_to_final_s": endpoint_s,
+        "final_text": _short(res.finals[0][1].text) if res.finals else None,
+        "final_by": "endpoint" if endpoint_s is not None else ("end message" if res.finals else None),
+        "end_message_to_final_s": flush_final, "end_message_to_done_s": flush_done,
+        "flush_final_text": _short(res2.finals[0][1].text) if res2.finals else None,
+        "endpoint_rules": {"rule1_silence_s": 2.4, "rule2_silence_s": 1.2, "max_utterance_s": 20.0},
+        "errors": [e for e in (res.error, res2.error) if e],
+    }
+
+
+def _child_loadtest(url: str, n: int, seconds: float, chunk_ms: float) -> dict:
+    from wavstream.bench import loadtest
+
+    return asyncio.run(loadtest.measure(url, n, duration_s=seconds, chunk_ms=chunk_ms))
+
+
+class LoadGenerator:
+    """The websocket clients' own process, spawned so that it shares no heap,
+    threads or allocator state with the benchmark. One process serves every level."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self.pid, self.has_torch = self._pool.submit(_child_ready).result()
+
+    def level(self, url: str, n: int, audio: np.ndarray, seconds: float, chunk_s: float, stride: int,
+              seed: int) -> dict:
+        return self._pool.submit(_child_level, url, n, audio, seconds, chunk_s, stride, seed).result()
+
+    def end_to_end(self, url: str, utterance: np.ndarray, speech_end: int, stride: int, tail_s: float) -> dict:
+        return self._pool.submit(_child_end_to_end, url, utterance, speech_end, stride, tail_s).result()
+
+    def loadtest(self, url: str, n: int, seconds: float, chunk_ms: float) -> dict:
+        return self._pool.submit(_child_loadtest, url, n, seconds, chunk_ms).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "LoadGenerator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def load_levels(server: ServerProcess, audio: np.ndarray, levels: list[int], seconds: float,
-                chunk_s: float, stride: int, log: Any) -> list[dict]:
+                chunk_s: float, stride: int, log: Any, clients: Optional[LoadGenerator] = None) -> list[dict]:
+    """Each level in turn until one is not held; ``clients`` is the load generator
+    (one is started and closed here when not given)."""
+    if clients is None:
+        with LoadGenerator() as own:
+            return load_levels(server, audio, levels, seconds, chunk_s, stride, log, own)
     rows: list[dict] = []
     for n in levels:
         rss_before = server.rss()
@@ -260,14 +353,12 @@ def load_levels(server: ServerProcess, audio: np.ndarray, levels: list[int], sec
 
         mark = foreign_mark()
         t0 = time.perf_counter()
-        cpu0, client0 = server.cpu_s(), _proc_cpu_s()
-        results = asyncio.run(_level(server.url, n, audio, seconds, chunk_s, stride, seed=n))
-        cpu1, client1 = server.cpu_s(), _proc_cpu_s()
+        cpu0 = server.cpu_s()
+        got = clients.level(server.url, n, audio, seconds, chunk_s, stride, seed=n)
+        cpu1 = server.cpu_s()
         th.join()
         stats1 = server.stats()
-        lats = [x for r in results for x in r.latencies]
-        plats = [x for r in results for x in r.partial_latencies]
-        errors = [r.error for r in results if r.error]
+        lats, plats, errors = got["latencies"], got["partial_latencies"], got["errors"]
         expected = n * max(0, int(seconds / chunk_s) - 2)
         from .common import percentiles
 
@@ -282,10 +373,10 @@ def load_levels(server: ServerProcess, audio: np.ndarray, levels: list[int], sec
             "error_count": len(errors), "mean_batch": (chunks / batches) if batches else None,
             "rss_before_bytes": rss_before, "rss_mid_bytes": box.get("rss_mid"),
             "wall_s": time.perf_counter() - t0, "foreign_cpu_share": foreign_share(mark),
-            # CPU per stream-second of audio sent (the level's streams x its seconds; the bench process's
-            # CPU is the load generator's, with the RSS sampler's few reads)
+            # CPU per stream-second of audio sent (the level's streams x its seconds); the load
+            # generator's is its own process's, every thread
             "server_cpu_ms_per_stream_s": _per_stream_s(cpu0, cpu1, n, seconds),
-            "client_cpu_ms_per_stream_s": _per_stream_s(client0, client1, n, seconds),
+            "client_cpu_ms_per_stream_s": _per_stream_s(0.0, got["cpu_s"], n, seconds),
         }
         row["held"] = bool(pct["p95"] is not None and pct["p95"] < P95_LIMIT_MS and not errors
                            and len(lats) >= expected)
@@ -324,49 +415,25 @@ def _per_stream_s(a: Optional[float], b: Optional[float], streams: int, seconds:
 
 
 def end_to_end(server: ServerProcess, utterance: np.ndarray, speech_end: int, stride: int, log: Any,
-               tail_s: float = 3.5) -> dict:
+               clients: "LoadGenerator", tail_s: float = 3.5) -> dict:
     """One stream: speech then ``tail_s`` of silence at real time; time from the
     speech end to the first final (default endpointing). Then a second stream
     that sends ``end`` right after the speech: time to its final (flush)."""
-    audio = np.concatenate([utterance[:speech_end], np.zeros(int(tail_s * 16000), np.float32)])
-    res = ClientResult()
-    asyncio.run(_client(server.url, audio, len(audio) / 16000, 0.0, res, stride, speech_end=speech_end,
-                        send_end=True, wait_after=5.0))
-    ep = [t for t, d in res.finals if res.speech_end_sent is not None and t >= res.speech_end_sent]
-    endpoint_s = (ep[0] - res.speech_end_sent) if (ep and res.speech_end_sent is not None and res.end_sent
-                                                    and ep[0] < res.end_sent) else None
-    res2 = ClientResult()
-    speech_only = utterance[:speech_end]
-    asyncio.run(_client(server.url, speech_only, len(speech_only) / 16000, 0.0, res2, stride,
-                        speech_end=speech_end, send_end=True, wait_after=5.0))
-    flush_final = (res2.finals[0][0] - res2.end_sent) if res2.finals and res2.end_sent else None
-    flush_done = (res2.done_at - res2.end_sent) if res2.done_at and res2.end_sent else None
-    out = {
-        "speech_end_to_final_s": endpoint_s,
-        "final_text": _short(res.finals[0][1].text) if res.finals else None,
-        "final_by": "endpoint" if endpoint_s is not None else ("end message" if res.finals else None),
-        "end_message_to_final_s": flush_final, "end_message_to_done_s": flush_done,
-        "flush_final_text": _short(res2.finals[0][1].text) if res2.finals else None,
-        "endpoint_rules": {"rule1_silence_s": 2.4, "rule2_silence_s": 1.2, "max_utterance_s": 20.0},
-        "errors": [e for e in (res.error, res2.error) if e],
-    }
+    out = clients.end_to_end(server.url, utterance, speech_end, stride, tail_s)
+    endpoint_s, flush_final = out["speech_end_to_final_s"], out["end_message_to_final_s"]
     log("server", f"speech end -> final {_fmt(None if endpoint_s is None else 1000 * endpoint_s)} ms "
                   f"({out['final_text']!r}); end message -> final {_fmt(None if flush_final is None else 1000 * flush_final)} ms")
     return out
 
 
 def _loadtest_crosscheck(server: ServerProcess, rows: list[dict], seconds: float, chunk_s: float,
-                         log: Any) -> Optional[dict]:
+                         log: Any, clients: "LoadGenerator") -> Optional[dict]:
     """The server helper's own load generator (wavstream.bench.loadtest:
     noise, one message per chunk) at the largest held stream count, as a check."""
-    try:
-        from wavstream.bench import loadtest
-    except Exception as exc:
-        return {"error": f"loadtest not available: {exc}"}
     held = [r["streams"] for r in rows if r["held"]]
     n = max(held) if held else 1
     try:
-        r = asyncio.run(loadtest.measure(server.url, n, duration_s=seconds, chunk_ms=1000 * chunk_s))
+        r = clients.loadtest(server.url, n, seconds, 1000 * chunk_s)
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     log("server", f"loadtest.measure cross-check at {n} streams: p50 {r.get('p50_ms')} p95 {r.get('p95_ms')} ms")
@@ -395,9 +462,10 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
                            f"({chunks}engine {server.engine}; `wavstream serve` would admit "
                            f"{server.default_max_sessions} sessions by default); audio: {source}")
     try:
-        e2e = end_to_end(server, utt, end, cfg.stride, settings.log)
-        rows = load_levels(server, loop_audio, levels, seconds, chunk_s, cfg.stride, settings.log)
-        cross = _loadtest_crosscheck(server, rows, seconds, chunk_s, settings.log)
+        with LoadGenerator() as clients:
+            e2e = end_to_end(server, utt, end, cfg.stride, settings.log, clients)
+            rows = load_levels(server, loop_audio, levels, seconds, chunk_s, cfg.stride, settings.log, clients)
+            cross = _loadtest_crosscheck(server, rows, seconds, chunk_s, settings.log, clients)
     finally:
         server.close()
     held = [r["streams"] for r in rows if r["held"]]
@@ -413,8 +481,8 @@ def run(settings: Any, bundle: Path, model_label: str) -> dict:
         "levels": rows, "max_streams_held": max(held) if held else 0,
         "rss_per_stream_bytes": linear_slope(xs, ys), "rss_at_start_bytes": server.rss_at_start,
         "end_to_end": e2e, "loadtest_crosscheck": cross,
-        "note": ("levels stop at the first one not held; the load generator runs on the same cores "
-                 "as the server"),
+        "note": ("levels stop at the first one not held; the load generator runs in its own process, "
+                 "on the same cores as the server"),
     }
 
 
