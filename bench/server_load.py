@@ -301,7 +301,9 @@ def _child_loadtest(url: str, n: int, seconds: float, chunk_ms: float) -> dict:
 
 class LoadGenerator:
     """The websocket clients' own process, spawned so that it shares no heap,
-    threads or allocator state with the benchmark. One process serves every level."""
+    threads or allocator state with the benchmark. One process serves every level.
+    Spawning re-imports the caller's main module: a script that uses this needs
+    the usual ``if __name__ == "__main__":`` guard."""
 
     def __init__(self) -> None:
         import multiprocessing
