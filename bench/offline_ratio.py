@@ -37,7 +37,7 @@ import shutil
 import time
 from typing import Any, Callable
 
-from .common import Settings, foreign_mark, foreign_share, noise
+from .common import Settings, foreign_mark, foreign_share, fresh_process, noise
 
 
 def _alternate_pairs(a: Any, b: Any, repeats: int,
@@ -124,9 +124,6 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
     engine runs: in the bench's own process, after the single-stream section,
     the same vq-wav2vec step measured 5 % slower (ratio 1.12 → 1.19-1.21)
     while the offline pass did not move."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     from wavstream.export.graph_passes import optimized_node_count
     from wavstream.export.onnx_export import export_offline
     from wavstream.stream.bundle import load_bundle
@@ -139,7 +136,7 @@ def measure_ort(label: str, model: Any, stream_bundle: Any, seconds: float, sett
     row: dict = {"model": label, "chunk_ms": chunk_ms, "chunk_frames": model.config.chunk_frames,
                  "left_chunks": model.config.left_chunks, "runtime": "onnxruntime", "spin_us": BACK_TO_BACK_SPIN_US}
     mark = foreign_mark()
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+    with fresh_process() as child:
         row.update(child.submit(time_ort, str(stream_bundle), str(path), seconds, settings.threads,
                                 settings.pick(1, ORT_REPEATS), settings.pick(1, 3)).result())
     row["foreign_cpu_share"] = foreign_share(mark)

@@ -135,7 +135,7 @@ class ServerProcess:
             self.proc.wait()
 
 
-def _proc_cpu_s(pid: Any = "self") -> Optional[float]:
+def _proc_cpu_s(pid: int) -> Optional[float]:
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -300,16 +300,14 @@ def _child_loadtest(url: str, n: int, seconds: float, chunk_ms: float) -> dict:
 
 
 class LoadGenerator:
-    """The websocket clients' own process, spawned so that it shares no heap,
-    threads or allocator state with the benchmark. One process serves every level.
-    Spawning re-imports the caller's main module: a script that uses this needs
-    the usual ``if __name__ == "__main__":`` guard."""
+    """The websocket clients' own process (``common.fresh_process``: it shares no
+    heap, threads or allocator state with the benchmark). One process serves
+    every level."""
 
     def __init__(self) -> None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from .common import fresh_process
 
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = fresh_process()
         self.pid, self.has_torch = self._pool.submit(_child_ready).result()
 
     def level(self, url: str, n: int, audio: np.ndarray, seconds: float, chunk_s: float, stride: int,
